@@ -1,0 +1,237 @@
+"""The catalogue: the one query engine over the archive's tables.
+
+Opens the Delta tables of a release (the latest, or a pinned one) as Arrow datasets in a
+sandboxed DuckDB connection, exposes them as the served tables (ivoa.obscore,
+spherex.*, TAP_SCHEMA.*) holding only released rows, and runs SQL with a time limit.
+TAP, SIA, DataLink, coverage and job planning all query through it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from . import releases, schema, sky, sqlfunctions
+from .ingest import open_table
+from .storage import Archive
+
+
+class QueryTimeout(Exception):
+    pass
+
+
+class QueryError(Exception):
+    """The query failed for a reason the caller can fix (bad column, type, ...)."""
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _empty(table: schema.Table) -> pa.Table:
+    return table.arrow_schema().empty_table()
+
+
+def tap_schema_tables(extra: dict[str, schema.Table] | None = None) -> dict[str, pa.Table]:
+    """TAP_SCHEMA.* rows, generated from the schema module (describing themselves too)."""
+    tables = {**schema.TABLES, **TAP_SCHEMA_TABLES, **(extra or {})}
+    schemas = sorted({t.schema_name for t in tables.values()})
+    rows = {
+        "schemas": {"schema_name": schemas,
+                    "description": [schema.SCHEMA_DESCRIPTIONS.get(s, "") for s in schemas],
+                    "utype": [None] * len(schemas), "schema_index": list(range(len(schemas)))},
+        "tables": {"schema_name": [], "table_name": [], "table_type": [], "description": [],
+                   "utype": [], "table_index": []},
+        "columns": {k: [] for k in ("table_name", "column_name", "datatype", "arraysize",
+                                    "xtype", "size", "description", "utype", "unit", "ucd",
+                                    "indexed", "principal", "std", "column_index")},
+        "keys": {"key_id": [], "from_table": [], "target_table": [], "description": [],
+                 "utype": []},
+        "key_columns": {"key_id": [], "from_column": [], "target_column": []},
+    }
+    for ti, t in enumerate(tables.values()):
+        r = rows["tables"]
+        for k, v in (("schema_name", t.schema_name), ("table_name", t.name),
+                     ("table_type", t.table_type), ("description", t.description),
+                     ("utype", t.utype), ("table_index", ti)):
+            r[k].append(v)
+        for ci, c in enumerate(t.served):
+            r = rows["columns"]
+            vals = (t.name, c.name, c.datatype, c.arraysize, c.xtype, None, c.description,
+                    c.utype, c.unit, c.ucd, int(c.indexed), int(c.principal), int(c.std), ci)
+            for k, v in zip(r, vals):
+                r[k].append(v)
+        for fk in t.keys:
+            for k, v in (("key_id", fk.key_id), ("from_table", t.name),
+                         ("target_table", fk.target), ("description", fk.description),
+                         ("utype", None)):
+                rows["keys"][k].append(v)
+            for a, b in fk.columns:
+                for k, v in (("key_id", fk.key_id), ("from_column", a), ("target_column", b)):
+                    rows["key_columns"][k].append(v)
+    out = {}
+    for name, cols in rows.items():
+        t = TAP_SCHEMA_TABLES[f"TAP_SCHEMA.{name}"]
+        out[name] = pa.table({c.name: pa.array(cols[c.name], c.arrow) for c in t.columns})
+    return out
+
+
+def _ts(name: str, desc: str, cols: list[tuple]) -> schema.Table:
+    columns = tuple(schema.Column(c[0], c[1], c[2], principal=True, std=True,
+                                  nullable=c[0] not in ("table_name", "column_name"))
+                    for c in cols)
+    return schema.Table(f"TAP_SCHEMA.{name}", desc, columns, physical="")
+
+
+S, I32 = pa.string(), pa.int32()
+TAP_SCHEMA_TABLES = {t.name: t for t in (
+    _ts("schemas", "Schemas of this service", [
+        ("schema_name", S, "schema name"), ("description", S, "description"),
+        ("utype", S, "utype"), ("schema_index", I32, "ordering hint")]),
+    _ts("tables", "Tables of this service", [
+        ("schema_name", S, "schema of the table"), ("table_name", S, "qualified name"),
+        ("table_type", S, "table or view"), ("description", S, "description"),
+        ("utype", S, "utype"), ("table_index", I32, "ordering hint")]),
+    _ts("columns", "Columns of every table", [
+        ("table_name", S, "qualified table name"), ("column_name", S, "column name"),
+        ("datatype", S, "VOTable datatype"), ("arraysize", S, "VOTable arraysize"),
+        ("xtype", S, "VOTable xtype"), ("size", I32, "deprecated; use arraysize"),
+        ("description", S, "description"), ("utype", S, "utype"), ("unit", S, "VO unit"),
+        ("ucd", S, "UCD"), ("indexed", I32, "1 if indexed"),
+        ("principal", I32, "1 if principal"), ("std", I32, "1 if defined by a standard"),
+        ("column_index", I32, "ordering hint")]),
+    _ts("keys", "Foreign keys", [
+        ("key_id", S, "key id"), ("from_table", S, "table with the key"),
+        ("target_table", S, "table referred to"), ("description", S, "description"),
+        ("utype", S, "utype")]),
+    _ts("key_columns", "Columns of the foreign keys", [
+        ("key_id", S, "key id"), ("from_column", S, "column in from_table"),
+        ("target_column", S, "column in target_table")]),
+)}
+
+
+@dataclass
+class Opened:
+    release: releases.Release
+    con: duckdb.DuckDBPyConnection
+    max_footprint_radius: float
+    opened_at: float
+
+
+class Catalogue:
+    """Query the archive as of a release. `release=None` follows the latest release."""
+
+    def __init__(self, archive: Archive, release: int | None = None, base_url: str = ""):
+        self.archive = archive
+        self.pinned = release
+        self.base_url = base_url.rstrip("/")
+        self._opened: Opened | None = None
+        self._lock = threading.Lock()
+
+    # ---- opening ------------------------------------------------------------------
+    def current(self) -> Opened:
+        """The open release, reopened when a newer release exists (checked every call,
+        so a committed delivery is visible to the next query)."""
+        with self._lock:
+            number = self.pinned if self.pinned is not None else \
+                (releases.numbers(self.archive) or [0])[-1]
+            if self._opened is None or self._opened.release.number != number:
+                self._opened = self._open(releases.load(self.archive, number))
+            return self._opened
+
+    @property
+    def release(self) -> releases.Release:
+        return self.current().release
+
+    def _open(self, rel: releases.Release) -> Opened:
+        con = duckdb.connect(config={"threads": 2})
+        sqlfunctions.register(con)
+        rmax = 0.0
+        for name, table in schema.PHYSICAL.items():
+            dt = open_table(self.archive, name, rel.versions.get(name)) if rel.number else None
+            if dt is None:
+                con.register(_phys(name), _empty(table))
+                continue
+            con.register(_phys(name), dt.to_pyarrow_dataset())
+            if name == "ivoa.obscore":
+                rmax = _max_stat(dt, "s_rmax")
+        runs = ", ".join(_sql_str(r) for r in rel.runs.values()) or "NULL"
+        for t in schema.TABLES.values():
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema_name}")
+            cols = ", ".join(self._select(c) for c in t.served)
+            con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(t.physical)} "
+                        f"WHERE ingest_id IN ({runs})")
+        con.execute('CREATE SCHEMA IF NOT EXISTS "TAP_SCHEMA"')
+        for name, rows in tap_schema_tables().items():
+            con.register(f"_ts_{name}", rows)
+            con.execute(f'CREATE VIEW "TAP_SCHEMA".{name} AS SELECT * FROM _ts_{name}')
+        # the sandbox: no files, no URLs, no extensions, no changing this afterwards
+        con.execute("SET enable_external_access = false")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET lock_configuration = true")
+        return Opened(rel, con, rmax, time.time())
+
+    def _select(self, c: schema.Column) -> str:
+        if c.name == "access_url":
+            return f"{_sql_str(self.base_url)} || access_url AS access_url"
+        return f'"{c.name}"'
+
+    # ---- querying -----------------------------------------------------------------
+    def query(self, sql: str, timeout: float = 60.0, max_rows: int | None = None,
+              uploads: dict[str, pa.Table] | None = None) -> pa.Table:
+        """Run one SELECT (already validated by the caller) and return Arrow rows."""
+        opened = self.current()
+        cur = opened.con.cursor()
+        for name, table in (uploads or {}).items():
+            cur.register(f"_upload_{name}", table)
+        timer = threading.Timer(timeout, cur.interrupt)
+        timer.start()
+        try:
+            rel = cur.execute(sql)
+            reader = rel.fetch_record_batch(rows_per_batch=max(1, min(max_rows or 65536,
+                                                                      65536)))
+            batches, n = [], 0
+            for b in reader:
+                batches.append(b)
+                n += b.num_rows
+                if max_rows is not None and n >= max_rows:
+                    break
+            table = pa.Table.from_batches(batches, reader.schema)
+            return table.slice(0, max_rows) if max_rows is not None else table
+        except duckdb.InterruptException:
+            raise QueryTimeout(f"query exceeded the time limit of {timeout:g} s") from None
+        except (duckdb.BinderException, duckdb.ParserException, duckdb.ConversionException,
+                duckdb.InvalidInputException, duckdb.CatalogException,
+                duckdb.OutOfRangeException, duckdb.NotImplementedException) as e:
+            raise QueryError(str(e).split("\n")[0]) from None
+        finally:
+            timer.cancel()
+            cur.close()
+
+    def box_sql(self, ra_col: str, dec_col: str, ra: float, dec: float, radius: float,
+                footprint: bool) -> str:
+        """An RA/Dec box around a cap that Parquet statistics can prune with; with
+        footprint=True it is widened by the largest footprint radius in the release."""
+        r = radius + (self.current().max_footprint_radius if footprint else 0.0) + 1e-9
+        lo, hi, ranges = sky.cap_bounds(ra, dec, r)
+        ra_terms = " OR ".join(f"{ra_col} BETWEEN {a!r} AND {b!r}" for a, b in ranges)
+        return f"({dec_col} BETWEEN {lo!r} AND {hi!r} AND ({ra_terms}))"
+
+
+def _phys(name: str) -> str:
+    return "_t_" + name.replace(".", "_")
+
+
+def _max_stat(dt, column: str) -> float:
+    actions = dt.get_add_actions(flatten=True)
+    actions = pa.table(actions) if not isinstance(actions, pa.Table) else actions
+    col = f"max.{column}"
+    if col not in actions.column_names:
+        return 180.0  # no statistics: no pruning rather than lost rows
+    vals = [v for v in actions[col].to_pylist() if v is not None]
+    return max(vals) if vals and len(vals) == actions.num_rows else 180.0

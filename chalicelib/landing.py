@@ -1,0 +1,38 @@
+"""The landing page: what this service is, its endpoints and queries to try."""
+
+from __future__ import annotations
+
+from html import escape
+
+SERVICES = [
+    ("TAP 1.1 (ObsTAP, ADQL 2.1)", "/tap", "/tap/capabilities"),
+    ("TAP availability", "/tap/availability", None),
+    ("TAP tables", "/tap/tables", None),
+    ("TAP examples", "/tap/examples", None),
+]
+
+EXAMPLE_ADQL = ("SELECT TOP 10 obs_publisher_did, s_ra, s_dec, em_min, em_max, access_url "
+                "FROM spherex.obscore WHERE CONTAINS(POINT('ICRS', 270.0, 66.56), "
+                "s_region) = 1")
+
+
+def pyvo_snippet(base: str) -> str:
+    return (f"import pyvo\n"
+            f"tap = pyvo.dal.TAPService('{base}/tap')\n"
+            f"print(tap.run_sync(\"{EXAMPLE_ADQL}\").to_table())\n")
+
+
+def page(base: str, release: int, deliveries: list[str]) -> str:
+    rows = "".join(
+        f"<li><a href='{escape(base + path)}'>{escape(name)}</a> <code>{escape(path)}</code>"
+        + (f" (<a href='{escape(base + cap)}'>capabilities</a>)" if cap else "") + "</li>"
+        for name, path, cap in SERVICES)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>SPHEREx archive</title>"
+        "</head><body><h1>SPHEREx archive services</h1>"
+        f"<p>Release {release}: {len(deliveries)} weekly deliveries"
+        f"{' (latest ' + escape(deliveries[-1]) + ')' if deliveries else ''}.</p>"
+        f"<h2>Services</h2><ul>{rows}</ul>"
+        f"<h2>Try it</h2><pre>{escape(pyvo_snippet(base))}</pre>"
+        f"<pre>curl '{escape(base)}/tap/sync?LANG=ADQL&amp;QUERY=SELECT+TOP+5+*+FROM+"
+        "ivoa.obscore'</pre></body></html>")

@@ -1,0 +1,38 @@
+"""Process-wide state of a server or Lambda container: the archive and its catalogues.
+
+Kept warm between requests: a catalogue reopens only when a new release appears.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+
+from .catalogue import Catalogue
+from .storage import Archive
+
+_lock = threading.Lock()
+_catalogues: dict[tuple[str, str], Catalogue] = {}
+
+
+@lru_cache(maxsize=1)
+def archive() -> Archive:
+    return Archive.from_env()
+
+
+def catalogue(base_url: str) -> Catalogue:
+    """The catalogue serving `base_url` (its access_url values point there)."""
+    pinned = os.environ.get("ARCHIVE_RELEASE")
+    key = (base_url, pinned or "")
+    with _lock:
+        if key not in _catalogues:
+            _catalogues[key] = Catalogue(archive(), int(pinned) if pinned else None, base_url)
+        return _catalogues[key]
+
+
+def reset() -> None:
+    """Forget cached state (tests switch archives with ARCHIVE_URL)."""
+    archive.cache_clear()
+    with _lock:
+        _catalogues.clear()

@@ -1,0 +1,218 @@
+"""Exact spherical geometry on the celestial sphere, vectorised with numpy.
+
+Polygons are flat (ra1, dec1, ra2, dec2, ...) degree lists whose edges are great-circle
+arcs; they must fit in a hemisphere (footprints, query regions). Tests are orientation
+free: a polygon is the smaller of the two regions its edges bound. Everything works in
+unit vectors, so RA 0/360 and the poles need no special cases.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+
+DEG = np.pi / 180.0
+
+
+def xyz(ra, dec) -> np.ndarray:
+    """Unit vectors (..., 3) for RA/Dec in degrees."""
+    ra, dec = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
+    c = np.cos(dec)
+    return np.stack([c * np.cos(ra), c * np.sin(ra), np.sin(dec)], axis=-1)
+
+
+def radec(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    ra = np.degrees(np.arctan2(v[..., 1], v[..., 0])) % 360.0
+    dec = np.degrees(np.arcsin(np.clip(v[..., 2], -1, 1)))
+    return ra, dec
+
+
+def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle between unit vectors in degrees, accurate at all separations."""
+    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1),
+                                 np.sum(a * b, axis=-1)))
+
+
+def distance(ra1, dec1, ra2, dec2) -> np.ndarray:
+    """Great-circle distance in degrees (Vincenty form: exact for tiny and large angles)."""
+    return _angle(xyz(ra1, dec1), xyz(ra2, dec2))
+
+
+# ---- flattened polygon arrays: one row per polygon, vertices concatenated ---------------
+
+
+class Polys:
+    """A batch of polygons: vertex unit vectors, owning row per vertex, row offsets."""
+
+    def __init__(self, offsets: np.ndarray, flat: np.ndarray):
+        # offsets index into the flat (ra, dec, ...) values, so halve them for vertices
+        self.start = offsets[:-1] // 2
+        self.count = np.diff(offsets) // 2
+        self.v = xyz(flat[0::2], flat[1::2])
+        self.row = np.repeat(np.arange(len(self.count)), self.count)
+        nxt = np.arange(len(self.v)) + 1
+        ends = self.start + self.count
+        nxt[ends[self.count > 0] - 1] = self.start[self.count > 0]
+        self.next = nxt  # index of each vertex's successor (closing the ring)
+
+    @classmethod
+    def from_arrow(cls, arr: pa.Array | pa.ChunkedArray) -> Polys:
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+        arr = arr.fill_null([])
+        offsets = np.asarray(arr.offsets, dtype=np.int64)
+        flat = arr.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
+        return cls(offsets - offsets[0], flat)
+
+    @classmethod
+    def one(cls, coords, n: int = 1) -> Polys:
+        """The same polygon repeated for n rows."""
+        flat = np.tile(np.asarray(coords, float), n)
+        return cls(np.arange(n + 1) * len(coords), flat)
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def centre(self) -> np.ndarray:
+        c = np.zeros((len(self), 3))
+        np.add.at(c, self.row, self.v)
+        n = np.linalg.norm(c, axis=-1, keepdims=True)
+        return c / np.where(n == 0, 1, n)
+
+    def radius(self) -> np.ndarray:
+        """Largest centre-to-vertex angle per polygon (deg): its bounding cap."""
+        r = np.zeros(len(self))
+        np.maximum.at(r, self.row, _angle(self.centre()[self.row], self.v))
+        return r
+
+
+def _tangent_basis(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref = np.where(np.abs(c[..., 2:3]) < 0.9, [0.0, 0.0, 1.0], [1.0, 0.0, 0.0])
+    e1 = np.cross(ref, c)
+    e1 /= np.linalg.norm(e1, axis=-1, keepdims=True)
+    return e1, np.cross(c, e1)
+
+
+def points_in_polys(p: np.ndarray, polys: Polys) -> np.ndarray:
+    """Is unit vector p[i] inside polygon i? Even-odd rule in the gnomonic projection
+    centred on each polygon: it maps great circles to straight lines, so it is exact."""
+    c = polys.centre()
+    e1, e2 = _tangent_basis(c)
+    pc = np.sum(p * c, axis=-1)
+    front = pc > 0
+    safe = np.where(front, pc, 1.0)
+    px, py = np.sum(p * e1, -1) / safe, np.sum(p * e2, -1) / safe
+    r = polys.row
+    vc = np.sum(polys.v * c[r], -1)
+    vx, vy = np.sum(polys.v * e1[r], -1) / vc, np.sum(polys.v * e2[r], -1) / vc
+    wx, wy = vx[polys.next], vy[polys.next]
+    qx, qy = px[r], py[r]
+    straddle = (vy > qy) != (wy > qy)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xcross = vx + (qy - vy) * (wx - vx) / (wy - vy)
+    crossings = np.bincount(r, weights=straddle & (qx < xcross), minlength=len(polys))
+    return front & (crossings.astype(np.int64) % 2 == 1)
+
+
+def _edge_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle (deg) from p to the great-circle arc a->b, all (n, 3)."""
+    n = np.cross(a, b)
+    nn = np.linalg.norm(n, axis=-1, keepdims=True)
+    n = n / np.where(nn == 0, 1, nn)
+    # foot of p on the great circle lies on the arc when it is between a and b
+    foot = p - np.sum(p * n, -1, keepdims=True) * n
+    on_arc = (np.sum(np.cross(a, foot) * n, -1) >= 0) & (np.sum(np.cross(foot, b) * n, -1) >= 0)
+    perp = np.degrees(np.arcsin(np.clip(np.abs(np.sum(p * n, -1)), 0, 1)))
+    ends = np.minimum(_angle(p, a), _angle(p, b))
+    return np.where(on_arc & (nn[..., 0] > 0), np.minimum(perp, ends), ends)
+
+
+def min_edge_distance(p: np.ndarray, polys: Polys) -> np.ndarray:
+    """Smallest angle (deg) from p[i] to the boundary of polygon i."""
+    r = polys.row
+    d = _edge_distance(p[r], polys.v, polys.v[polys.next])
+    out = np.full(len(polys), np.inf)
+    np.minimum.at(out, r, d)
+    return out
+
+
+def _arcs_cross(a, b, c, d) -> np.ndarray:
+    """Do great-circle arcs a->b and c->d (each < 180 deg) intersect?"""
+    n1, n2 = np.cross(a, b), np.cross(c, d)
+    x = np.cross(n1, n2)
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    x = x / np.where(norm == 0, 1, norm)
+
+    def on(arc_a, arc_b, n, pt):
+        return (np.sum(np.cross(arc_a, pt) * n, -1) >= 0) & (
+            np.sum(np.cross(pt, arc_b) * n, -1) >= 0)
+
+    hit = (on(a, b, n1, x) & on(c, d, n2, x)) | (on(a, b, n1, -x) & on(c, d, n2, -x))
+    return hit & (norm[..., 0] > 1e-15)
+
+
+def polys_edges_cross(q: np.ndarray, polys: Polys) -> np.ndarray:
+    """Does any edge of the fixed polygon q (vertices (k, 3)) cross an edge of polygon i?"""
+    out = np.zeros(len(polys), bool)
+    a, b = polys.v, polys.v[polys.next]
+    for i in range(len(q)):
+        hit = _arcs_cross(q[i][None, :], q[(i + 1) % len(q)][None, :], a, b)
+        out |= np.bincount(polys.row, weights=hit, minlength=len(polys)) > 0
+    return out
+
+
+def spherical_area(polys: Polys) -> np.ndarray:
+    """Area in square degrees: signed fan of spherical triangles around the centre."""
+    c = polys.centre()[polys.row]
+    a, b = polys.v, polys.v[polys.next]
+    num = np.sum(c * np.cross(a, b), -1)
+    den = 1 + np.sum(c * a, -1) + np.sum(a * b, -1) + np.sum(b * c, -1)
+    tri = 2 * np.arctan2(num, den)
+    area = np.abs(np.bincount(polys.row, weights=tri, minlength=len(polys)))
+    return np.degrees(np.degrees(area))
+
+
+def circle_area(r) -> np.ndarray:
+    return np.degrees(np.degrees(2 * np.pi * (1 - np.cos(np.radians(np.asarray(r, float))))))
+
+
+def box_polygon(ra: float, dec: float, width: float, height: float) -> list[float]:
+    """ADQL BOX as a polygon: corners at +-width/2, +-height/2 in the tangent plane at the
+    centre, so the sides are great circles through the centre's offsets."""
+    c = xyz(ra, dec)
+    e1, e2 = _tangent_basis(c)
+    tx, ty = math.tan(math.radians(width / 2)), math.tan(math.radians(height / 2))
+    corners = [c + sx * tx * e1 + sy * ty * e2 for sx, sy in ((1, 1), (-1, 1), (-1, -1), (1, -1))]
+    r, d = radec(np.array(corners))
+    return [float(v) for pair in zip(r, d) for v in pair]
+
+
+def cap_bounds(ra: float, dec: float, radius: float) -> tuple[float, float, list[tuple]]:
+    """Dec range and RA ranges (0..360, split at the wrap) enclosing a spherical cap:
+    the prefilter the Parquet statistics can prune with."""
+    lo, hi = dec - radius, dec + radius
+    if radius >= 90 or hi >= 90 or lo <= -90:
+        return max(lo, -90.0), min(hi, 90.0), [(0.0, 360.0)]
+    dra = math.degrees(math.asin(min(1.0, math.sin(math.radians(radius))
+                                     / math.cos(math.radians(dec)))))
+    a, b = (ra - dra) % 360.0, (ra + dra) % 360.0
+    ranges = [(a, b)] if a <= b else [(a, 360.0), (0.0, b)]
+    return lo, hi, ranges
+
+
+def healpix(ra, dec, order: int = 12) -> np.ndarray:
+    """Nested HEALPix index of each position: the spatial sort key of the tables."""
+    import cdshealpix
+    from astropy.coordinates import Latitude, Longitude
+
+    return cdshealpix.lonlat_to_healpix(Longitude(np.asarray(ra, float), "deg"),
+                                        Latitude(np.asarray(dec, float), "deg"),
+                                        order).astype(np.int64)
+
+
+def stcs_polygon(coords) -> str:
+    """STC-S text of a polygon: what ObsCore clients and taplint expect for s_region."""
+    return "Polygon ICRS " + " ".join(f"{v:.9g}" for v in coords)
