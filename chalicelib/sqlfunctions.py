@@ -20,20 +20,19 @@ LIST = "DOUBLE[]"
 
 # name -> SQL macro; haversine distance is exact enough for all separations we test.
 MACROS = {
-    "sky_distance(ra1, dec1, ra2, dec2)":
-        "degrees(2 * asin(least(1.0, sqrt(pow(sin(radians(dec2 - dec1) / 2), 2) + "
-        "cos(radians(dec1)) * cos(radians(dec2)) * pow(sin(radians(ra2 - ra1) / 2), 2)))))",
-    "sky_pt_in_circle(ra, dec, cra, cdec, r)": "sky_distance(ra, dec, cra, cdec) <= r",
-    "sky_circle_x_circle(ra1, dec1, r1, ra2, dec2, r2)":
-        "sky_distance(ra1, dec1, ra2, dec2) <= r1 + r2",
-    "sky_circle_in_circle(ra1, dec1, r1, ra2, dec2, r2)":
-        "sky_distance(ra1, dec1, ra2, dec2) + r1 <= r2",
+    "sky_distance(x1, y1, x2, y2)":
+        "degrees(2 * asin(least(1.0, sqrt(pow(sin(radians(y2 - y1) / 2), 2) + "
+        "cos(radians(y1)) * cos(radians(y2)) * pow(sin(radians(x2 - x1) / 2), 2)))))",
+    "sky_pt_in_circle(x, y, cx, cy, r)": "sky_distance(x, y, cx, cy) <= r",
+    "sky_circle_x_circle(x1, y1, r1, x2, y2, r2)": "sky_distance(x1, y1, x2, y2) <= r1 + r2",
+    "sky_circle_in_circle(x1, y1, r1, x2, y2, r2)":
+        "sky_distance(x1, y1, x2, y2) + r1 <= r2",
     "sky_area_circle(r)": "degrees(degrees(2 * pi() * (1 - cos(radians(r)))))",
     "ivo_interval_overlaps(l1, h1, l2, h2)": "h1 >= l2 AND h2 >= l1 AND l1 <= h1 AND l2 <= h2",
     "ivo_hasword(haystack, needle)":
         "regexp_matches(lower(haystack), '(^|[^a-z0-9])' || "
         "regexp_escape(lower(needle)) || '($|[^a-z0-9])')",
-    "ivo_nocasematch(value, pattern)": "lower(value) LIKE lower(pattern)",
+    "ivo_nocasematch(val, pattern)": "lower(val) LIKE lower(pattern)",
 }
 
 
@@ -48,7 +47,7 @@ def _polys(a: pa.Array) -> sky.Polys:
 def _valid(*arrays: pa.Array) -> np.ndarray:
     ok = np.ones(len(arrays[0]), bool)
     for a in arrays:
-        ok &= ~_np(a.is_null()).astype(bool)
+        ok &= ~a.is_null().to_numpy(zero_copy_only=False)
     return ok
 
 

@@ -1,0 +1,1 @@
+"""SPHEREx archive services: protocol logic, the catalogue engine and the CLI."""
