@@ -120,6 +120,14 @@ class Opened:
     con: duckdb.DuckDBPyConnection
     max_footprint_radius: float
     opened_at: float
+    # registered Arrow objects are per connection handle: re-register on each cursor
+    objects: dict[str, object]
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self.con.cursor()
+        for name, obj in self.objects.items():
+            cur.register(name, obj)
+        return cur
 
 
 class Catalogue:
@@ -150,15 +158,16 @@ class Catalogue:
     def _open(self, rel: releases.Release) -> Opened:
         con = duckdb.connect(config={"threads": 2})
         sqlfunctions.register(con)
-        rmax = 0.0
+        rmax, objects = 0.0, {}
         for name, table in schema.PHYSICAL.items():
             dt = open_table(self.archive, name, rel.versions.get(name)) if rel.number else None
-            if dt is None:
-                con.register(_phys(name), _empty(table))
-                continue
-            con.register(_phys(name), dt.to_pyarrow_dataset())
-            if name == "ivoa.obscore":
+            objects[_phys(name)] = _empty(table) if dt is None else dt.to_pyarrow_dataset()
+            if dt is not None and name == "ivoa.obscore":
                 rmax = _max_stat(dt, "s_rmax")
+        for name, rows in tap_schema_tables().items():
+            objects[f"_ts_{name}"] = rows
+        for name, obj in objects.items():
+            con.register(name, obj)
         runs = ", ".join(_sql_str(r) for r in rel.runs.values()) or "NULL"
         for t in schema.TABLES.values():
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema_name}")
@@ -166,15 +175,14 @@ class Catalogue:
             con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(t.physical)} "
                         f"WHERE ingest_id IN ({runs})")
         con.execute('CREATE SCHEMA IF NOT EXISTS "TAP_SCHEMA"')
-        for name, rows in tap_schema_tables().items():
-            con.register(f"_ts_{name}", rows)
+        for name in tap_schema_tables():
             con.execute(f'CREATE VIEW "TAP_SCHEMA".{name} AS SELECT * FROM _ts_{name}')
         # the sandbox: no files, no URLs, no extensions, no changing this afterwards
         con.execute("SET enable_external_access = false")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET lock_configuration = true")
-        return Opened(rel, con, rmax, time.time())
+        return Opened(rel, con, rmax, time.time(), objects)
 
     def _select(self, c: schema.Column) -> str:
         if c.name == "access_url":
@@ -186,7 +194,7 @@ class Catalogue:
               uploads: dict[str, pa.Table] | None = None) -> pa.Table:
         """Run one SELECT (already validated by the caller) and return Arrow rows."""
         opened = self.current()
-        cur = opened.con.cursor()
+        cur = opened.cursor()
         for name, table in (uploads or {}).items():
             cur.register(f"_upload_{name}", table)
         timer = threading.Timer(timeout, cur.interrupt)
@@ -228,10 +236,18 @@ def _phys(name: str) -> str:
 
 
 def _max_stat(dt, column: str) -> float:
+    """Largest value of a column from the Delta log's file statistics (no data read).
+    A file without the statistic makes it unknown: then no pruning rather than lost rows."""
     actions = dt.get_add_actions(flatten=True)
-    actions = pa.table(actions) if not isinstance(actions, pa.Table) else actions
-    col = f"max.{column}"
-    if col not in actions.column_names:
-        return 180.0  # no statistics: no pruning rather than lost rows
-    vals = [v for v in actions[col].to_pylist() if v is not None]
-    return max(vals) if vals and len(vals) == actions.num_rows else 180.0
+    actions = actions if isinstance(actions, pa.Table) else pa.table(actions)
+    try:
+        maxima = actions[f"max.{column}"].to_pylist()
+        nulls = actions[f"null_count.{column}"].to_pylist()
+    except KeyError:
+        return 180.0
+    best = 0.0
+    for mx, nn, n in zip(maxima, nulls, actions["num_records"].to_pylist()):
+        if mx is None and nn != n:
+            return 180.0
+        best = max(best, mx or 0.0)
+    return best

@@ -34,6 +34,8 @@ def from_polygons(polys: Iterable[list[float]], depth: int = DEPTH) -> MOC:
             batch.clear()
 
     for p in polys:
+        if not p:  # products without a footprint (calibration files)
+            continue
         a = np.asarray(p, float)
         batch += [a[0::2], a[1::2]]
         if len(batch) >= 2 * BATCH:

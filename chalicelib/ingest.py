@@ -118,6 +118,12 @@ def _refs(child: pa.Table, col: str, parent: pa.Table, pcol: str, what: str) -> 
 
 
 def _check_footprints(plane: pa.Table) -> None:
+    """Footprints are optional (calibration files have none) but must be sane if given."""
+    plane = plane.filter(pc.is_valid(plane["poly"]))
+    if plane.num_rows == 0:
+        return
+    if plane["s_ra"].null_count or plane["s_dec"].null_count:
+        raise DeliveryError("plane: a footprint without s_ra/s_dec")
     lengths = pc.list_value_length(plane["poly"]).to_numpy(zero_copy_only=False)
     bad = (lengths < 6) | (lengths % 2 == 1)
     if bad.any():
@@ -207,11 +213,7 @@ def obscore_rows(rec: dict[str, pa.Table], archive: Archive, delivery: str,
     uri = _lookup(plane["planeid"], art, "planeid", "uri")
     size = _lookup(plane["planeid"], art, "planeid", "content_length")
     dids = plane["obs_publisher_did"].to_pylist()
-    polys = sky.Polys.from_arrow(plane["poly"])
-    ra, dec = plane["s_ra"].to_numpy(), plane["s_dec"].to_numpy()
-    rmax = sky.distance(ra[polys.row], dec[polys.row], *sky.radec(polys.v))
-    s_rmax = np.zeros(n)
-    np.maximum.at(s_rmax, polys.row, rmax)
+    s_rmax, hpx = _footprint_keys(plane)
     cloud = [None] * n
     if archive.is_s3:
         cloud = [json.dumps({"aws": {"bucket_name": archive.bucket,
@@ -229,7 +231,7 @@ def obscore_rows(rec: dict[str, pa.Table], archive: Archive, delivery: str,
         "access_estsize": pc.divide(size, 1000),
         "target_name": _lookup(plane["obsid"], obs, "obsid", "target_name"),
         "s_ra": plane["s_ra"], "s_dec": plane["s_dec"],
-        "s_fov": pa.array(2 * s_rmax),
+        "s_fov": pc.multiply(s_rmax, 2.0),
         "s_region": plane["poly"],
         "s_resolution": plane["psf_fwhm"],
         "s_xel1": plane["s_xel1"], "s_xel2": plane["s_xel2"],
@@ -252,12 +254,29 @@ def obscore_rows(rec: dict[str, pa.Table], archive: Archive, delivery: str,
         "energy_bandpassname": plane["energy_bandpassname"],
         "cloud_access": pa.array(cloud, pa.string()),
         "delivery": pa.array([delivery] * n),
-        "hpx": pa.array(sky.healpix(ra, dec)),
-        "s_rmax": pa.array(s_rmax),
+        "hpx": hpx,
+        "s_rmax": s_rmax,
         "ingest_id": pa.array([run] * n),
     }
     table = pa.table(cols).cast(schema.PHYSICAL["ivoa.obscore"].arrow_schema())
     return table.sort_by("hpx")
+
+
+def _footprint_keys(plane: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """Per row: the largest centre-to-vertex angle and the HEALPix sort key (null where
+    a product has no footprint, e.g. calibration files)."""
+    n = plane.num_rows
+    has = pc.is_valid(plane["poly"]).to_numpy(zero_copy_only=False)
+    s_rmax, hpx = np.zeros(n), np.zeros(n, np.int64)
+    if has.any():
+        sub = plane.filter(pa.array(has))
+        polys = sky.Polys.from_arrow(sub["poly"])
+        ra, dec = sub["s_ra"].to_numpy(), sub["s_dec"].to_numpy()
+        rmax = np.zeros(sub.num_rows)
+        np.maximum.at(rmax, polys.row,
+                      sky.distance(ra[polys.row], dec[polys.row], *sky.radec(polys.v)))
+        s_rmax[has], hpx[has] = rmax, sky.healpix(ra, dec)
+    return pa.array(s_rmax, mask=~has), pa.array(hpx, mask=~has)
 
 
 def caom_rows(rec: dict[str, pa.Table], delivery: str, run: str) -> dict[str, pa.Table]:
@@ -294,11 +313,18 @@ def open_table(archive: Archive, name: str, version: int | None = None) -> Delta
         return None
 
 
+# file statistics on every column (Delta's default stops at 32): the pruning needs the
+# late ones too, e.g. s_rmax, the widest footprint, read from the log at open time
+TABLE_CONFIG = {"delta.dataSkippingNumIndexedCols": "-1"}
+
+
 def append(archive: Archive, name: str, rows: pa.Table, delivery: str, run: str) -> None:
     t = schema.PHYSICAL[name]
+    new = open_table(archive, name) is None
     write_deltalake(
         table_uri(archive, name), rows, mode="append", partition_by=list(t.partition_by),
         storage_options=archive.storage_options, target_file_size=128 << 20,
+        configuration=TABLE_CONFIG if new else None,
         commit_properties=CommitProperties(custom_metadata={"delivery": delivery,
                                                             "ingest_id": run}))
 
@@ -352,8 +378,9 @@ def ingest(folder: str | Path, archive: Archive, progress: bool = False) -> Summ
     t0 = time.perf_counter()
     oc = tables["ivoa.obscore"]
     for coll in pc.unique(oc["obs_collection"]).to_pylist():
-        sel = oc.filter(pc.equal(oc["obs_collection"], coll))["s_region"].to_pylist()
-        coverage.write_piece(archive, coll, delivery, run, sel)
+        sel = oc.filter(pc.equal(oc["obs_collection"], coll))["s_region"].drop_null()
+        if len(sel):  # calibration files have no footprint, hence no coverage
+            coverage.write_piece(archive, coll, delivery, run, sel.to_pylist())
     summary.seconds["moc"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -92,7 +92,8 @@ class Polys:
 def _tangent_basis(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ref = np.where(np.abs(c[..., 2:3]) < 0.9, [0.0, 0.0, 1.0], [1.0, 0.0, 0.0])
     e1 = np.cross(ref, c)
-    e1 /= np.linalg.norm(e1, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # empty polygons give NaN, not noise
+        e1 /= np.linalg.norm(e1, axis=-1, keepdims=True)
     return e1, np.cross(c, e1)
 
 

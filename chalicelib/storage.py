@@ -54,7 +54,9 @@ class Archive:
             kw = {"client_kwargs": {"region_name": region()}}
             if s3_endpoint():
                 kw["endpoint_url"] = s3_endpoint()
-            return s3fs.S3FileSystem(**kw, default_block_size=1 << 20)
+            # no listing cache: a new release must be seen by the next request
+            return s3fs.S3FileSystem(**kw, default_block_size=1 << 20,
+                                     use_listings_cache=False)
         return fsspec.filesystem("file", auto_mkdir=True)
 
     def path(self, key: str) -> str:
