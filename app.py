@@ -13,6 +13,17 @@ app.api.binary_types.extend([
     "application/octet-stream", "application/vnd.apache.parquet", "multipart/form-data",
 ])
 ANY = ["GET", "POST"]
+# DALI: POST is a form (urlencoded or multipart for uploads); Chalice accepts JSON only
+# unless told otherwise
+FORMS = ["application/x-www-form-urlencoded", "multipart/form-data", "application/json",
+         "text/plain", "application/octet-stream"]
+
+
+def _greedy(name: str = "rest") -> str:
+    """A greedy {name+} path parameter. Chalice does not pass these to the view; API
+    Gateway names it 'name', the local server 'name+'."""
+    params = app.current_request.uri_params or {}
+    return params.get(name) or params.get(name + "+") or ""
 
 
 def _request():
@@ -20,6 +31,7 @@ def _request():
     query = {k: req.query_params.getlist(k) for k in req.query_params or {}}
     params = Params.parse(query, req.raw_body, req.headers.get("content-type"))
     base = base_url(dict(req.headers), req.context.get("stage"))
+    runtime.remember_base(base)
     return req, params, base
 
 
@@ -42,9 +54,57 @@ def tap_root():
     return _respond(Reply.redirect(base + "/", 303))
 
 
-@app.route("/tap/{rest+}", methods=["GET", "POST", "DELETE"])
-def tap(rest):
+@app.route("/tap/{rest+}", methods=["GET", "POST", "DELETE"], content_types=FORMS)
+def tap():
+    rest = _greedy()
     from chalicelib import tap as tap_service
 
     req, params, base = _request()
     return _respond(tap_service.handle(rest, req.method, params, base))
+
+
+@app.route("/sia", methods=["GET"])
+def sia_root():
+    _, _, base = _request()
+    return _respond(Reply.redirect(base + "/sia/capabilities", 303))
+
+
+@app.route("/sia/{rest+}", methods=ANY, content_types=FORMS)
+def sia():
+    rest = _greedy()
+    from chalicelib import sia as sia_service
+
+    req, params, base = _request()
+    return _respond(sia_service.handle(rest, req.method, params, base))
+
+
+@app.route("/datalink/links", methods=ANY, content_types=FORMS)
+def datalink_links():
+    from chalicelib import datalink
+
+    _, params, base = _request()
+    return _respond(datalink.links(params, base))
+
+
+@app.route("/results/{rest+}", methods=["GET"])
+def results():
+    rest = _greedy()
+    from chalicelib import jobs
+
+    return _respond(jobs.local_result(rest))
+
+
+@app.route("/coverage", methods=ANY, content_types=FORMS)
+def coverage_search():
+    from chalicelib import coverage as coverage_service
+
+    _, params, base = _request()
+    return _respond(coverage_service.search(params, base))
+
+
+@app.route("/coverage/{collection}", methods=["GET"])
+def coverage_moc(collection):
+    from chalicelib import coverage as coverage_service
+
+    _, params, base = _request()
+    return _respond(coverage_service.moc(collection, params, base))

@@ -139,6 +139,7 @@ class Catalogue:
         self.base_url = base_url.rstrip("/")
         self._opened: Opened | None = None
         self._lock = threading.Lock()
+        self._tables: dict = {}  # DeltaTable per table, moved forward incrementally
 
     # ---- opening ------------------------------------------------------------------
     def current(self) -> Opened:
@@ -160,7 +161,7 @@ class Catalogue:
         sqlfunctions.register(con)
         rmax, objects = 0.0, {}
         for name, table in schema.PHYSICAL.items():
-            dt = open_table(self.archive, name, rel.versions.get(name)) if rel.number else None
+            dt = self._table(name, rel.versions.get(name)) if rel.number else None
             objects[_phys(name)] = _empty(table) if dt is None else dt.to_pyarrow_dataset()
             if dt is not None and name == "ivoa.obscore":
                 rmax = _max_stat(dt, "s_rmax")
@@ -183,6 +184,21 @@ class Catalogue:
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET lock_configuration = true")
         return Opened(rel, con, rmax, time.time(), objects)
+
+    def _table(self, name: str, version: int | None):
+        """The table at a version, reusing the loaded log: a new release costs only the
+        commits since the last one (and a checkpoint every 10), not the whole history."""
+        if version is None:
+            return None
+        dt = self._tables.get(name)
+        if dt is None or dt.version() > version:
+            dt = open_table(self.archive, name, version)
+            if dt is None:
+                return None
+            self._tables[name] = dt
+        elif dt.version() != version:
+            dt.load_as_version(version)
+        return dt
 
     def _select(self, c: schema.Column) -> str:
         if c.name == "access_url":

@@ -315,7 +315,9 @@ def open_table(archive: Archive, name: str, version: int | None = None) -> Delta
 
 # file statistics on every column (Delta's default stops at 32): the pruning needs the
 # late ones too, e.g. s_rmax, the widest footprint, read from the log at open time
-TABLE_CONFIG = {"delta.dataSkippingNumIndexedCols": "-1"}
+# and a checkpoint every 10 commits, so opening a table replays at most 10 JSON commits
+# however many weeks the archive holds
+TABLE_CONFIG = {"delta.dataSkippingNumIndexedCols": "-1", "delta.checkpointInterval": "10"}
 
 
 def append(archive: Archive, name: str, rows: pa.Table, delivery: str, run: str) -> None:

@@ -33,8 +33,8 @@ class GreedyRouteMatcher(RouteMatcher):
             rx = ""
             for part in route.strip("/").split("/"):
                 m = re.fullmatch(r"\{(\w+)(\+?)\}", part)
-                if m and m.group(2):
-                    rx += f"/(?P<{m.group(1)}>.+)"
+                if m and m.group(2):  # Chalice looks greedy values up as 'name+'
+                    rx += f"/(?P<{m.group(1)}__greedy>.+)"
                 elif m:
                     rx += f"/(?P<{m.group(1)}>[^/]+)"
                 elif part:
@@ -47,7 +47,8 @@ class GreedyRouteMatcher(RouteMatcher):
         for route, rx in self._patterns:
             m = rx.match(parsed.path)
             if m:
-                return MatchResult(route, m.groupdict(), query)
+                captured = {k.replace("__greedy", "+"): v for k, v in m.groupdict().items()}
+                return MatchResult(route, captured, query)
         raise ValueError(f"No matching route found for: {url}")
 
 

@@ -36,3 +36,15 @@ def reset() -> None:
     archive.cache_clear()
     with _lock:
         _catalogues.clear()
+
+
+_last_base = {"url": "http://127.0.0.1:8000"}
+
+
+def remember_base(base: str) -> None:
+    """Called per request: workers without a request use the URL callers last used."""
+    _last_base["url"] = base
+
+
+def public_base() -> str:
+    return os.environ.get("PUBLIC_URL", "").rstrip("/") or _last_base["url"]

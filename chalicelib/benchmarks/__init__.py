@@ -1,0 +1,1 @@
+"""Benchmarks run by `python -m chalicelib bench <name>`: figures printed side by side."""

@@ -1,0 +1,233 @@
+"""DataLink 1.1 {links}: what can be had for each dataset, found through the catalogue.
+
+One request answers many IDs (GET or POST); rows of one ID are contiguous. Each image
+gets #this (the file, exact size), #cutout (a SODA descriptor with this image's bounds,
+and the archive-style cutout), #preview, and #calibration rows from the provenance.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import quote
+
+import pyarrow as pa
+
+from . import runtime
+from .catalogue import Catalogue
+from .web import Params, Reply
+
+MAX_IDS = int(os.environ.get("DATALINK_MAX_IDS", "10000"))
+PER_ID_DESCRIPTORS = 50  # above this, one shared SODA descriptor keeps responses small
+SODA_SYNC = "ivo://ivoa.net/std/SODA#sync-1.0"
+DATALINK = "ivo://ivoa.net/std/DataLink#links-1.1"
+
+COLUMNS = [
+    ("ID", "char", "*", "meta.id;meta.main", "Identifier of the dataset"),
+    ("access_url", "char", "*", "meta.ref.url", "URL to retrieve the linked resource"),
+    ("service_def", "char", "*", "meta.ref", "Identifier of the service descriptor"),
+    ("error_message", "char", "*", "meta.code.error", "Why no link could be made"),
+    ("description", "char", "*", "meta.note", "What this link is"),
+    ("semantics", "char", "*", "meta.code", "Link type from the IVOA datalink vocabulary"),
+    ("content_type", "char", "*", "meta.code.mime", "MIME type of the linked resource"),
+    ("content_length", "long", None, "phys.size;meta.file", "Size in bytes"),
+    ("content_qualifier", "char", "*", "meta.code.class", "Product type of the resource"),
+    ("local_semantics", "char", "*", "meta.code", "Archive-specific link type"),
+    ("link_auth", "char", "*", "meta.code", "Authentication: none, optional or required"),
+    ("link_authorized", "boolean", None, "meta.code", "Whether the caller is authorized"),
+]
+
+
+def _fields():
+    from .votable import Field
+
+    return [Field(name, dt, arraysize=size, ucd=ucd, description=desc,
+                  unit="byte" if name == "content_length" else None, id=f"dl_{name}")
+            for name, dt, size, ucd, desc in COLUMNS]
+
+
+def _lookup(cat: Catalogue, ids: list[str]) -> tuple[dict, dict]:
+    """Planes with their file, and calibration inputs, for the given publisher DIDs."""
+    want = {"ids": pa.table({"did": pa.array(ids, pa.string())})}
+    planes = cat.query(
+        "SELECT p.obs_publisher_did AS did, p.planeid, a.uri, a.content_length, "
+        "a.content_type, p.s_xel1, p.s_xel2, p.poly, p.energy_bounds_lower AS em_lo, "
+        "p.energy_bounds_upper AS em_hi, p.time_bounds_lower AS t_lo, "
+        "p.time_bounds_upper AS t_hi, p.dataproduct_type "
+        "FROM spherex.plane AS p JOIN spherex.artifact AS a ON a.planeid = p.planeid "
+        "WHERE p.obs_publisher_did IN (SELECT did FROM _upload_ids)", uploads=want)
+    by_id = {r["did"]: r for r in planes.to_pylist()}
+    plane_ids = {"ids": pa.table({"did": pa.array([r["planeid"] for r in by_id.values()],
+                                                  pa.string())})}
+    cal = cat.query(
+        "SELECT pr.planeid, pr.product, a.uri, a.content_length, a.content_type "
+        "FROM spherex.provenance AS pr JOIN spherex.artifact AS a "
+        "ON a.planeid = pr.input_planeid WHERE pr.planeid IN (SELECT did FROM _upload_ids) "
+        "ORDER BY pr.planeid, pr.product", uploads=plane_ids)
+    cals: dict[str, list[dict]] = {}
+    for r in cal.to_pylist():
+        cals.setdefault(r["planeid"], []).append(r)
+    return by_id, cals
+
+
+def _row(id_, **kw) -> dict:
+    row = {name: None for name, *_ in COLUMNS}
+    row.update({"ID": id_, "link_auth": "none", "link_authorized": True, **kw})
+    return row
+
+
+def _rows_for(did: str, plane: dict | None, cals: list[dict], base: str, sd: str) -> list:
+    if plane is None:
+        return [_row(did, error_message=f"NotFoundFault: {did} is not known to this "
+                     "archive", semantics="#this", link_auth=None, link_authorized=None)]
+    data_url = f"{base}/data/{plane['uri']}"
+    rows = [
+        _row(did, access_url=data_url, semantics="#this", description="The image file "
+             "(multi-extension FITS)", content_type=plane["content_type"],
+             content_length=plane["content_length"], content_qualifier="#image"),
+        _row(did, service_def=f"soda{sd}", semantics="#cutout", description="SODA cutout "
+             "of this image (POS, CIRCLE, POLYGON, BAND, TIME)",
+             content_type="application/fits", content_qualifier="#image"),
+        _row(did, service_def=f"cutout{sd}", semantics="#cutout",
+             local_semantics="archive-cutout", description="Cutout around ra, dec of a "
+             "given size (deg), as the archive's /cutout service",
+             content_type="application/fits", content_qualifier="#image"),
+        _row(did, access_url=f"{base}/preview/{plane['uri']}", semantics="#preview",
+             description="PNG quick-look of the IMAGE extension", content_type="image/png"),
+    ]
+    rows += [_row(did, access_url=f"{base}/data/{c['uri']}", semantics="#calibration",
+                  description=f"Calibration file used: {c['product']}",
+                  content_type=c["content_type"], content_length=c["content_length"],
+                  local_semantics=c["product"]) for c in cals]
+    return rows
+
+
+def _soda_descriptor(base: str, suffix: str, plane: dict | None, did: str | None) -> str:
+    from . import sky
+    from .votable import Param, service_descriptor
+
+    id_param = Param("ID", "char", arraysize="*", value=did or "",
+                     ref=None if did else "dl_ID", ucd="meta.id;meta.dataset")
+    params = [id_param]
+    if plane is not None:
+        poly = plane["poly"]
+        polys = sky.Polys.one(poly)
+        ra, dec = sky.radec(polys.centre())
+        r = float(polys.radius()[0])
+        params += [
+            Param("POS", "char", arraysize="*", ucd="pos.outline;obs",
+                  description=f"CIRCLE, RANGE or POLYGON; image centre {float(ra[0]):.5f} "
+                  f"{float(dec[0]):.5f}, radius {r:.3f} deg"),
+            Param("CIRCLE", "double", arraysize="3", xtype="circle", unit="deg",
+                  ucd="obs.field", min=f"{float(ra[0]) - r:.6f} {float(dec[0]) - r:.6f} 0",
+                  max=f"{float(ra[0]) + r:.6f} {float(dec[0]) + r:.6f} {2 * r:.6f}"),
+            Param("POLYGON", "double", arraysize="*", xtype="polygon", unit="deg",
+                  ucd="obs.field"),
+            Param("BAND", "double", arraysize="2", xtype="interval", unit="m",
+                  ucd="em.wl;stat.interval", min=repr(plane["em_lo"]),
+                  max=repr(plane["em_hi"])),
+            Param("TIME", "double", arraysize="2", xtype="interval", unit="d",
+                  ucd="time.interval;obs.exposure", min=repr(plane["t_lo"]),
+                  max=repr(plane["t_hi"])),
+        ]
+    else:
+        params += [Param("POS", "char", arraysize="*"),
+                   Param("CIRCLE", "double", arraysize="3", xtype="circle", unit="deg"),
+                   Param("POLYGON", "double", arraysize="*", xtype="polygon", unit="deg"),
+                   Param("BAND", "double", arraysize="2", xtype="interval", unit="m"),
+                   Param("TIME", "double", arraysize="2", xtype="interval", unit="d")]
+    return service_descriptor(f"soda{suffix}", f"{base}/soda/sync", SODA_SYNC, params,
+                              content_type="application/fits",
+                              description="SODA synchronous cutout")
+
+
+def _cutout_descriptor(base: str, suffix: str, uri: str | None) -> str:
+    from .votable import Param, service_descriptor
+
+    # per image the file key is fixed; a shared descriptor binds the ID column instead
+    first = (Param("path", "char", arraysize="*", value=uri, description="file key") if uri
+             else Param("ID", "char", arraysize="*", ref="dl_ID", description="dataset ID"))
+    params = [first,
+              Param("ra", "double", unit="deg", ucd="pos.eq.ra"),
+              Param("dec", "double", unit="deg", ucd="pos.eq.dec"),
+              Param("size", "double", unit="deg", ucd="phys.angSize",
+                    description="width (deg); 'w,h' also accepted"),
+              Param("gzip", "char", arraysize="*", value="false", options=["true", "false"])]
+    return service_descriptor(f"cutout{suffix}", f"{base}/cutout", None, params,
+                              content_type="application/fits",
+                              description="Archive-style cutout by position and size")
+
+
+def bind_fields(fields: list) -> list:
+    """Give the obs_publisher_did FIELD the ID the descriptors' ref= points to."""
+    from dataclasses import replace
+
+    return [replace(f, id="obs_publisher_did") if f.name == "obs_publisher_did" else f
+            for f in fields]
+
+
+def descriptors(base: str) -> list[str]:
+    """Descriptors for ObsCore results (SIA, TAP): DataLink and SODA bound to the
+    obs_publisher_did column by ref."""
+    from .votable import Param, service_descriptor
+
+    dl = service_descriptor("datalink", f"{base}/datalink/links", DATALINK,
+                            [Param("ID", "char", arraysize="*", ref="obs_publisher_did",
+                                   ucd="meta.id;meta.main")],
+                            content_type="application/x-votable+xml;content=datalink",
+                            description="DataLink: files, cutouts, previews, calibration")
+    soda = service_descriptor("soda", f"{base}/soda/sync", SODA_SYNC, [
+        Param("ID", "char", arraysize="*", ref="obs_publisher_did"),
+        Param("POS", "char", arraysize="*"),
+        Param("CIRCLE", "double", arraysize="3", xtype="circle", unit="deg"),
+        Param("POLYGON", "double", arraysize="*", xtype="polygon", unit="deg"),
+        Param("BAND", "double", arraysize="2", xtype="interval", unit="m"),
+        Param("TIME", "double", arraysize="2", xtype="interval", unit="d")],
+        content_type="application/fits", description="SODA cutouts of these images")
+    return [dl, soda]
+
+
+def links(params: Params, base: str) -> Reply:
+    from . import votable
+
+    ids = [i for v in params.getall("ID") for i in [v.strip()] if i]
+    if not ids:
+        return Reply(400, votable.error_document("UsageFault: no ID given"),
+                     "application/x-votable+xml")
+    try:
+        fmt = votable.parse_format(params.get("RESPONSEFORMAT"))
+    except votable.UnsupportedFormat as e:
+        return Reply(400, votable.error_document(f"UsageFault: {e}"),
+                     "application/x-votable+xml")
+    overflow = len(ids) > MAX_IDS
+    ids = ids[:MAX_IDS]  # whole IDs only: never truncate within one ID
+    planes, cals = _lookup(runtime.catalogue(base), sorted(set(ids)))
+    per_id = len(set(ids)) <= PER_ID_DESCRIPTORS
+    rows, resources, seen = [], [], {}
+    for did in ids:
+        if did in seen:
+            continue
+        seen[did] = suffix = f"-{len(seen)}" if per_id else ""
+        plane = planes.get(did)
+        rows += _rows_for(did, plane, cals.get(plane["planeid"], []) if plane else [], base,
+                          suffix)
+        if per_id and plane is not None:
+            resources += [_soda_descriptor(base, suffix, plane, did),
+                          _cutout_descriptor(base, suffix, plane["uri"])]
+    if not per_id:
+        resources += [_soda_descriptor(base, "", None, None), _cutout_descriptor(base, "", None)]
+    table = pa.Table.from_pylist(rows, schema=_arrow_schema())
+    body, ctype = votable.write(table, _fields(), fmt, overflow=overflow,
+                                infos=[("standardID", DATALINK, None)],
+                                resources_after=resources)
+    if fmt == "votable":
+        ctype = "application/x-votable+xml;content=datalink"
+    return Reply(200, body, ctype)
+
+
+def _arrow_schema() -> pa.Schema:
+    types = {"char": pa.string(), "long": pa.int64(), "boolean": pa.bool_()}
+    return pa.schema([(name, types[dt]) for name, dt, *_ in COLUMNS])
+
+
+def datalink_url(base: str, did: str) -> str:
+    return f"{base}/datalink/links?ID={quote(did, safe='')}"

@@ -1,0 +1,103 @@
+"""TAP UPLOAD: VOTable tables sent inline (multipart `param:`) or by http(s) URL,
+queryable as TAP_UPLOAD.<name> for the one query that brought them."""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+
+import numpy as np
+import pyarrow as pa
+
+from . import schema
+from .web import Params
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class UploadError(ValueError):
+    pass
+
+
+def _fetch(uri: str, limit: int) -> bytes:
+    import requests
+
+    try:
+        with requests.get(uri, stream=True, timeout=20) as r:
+            r.raise_for_status()
+            data = r.raw.read(limit + 1, decode_content=True)
+    except requests.RequestException as e:
+        raise UploadError(f"could not fetch the upload {uri}: {e}") from None
+    if len(data) > limit:
+        raise UploadError(f"upload {uri} exceeds the limit of {limit} bytes")
+    return data
+
+
+def _to_arrow(data: bytes, name: str) -> pa.Table:
+    from astropy.io.votable import parse_single_table
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = parse_single_table(io.BytesIO(data)).to_table(use_names_over_ids=True)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the caller's document
+        raise UploadError(f"upload {name!r} is not a readable VOTable: {e}") from None
+    cols = {}
+    for col in table.itercols():
+        values = np.ma.getdata(col)
+        mask = np.ma.getmaskarray(col) if np.ma.isMaskedArray(col) else None
+        if values.dtype.kind in "SUO":
+            arr = pa.array([None if (mask is not None and m) else str(v)
+                            for v, m in zip(values, mask if mask is not None else
+                                            [False] * len(values))], pa.string())
+        else:
+            arr = pa.array(values, mask=mask)
+        cols[col.name.lower()] = arr
+    return pa.table(cols)
+
+
+def _describe(name: str, table: pa.Table) -> schema.Table:
+    cols = tuple(schema.Column(n, t if t in _ARROW_OK else pa.string(), f"uploaded column {n}")
+                 for n, t in zip(table.column_names, table.schema.types))
+    return schema.Table(f"TAP_UPLOAD.{name}", "uploaded table", cols, physical="")
+
+
+_ARROW_OK = {pa.int16(), pa.int32(), pa.int64(), pa.float32(), pa.float64(), pa.bool_(),
+             pa.string()}
+
+
+def load_uploads(params: Params, limit: int) -> tuple[dict[str, pa.Table], dict]:
+    """Parse UPLOAD=name,uri[;name,uri] into Arrow tables and their descriptions."""
+    from .tap import TapUsageError
+
+    tables, described = {}, {}
+    specs = [s for v in params.getall("UPLOAD") for s in v.split(";") if s.strip()]
+    total = 0
+    for spec in specs:
+        name, _, uri = spec.partition(",")
+        name, uri = name.strip(), uri.strip()
+        if not NAME.match(name) or not uri:
+            raise TapUsageError(f"UPLOAD {spec!r}: expected name,URI with a plain table name")
+        try:
+            if uri.startswith("param:"):
+                part = params.files.get(uri[6:])
+                if part is None:
+                    raise UploadError(f"UPLOAD {name}: no multipart part named {uri[6:]!r}")
+                data = part.content
+            elif uri.startswith(("http://", "https://")):
+                data = _fetch(uri, limit)
+            else:
+                raise UploadError(f"UPLOAD {name}: only param: and http(s) URIs are accepted")
+            total += len(data)
+            if total > limit:
+                raise UploadError(f"uploads exceed the limit of {limit} bytes")
+            arrow = _to_arrow(data, name)
+        except UploadError as e:
+            raise TapUsageError(str(e)) from None
+        key = name.lower()
+        tables[key] = arrow.cast(pa.schema([(n, t if t in _ARROW_OK else pa.string())
+                                            for n, t in zip(arrow.column_names,
+                                                            arrow.schema.types)]))
+        described[key] = _describe(key, tables[key])
+    return tables, described
