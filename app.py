@@ -108,3 +108,43 @@ def coverage_moc(collection):
 
     _, params, base = _request()
     return _respond(coverage_service.moc(collection, params, base))
+
+
+@app.route("/soda/{rest+}", methods=["GET", "POST", "DELETE"], content_types=FORMS)
+def soda():
+    from chalicelib import soda as soda_service
+
+    req, params, base = _request()
+    return _respond(soda_service.handle(_greedy(), req.method, params, base))
+
+
+@app.route("/data/{path+}", methods=["GET"])
+def data_file():
+    from chalicelib import files
+
+    _, params, base = _request()
+    return _respond(files.data(_greedy("path"), params, base))
+
+
+@app.route("/cutout", methods=ANY, content_types=FORMS)
+def cutout_by_param():
+    from chalicelib import files
+
+    _, params, base = _request()
+    return _respond(files.cutout_route(None, params, base))
+
+
+@app.route("/cutout/{path+}", methods=["GET"])
+def cutout_by_path():
+    from chalicelib import files
+
+    _, params, base = _request()
+    return _respond(files.cutout_route(_greedy("path"), params, base))
+
+
+@app.route("/preview/{path+}", methods=["GET"])
+def preview():
+    from chalicelib import files
+
+    _, _, base = _request()
+    return _respond(files.preview(_greedy("path"), base))

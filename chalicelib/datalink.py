@@ -12,8 +12,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-from . import runtime
-from .catalogue import Catalogue
+from . import products, runtime
 from .web import Params, Reply
 
 MAX_IDS = int(os.environ.get("DATALINK_MAX_IDS", "10000"))
@@ -43,30 +42,6 @@ def _fields():
     return [Field(name, dt, arraysize=size, ucd=ucd, description=desc,
                   unit="byte" if name == "content_length" else None, id=f"dl_{name}")
             for name, dt, size, ucd, desc in COLUMNS]
-
-
-def _lookup(cat: Catalogue, ids: list[str]) -> tuple[dict, dict]:
-    """Planes with their file, and calibration inputs, for the given publisher DIDs."""
-    want = {"ids": pa.table({"did": pa.array(ids, pa.string())})}
-    planes = cat.query(
-        "SELECT p.obs_publisher_did AS did, p.planeid, a.uri, a.content_length, "
-        "a.content_type, p.s_xel1, p.s_xel2, p.poly, p.energy_bounds_lower AS em_lo, "
-        "p.energy_bounds_upper AS em_hi, p.time_bounds_lower AS t_lo, "
-        "p.time_bounds_upper AS t_hi, p.dataproduct_type "
-        "FROM spherex.plane AS p JOIN spherex.artifact AS a ON a.planeid = p.planeid "
-        "WHERE p.obs_publisher_did IN (SELECT did FROM _upload_ids)", uploads=want)
-    by_id = {r["did"]: r for r in planes.to_pylist()}
-    plane_ids = {"ids": pa.table({"did": pa.array([r["planeid"] for r in by_id.values()],
-                                                  pa.string())})}
-    cal = cat.query(
-        "SELECT pr.planeid, pr.product, a.uri, a.content_length, a.content_type "
-        "FROM spherex.provenance AS pr JOIN spherex.artifact AS a "
-        "ON a.planeid = pr.input_planeid WHERE pr.planeid IN (SELECT did FROM _upload_ids) "
-        "ORDER BY pr.planeid, pr.product", uploads=plane_ids)
-    cals: dict[str, list[dict]] = {}
-    for r in cal.to_pylist():
-        cals.setdefault(r["planeid"], []).append(r)
-    return by_id, cals
 
 
 def _row(id_, **kw) -> dict:
@@ -200,7 +175,9 @@ def links(params: Params, base: str) -> Reply:
                      "application/x-votable+xml")
     overflow = len(ids) > MAX_IDS
     ids = ids[:MAX_IDS]  # whole IDs only: never truncate within one ID
-    planes, cals = _lookup(runtime.catalogue(base), sorted(set(ids)))
+    cat = runtime.catalogue(base)
+    planes = products.by_ids(cat, sorted(set(ids)))
+    cals = products.calibration_inputs(cat, [p["planeid"] for p in planes.values()])
     per_id = len(set(ids)) <= PER_ID_DESCRIPTORS
     rows, resources, seen = [], [], {}
     for did in ids:
