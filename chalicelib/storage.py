@@ -139,7 +139,7 @@ class Archive:
         if not ranges:
             return []
         return self.fs.cat_ranges([path] * len(ranges), [r[0] for r in ranges],
-                                  [r[1] for r in ranges])
+                                  [r[1] for r in ranges], on_error="raise")
 
     def presign(self, key: str, expires: int = 3600) -> str:
         if not self.is_s3:
