@@ -61,7 +61,7 @@ def tap_schema_tables(extra: dict[str, schema.Table] | None = None) -> dict[str,
             r[k].append(v)
         for ci, c in enumerate(t.served):
             r = rows["columns"]
-            vals = (t.name, c.name, c.datatype, c.arraysize, c.xtype, None, c.description,
+            vals = (t.name, c.adql_name, c.datatype, c.arraysize, c.xtype, None, c.description,
                     c.utype, c.unit, c.ucd, int(c.indexed), int(c.principal), int(c.std), ci)
             for k, v in zip(r, vals):
                 r[k].append(v)
@@ -80,11 +80,13 @@ def tap_schema_tables(extra: dict[str, schema.Table] | None = None) -> dict[str,
     return out
 
 
-def _ts(name: str, desc: str, cols: list[tuple]) -> schema.Table:
+def _ts(name: str, desc: str, cols: list[tuple], keys: tuple = ()) -> schema.Table:
     columns = tuple(schema.Column(c[0], c[1], c[2], principal=True, std=True,
                                   nullable=c[0] not in ("table_name", "column_name"))
                     for c in cols)
-    return schema.Table(f"TAP_SCHEMA.{name}", desc, columns, physical="")
+    fks = tuple(schema.ForeignKey(f"{name}_{a}", f"TAP_SCHEMA.{target}", ((a, b),),
+                                  f"{a} refers to {target}.{b}") for a, target, b in keys)
+    return schema.Table(f"TAP_SCHEMA.{name}", desc, columns, physical="", keys=fks)
 
 
 S, I32 = pa.string(), pa.int32()
@@ -95,7 +97,8 @@ TAP_SCHEMA_TABLES = {t.name: t for t in (
     _ts("tables", "Tables of this service", [
         ("schema_name", S, "schema of the table"), ("table_name", S, "qualified name"),
         ("table_type", S, "table or view"), ("description", S, "description"),
-        ("utype", S, "utype"), ("table_index", I32, "ordering hint")]),
+        ("utype", S, "utype"), ("table_index", I32, "ordering hint")],
+        (("schema_name", "schemas", "schema_name"),)),
     _ts("columns", "Columns of every table", [
         ("table_name", S, "qualified table name"), ("column_name", S, "column name"),
         ("datatype", S, "VOTable datatype"), ("arraysize", S, "VOTable arraysize"),
@@ -103,14 +106,17 @@ TAP_SCHEMA_TABLES = {t.name: t for t in (
         ("description", S, "description"), ("utype", S, "utype"), ("unit", S, "VO unit"),
         ("ucd", S, "UCD"), ("indexed", I32, "1 if indexed"),
         ("principal", I32, "1 if principal"), ("std", I32, "1 if defined by a standard"),
-        ("column_index", I32, "ordering hint")]),
+        ("column_index", I32, "ordering hint")],
+        (("table_name", "tables", "table_name"),)),
     _ts("keys", "Foreign keys", [
         ("key_id", S, "key id"), ("from_table", S, "table with the key"),
         ("target_table", S, "table referred to"), ("description", S, "description"),
-        ("utype", S, "utype")]),
+        ("utype", S, "utype")],
+        (("from_table", "tables", "table_name"), ("target_table", "tables", "table_name"))),
     _ts("key_columns", "Columns of the foreign keys", [
         ("key_id", S, "key id"), ("from_column", S, "column in from_table"),
-        ("target_column", S, "column in target_table")]),
+        ("target_column", S, "column in target_table")],
+        (("key_id", "keys", "key_id"),)),
 )}
 
 

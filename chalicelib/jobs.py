@@ -23,7 +23,7 @@ from .uws import (
 )
 from .uws.executor import Runner
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # store() is called while holding it
 _services: dict[tuple[str, str], UWSService] = {}
 _runners: dict[str, Runner] = {}
 _validators: dict[str, Callable] = {}

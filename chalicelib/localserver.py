@@ -59,6 +59,24 @@ class Handler(ChaliceRequestHandler):
             list(app_object.routes))
         BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
+    def _parse_payload(self):
+        """Chalice reads Content-Length only; Java clients (TOPCAT, taplint) stream
+        multipart uploads chunked."""
+        if "chunked" not in self.headers.get("transfer-encoding", "").lower():
+            return super()._parse_payload()
+        body = bytearray()
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                break
+            body += self.rfile.read(size)
+            self.rfile.readline()
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+        headers["Content-Length"] = str(len(body))
+        return headers, bytes(body)
+
     def log_message(self, fmt, *args):  # one line per request, on stderr
         if os.environ.get("QUIET_HTTP") != "1":
             super().log_message(fmt, *args)

@@ -25,6 +25,10 @@ _ADQL = {"char": "VARCHAR", "short": "SMALLINT", "int": "INTEGER", "long": "BIGI
          "double": "DOUBLE", "float": "REAL", "boolean": "BOOLEAN"}
 
 
+# column names we use that ADQL reserves (they must be delimited in queries)
+ADQL_RESERVED = {"SIZE", "VALUE", "USER", "POSITION", "TIME", "DATE", "REGION"}
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -49,6 +53,11 @@ class Column:
     @property
     def arraysize(self) -> str | None:
         return "*" if self.served_as == "char" else _VOT[self.arrow][1]
+
+    @property
+    def adql_name(self) -> str:
+        """The name as ADQL needs it: reserved words delimited (TAP_SCHEMA's "size")."""
+        return f'"{self.name}"' if self.name.upper() in ADQL_RESERVED else self.name
 
     @property
     def adql_type(self) -> str:
@@ -115,7 +124,7 @@ def _oc(name, arrow, desc, unit=None, ucd=None, utype=None, **kw) -> Column:
 
 OBSCORE_MANDATORY: tuple[Column, ...] = (
     _oc("dataproduct_type", S, "Data product type (image, cube, measurements ...)", None,
-        "meta.id", "ObsDataset.dataProductType", principal=True),
+        "meta.code.class", "ObsDataset.dataProductType", principal=True),
     _oc("calib_level", I16, "Calibration level: 0 raw ... 4 analysis product", None,
         "meta.code;obs.calib", "ObsDataset.calibLevel", principal=True, nullable=False),
     _oc("obs_collection", S, "Name of the data collection", None, "meta.id",
@@ -143,8 +152,9 @@ OBSCORE_MANDATORY: tuple[Column, ...] = (
     _oc("s_fov", F64, "Diameter of the smallest circle around the footprint", "deg",
         "phys.angSize;instr.fov", "Char.SpatialAxis.Coverage.Bounds.Extent.diameter",
         principal=True),
+    # no unit: the STC-S text carries its own (ObsCore declares none)
     _oc("s_region", POLY, "Footprint: polygon through the outer corners of the pixel grid",
-        "deg", "pos.outline;obs.field", "Char.SpatialAxis.Coverage.Support.Area",
+        None, "pos.outline;obs.field", "Char.SpatialAxis.Coverage.Support.Area",
         xtype="adql:REGION", served_as="char", principal=True, indexed=True),
     _oc("s_resolution", F64, "Spatial resolution (PSF FWHM)", "arcsec",
         "pos.angResolution", "Char.SpatialAxis.Resolution.Refval.value"),

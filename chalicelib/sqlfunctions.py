@@ -20,9 +20,11 @@ LIST = "DOUBLE[]"
 
 # name -> SQL macro; haversine distance is exact enough for all separations we test.
 MACROS = {
+    # least() skips NULLs in DuckDB, so clamp with CASE: a NULL position stays NULL
     "sky_distance(x1, y1, x2, y2)":
-        "degrees(2 * asin(least(1.0, sqrt(pow(sin(radians(y2 - y1) / 2), 2) + "
-        "cos(radians(y1)) * cos(radians(y2)) * pow(sin(radians(x2 - x1) / 2), 2)))))",
+        "degrees(2 * asin((SELECT CASE WHEN h > 1.0 THEN 1.0 ELSE h END FROM (SELECT sqrt("
+        "pow(sin(radians(y2 - y1) / 2), 2) + cos(radians(y1)) * cos(radians(y2)) * "
+        "pow(sin(radians(x2 - x1) / 2), 2)) AS h))))",
     "sky_pt_in_circle(x, y, cx, cy, r)": "sky_distance(x, y, cx, cy) <= r",
     "sky_circle_x_circle(x1, y1, r1, x2, y2, r2)": "sky_distance(x1, y1, x2, y2) <= r1 + r2",
     "sky_circle_in_circle(x1, y1, r1, x2, y2, r2)":
@@ -37,7 +39,7 @@ MACROS = {
 
 
 def _np(a: pa.Array) -> np.ndarray:
-    return pc.fill_null(a, np.nan).to_numpy(zero_copy_only=False)
+    return pc.fill_null(a.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
 
 
 def _polys(a: pa.Array) -> sky.Polys:

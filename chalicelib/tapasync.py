@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 from . import jobs, runtime
-from .uws import UWSUsageError
 from .web import Params, Reply
 
 SERVICE = "tap"
-
-
-def _validate(params: dict[str, list[str]]) -> None:
-    from .tap import LANGS
-
-    lang = (params.get("lang") or [None])[-1]
-    if lang is not None and lang.upper() not in LANGS:
-        raise UWSUsageError(f"LANG={lang} is not supported; use ADQL")
-    maxrec = (params.get("maxrec") or [None])[-1]
-    if maxrec not in (None, "") and not maxrec.isdigit():
-        raise UWSUsageError(f"MAXREC must be a non-negative integer, not {maxrec!r}")
 
 
 def run(job, ctx) -> None:
@@ -34,11 +24,32 @@ def run(job, ctx) -> None:
     ctx.add_result("result", res.body, res.content_type)
 
 
-jobs.register(SERVICE, run, _validate, max_duration=3600)
+# No validation at creation: TAP reports a bad query through the job (phase ERROR and a
+# VOTable /error), which is what clients and taplint expect after a 303.
+jobs.register(SERVICE, run, None, max_duration=3600)
+
+
+def _keep_uploads(params: Params) -> dict[str, list[str]]:
+    """Inline uploads outlive the request: store each part in the archive and point the
+    job's UPLOAD parameter at it."""
+    values = params.to_dict()
+    if not params.files or "upload" not in values:
+        return values
+    arch = runtime.archive()
+    prefix = f"uploads/{uuid.uuid4().hex}"
+    for name, part in params.files.items():
+        arch.write_bytes(f"{prefix}/{name}", part.content)
+    values["upload"] = [v.replace("param:", f"archive:{prefix}/") for v in values["upload"]]
+    return values
 
 
 def handle_async(sub: str, method: str, params: Params, base: str) -> Reply:
+    from .votable import error_document
+
     svc = jobs.service(SERVICE, base)
-    resp = svc.handle(method, sub, params.to_dict(), None, None, f"{base}/tap/async")
-    return Reply(resp.status, resp.body, resp.content_type,
-                 {k: v for k, v in resp.headers.items() if k != "Content-Type"})
+    resp = svc.handle(method, sub, _keep_uploads(params), None, None, f"{base}/tap/async")
+    headers = {k: v for k, v in resp.headers.items() if k != "Content-Type"}
+    if sub.rstrip("/").endswith("/error") and resp.status == 200:  # TAP: a VOTable error
+        return Reply(200, error_document(resp.body.decode() or "no error"),
+                     "application/x-votable+xml", headers)
+    return Reply(resp.status, resp.body, resp.content_type, headers)

@@ -34,15 +34,28 @@ def _fetch(uri: str, limit: int) -> bytes:
     return data
 
 
-def _to_arrow(data: bytes, name: str) -> pa.Table:
+def _stored(key: str) -> bytes:
+    from . import runtime
+
+    try:
+        return runtime.archive().read_bytes(key)
+    except FileNotFoundError:
+        raise UploadError(f"the uploaded table {key} is gone") from None
+
+
+def _to_arrow(data: bytes, name: str) -> tuple[pa.Table, dict[str, dict]]:
+    """The rows, and each column's VOTable metadata (kept on the result FIELDs)."""
     from astropy.io.votable import parse_single_table
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            table = parse_single_table(io.BytesIO(data)).to_table(use_names_over_ids=True)
+            vt = parse_single_table(io.BytesIO(data))
+            table = vt.to_table(use_names_over_ids=True)
     except Exception as e:  # noqa: BLE001 - any parse failure is the caller's document
         raise UploadError(f"upload {name!r} is not a readable VOTable: {e}") from None
+    meta = {f.name.lower(): {"xtype": f.xtype, "unit": str(f.unit) if f.unit else None,
+                             "ucd": f.ucd, "utype": f.utype} for f in vt.fields}
     cols = {}
     for col in table.itercols():
         values = np.ma.getdata(col)
@@ -54,11 +67,12 @@ def _to_arrow(data: bytes, name: str) -> pa.Table:
         else:
             arr = pa.array(values, mask=mask)
         cols[col.name.lower()] = arr
-    return pa.table(cols)
+    return pa.table(cols), meta
 
 
-def _describe(name: str, table: pa.Table) -> schema.Table:
-    cols = tuple(schema.Column(n, t if t in _ARROW_OK else pa.string(), f"uploaded column {n}")
+def _describe(name: str, table: pa.Table, meta: dict[str, dict]) -> schema.Table:
+    cols = tuple(schema.Column(n, t if t in _ARROW_OK else pa.string(), f"uploaded column {n}",
+                               **meta.get(n, {}))
                  for n, t in zip(table.column_names, table.schema.types))
     return schema.Table(f"TAP_UPLOAD.{name}", "uploaded table", cols, physical="")
 
@@ -85,6 +99,8 @@ def load_uploads(params: Params, limit: int) -> tuple[dict[str, pa.Table], dict]
                 if part is None:
                     raise UploadError(f"UPLOAD {name}: no multipart part named {uri[6:]!r}")
                 data = part.content
+            elif uri.startswith("archive:uploads/") and ".." not in uri:
+                data = _stored(uri[len("archive:"):])  # an async job's inline upload
             elif uri.startswith(("http://", "https://")):
                 data = _fetch(uri, limit)
             else:
@@ -92,12 +108,12 @@ def load_uploads(params: Params, limit: int) -> tuple[dict[str, pa.Table], dict]
             total += len(data)
             if total > limit:
                 raise UploadError(f"uploads exceed the limit of {limit} bytes")
-            arrow = _to_arrow(data, name)
+            arrow, meta = _to_arrow(data, name)
         except UploadError as e:
             raise TapUsageError(str(e)) from None
         key = name.lower()
         tables[key] = arrow.cast(pa.schema([(n, t if t in _ARROW_OK else pa.string())
                                             for n, t in zip(arrow.column_names,
                                                             arrow.schema.types)]))
-        described[key] = _describe(key, tables[key])
+        described[key] = _describe(key, tables[key], meta)
     return tables, described

@@ -11,7 +11,6 @@ OVERFLOW after it as DALI 1.1 asks, every PARAM with a value).
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -155,7 +154,7 @@ class Param:
 
     name: str
     datatype: str
-    value: str = ""
+    value: object = ""  # text, number or sequence (space-joined); None writes ""
     arraysize: str | None = None
     xtype: str | None = None
     unit: str | None = None
@@ -214,7 +213,8 @@ def param_xml(p: Param) -> str:
     arraysize = p.arraysize or ("*" if p.datatype in formats.TEXT_TYPES else None)
     attrs = _attrs(("name", p.name), ("datatype", p.datatype), ("arraysize", arraysize),
                    ("xtype", p.xtype), ("unit", p.unit), ("ucd", p.ucd),
-                   ("utype", p.utype), ("ref", p.ref), ("value", _value(p.value)))
+                   ("utype", p.utype), ("ref", p.ref),
+                   ("value", "" if p.value is None else _value(p.value)))
     inner = _description(p.description) + _values_xml(p)
     return f"<PARAM{attrs}>{inner}</PARAM>\n" if inner else f"<PARAM{attrs}/>\n"
 
@@ -318,7 +318,7 @@ def _votable_parts(table: pa.Table, fields: list[Field], name: str, head: str,
     if name == "votable/b2":
         stream = b"".join(formats.binary2_stream(table, fields))
         yield b'<DATA><BINARY2><STREAM encoding="base64">\n'
-        yield base64.encodebytes(stream)
+        yield from formats.base64_lines(stream)
         yield b"</STREAM></BINARY2></DATA>\n"
     else:
         yield b"<DATA><TABLEDATA>\n"
