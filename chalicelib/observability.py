@@ -76,6 +76,29 @@ def emit(doc: dict[str, Any]) -> None:
     _write(json.dumps(doc, default=str, separators=(",", ":")))
 
 
+class JsonFormatter(logging.Formatter):
+    """logging records as one JSON object per line (exceptions included)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": round(record.created, 3), "level": record.levelname,
+               "logger": record.name, "message": record.getMessage(), "stage": stage(),
+               "request_id": getattr(record, "aws_request_id", None)}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Make the root logger's handlers (the Lambda runtime's, or a new stderr one) write
+    JSON lines, so log.exception() output is as searchable as the request lines."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter())
+    root.setLevel(level)
+
+
 def log_event(event: str, **fields: Any) -> None:
     """A structured log line that is not a metric (e.g. an ingest status)."""
     emit({"event": event, "stage": stage(), "time": round(time.time(), 3), **fields})
