@@ -22,10 +22,13 @@ lint: $(STAMP)
 	$(PY) -m ruff check app.py chalicelib tests bench
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q -n 2 --durations=15 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) -m chalicelib bench ingest
+
+deploy-dry:
+	infra/deploy.sh --dry-run
 
 clean:
 	rm -rf demo archive .pytest_cache

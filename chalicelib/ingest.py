@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from tqdm import tqdm
 
@@ -320,6 +320,9 @@ def open_table(archive: Archive, name: str, version: int | None = None) -> Delta
 TABLE_CONFIG = {"delta.dataSkippingNumIndexedCols": "-1", "delta.checkpointInterval": "10"}
 
 
+ROW_GROUP_ROWS = 4096
+
+
 def append(archive: Archive, name: str, rows: pa.Table, delivery: str, run: str) -> None:
     t = schema.PHYSICAL[name]
     new = open_table(archive, name) is None
@@ -327,6 +330,9 @@ def append(archive: Archive, name: str, rows: pa.Table, delivery: str, run: str)
         table_uri(archive, name), rows, mode="append", partition_by=list(t.partition_by),
         storage_options=archive.storage_options, target_file_size=128 << 20,
         configuration=TABLE_CONFIG if new else None,
+        # small row groups over HEALPix-ordered rows: each covers a compact patch of sky,
+        # so Parquet statistics skip most of a file for a cone query
+        writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
         commit_properties=CommitProperties(custom_metadata={"delivery": delivery,
                                                             "ingest_id": run}))
 

@@ -89,7 +89,9 @@ def result_url(base: str) -> Callable[[Job, dict], str]:
             return href
         key = href[len(RESULT_PREFIX):]
         arch = runtime.archive()
-        return arch.presign(key) if arch.is_s3 else f"{base}/{key}"
+        if arch.is_s3:
+            return arch.presign(key, content_type=result.get("mime_type"))
+        return f"{base}/{key}"
     return resolve
 
 

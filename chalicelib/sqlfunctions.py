@@ -20,11 +20,12 @@ LIST = "DOUBLE[]"
 
 # name -> SQL macro; haversine distance is exact enough for all separations we test.
 MACROS = {
-    # least() skips NULLs in DuckDB, so clamp with CASE: a NULL position stays NULL
+    "sky_hav(x1, y1, x2, y2)":
+        "sqrt(pow(sin(radians(y2 - y1) / 2), 2) + "
+        "cos(radians(y1)) * cos(radians(y2)) * pow(sin(radians(x2 - x1) / 2), 2))",
+    # least() skips NULLs in DuckDB: "+ 0 * h" keeps a NULL position NULL
     "sky_distance(x1, y1, x2, y2)":
-        "degrees(2 * asin((SELECT CASE WHEN h > 1.0 THEN 1.0 ELSE h END FROM (SELECT sqrt("
-        "pow(sin(radians(y2 - y1) / 2), 2) + cos(radians(y1)) * cos(radians(y2)) * "
-        "pow(sin(radians(x2 - x1) / 2), 2)) AS h))))",
+        "degrees(2 * asin(least(1.0, sky_hav(x1, y1, x2, y2)) + 0 * sky_hav(x1, y1, x2, y2)))",
     "sky_pt_in_circle(x, y, cx, cy, r)": "sky_distance(x, y, cx, cy) <= r",
     "sky_circle_x_circle(x1, y1, r1, x2, y2, r2)": "sky_distance(x1, y1, x2, y2) <= r1 + r2",
     "sky_circle_in_circle(x1, y1, r1, x2, y2, r2)":

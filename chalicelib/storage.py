@@ -141,12 +141,14 @@ class Archive:
         return self.fs.cat_ranges([path] * len(ranges), [r[0] for r in ranges],
                                   [r[1] for r in ranges], on_error="raise")
 
-    def presign(self, key: str, expires: int = 3600) -> str:
+    def presign(self, key: str, expires: int = 3600, content_type: str | None = None) -> str:
         if not self.is_s3:
             return "file://" + self.path(key)
-        return self._s3_client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._s3_key(key)},
-            ExpiresIn=expires)
+        params = {"Bucket": self.bucket, "Key": self._s3_key(key)}
+        if content_type:  # results are stored untyped; say what they are on the way out
+            params["ResponseContentType"] = content_type
+        return self._s3_client.generate_presigned_url("get_object", Params=params,
+                                                      ExpiresIn=expires)
 
     def _s3_key(self, key: str) -> str:
         return self.path(key)[len(f"s3://{self.bucket}/"):]
@@ -154,5 +156,8 @@ class Archive:
     @cached_property
     def _s3_client(self):
         import boto3
+        from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=s3_endpoint(), region_name=region())
+        # SigV4: S3 refuses SigV2 presigned URLs on new buckets
+        return boto3.client("s3", endpoint_url=s3_endpoint(), region_name=region(),
+                            config=Config(signature_version="s3v4"))

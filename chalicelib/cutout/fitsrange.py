@@ -191,7 +191,12 @@ class RangeReader:
         """Bytes of each [start, end); a read past the end of the object raises StaleLayout
         unless allow_short (the first read of a file smaller than the first-read size)."""
         todo = coalesce([r for r in ranges if r[1] > r[0]], self.gap)
-        blobs = self.archive.read_ranges(self.key, todo) if todo else []
+        try:
+            blobs = self.archive.read_ranges(self.key, todo) if todo else []
+        except FileNotFoundError:
+            raise
+        except OSError as e:  # e.g. 416: the object shrank since its headers were cached
+            raise StaleLayout(f"{self.key}: {e}") from e
         for (s, e), b in zip(todo, blobs):
             if isinstance(b, BaseException):  # fsspec returns per-range errors in the list
                 if isinstance(b, OSError) and "not satisfiable" in str(b):  # S3 416
