@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from . import releases, schema, sky, sqlfunctions
+from .datasets import TableFiles
 from .ingest import open_table
 from .storage import Archive
 
@@ -146,6 +147,7 @@ class Catalogue:
         self._opened: Opened | None = None
         self._lock = threading.Lock()
         self._tables: dict = {}  # DeltaTable per table, moved forward incrementally
+        self._files: dict[str, TableFiles] = {}  # fragments per table, reused
 
     # ---- opening ------------------------------------------------------------------
     def current(self) -> Opened:
@@ -168,7 +170,8 @@ class Catalogue:
         rmax, objects = 0.0, {}
         for name, table in schema.PHYSICAL.items():
             dt = self._table(name, rel.versions.get(name)) if rel.number else None
-            objects[_phys(name)] = _empty(table) if dt is None else dt.to_pyarrow_dataset()
+            files = self._files.setdefault(name, TableFiles())
+            objects[_phys(name)] = _empty(table) if dt is None else files.dataset(dt)
             if dt is not None and name == "ivoa.obscore":
                 rmax = _max_stat(dt, "s_rmax")
         for name, rows in tap_schema_tables().items():
