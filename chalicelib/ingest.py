@@ -7,7 +7,6 @@ written, and one release file makes it all visible at once (see releases.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -25,7 +24,7 @@ from deltalake.exceptions import TableNotFoundError
 from tqdm import tqdm
 
 from . import coverage, releases, schema, sky
-from .storage import Archive, region
+from .storage import Archive, file_md5, region
 
 SCIENCE_HDUS = ["PRIMARY", "IMAGE", "FLAGS", "VARIANCE", "ZODI", "PSF", "WCS-WAVE"]
 DATALINK_FORMAT = "application/x-votable+xml;content=datalink"
@@ -57,14 +56,6 @@ class Summary:
 # ---- validation -------------------------------------------------------------------------
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_manifest(folder: Path) -> dict:
     try:
         doc = json.loads((folder / "manifest.json").read_text())
@@ -87,7 +78,7 @@ def _read_records(folder: Path, manifest: dict) -> dict[str, pa.Table]:
         path = folder / entry["file"]
         if not path.exists():
             raise DeliveryError(f"{entry['file']} is missing")
-        if entry.get("md5") and _md5(path) != entry["md5"]:
+        if entry.get("md5") and file_md5(path) != entry["md5"]:
             raise DeliveryError(f"{entry['file']}: checksum differs from the manifest")
         table = pq.read_table(path)
         want = schema.record_schema(kind)
@@ -165,7 +156,7 @@ def _check_files(folder: Path, manifest: dict, artifact: pa.Table, progress) -> 
         path = folder / "data" / f["key"]
         if not path.exists():
             raise DeliveryError(f"file {f['key']} is missing")
-        if path.stat().st_size != f["size"] or _md5(path) != f["md5"]:
+        if path.stat().st_size != f["size"] or file_md5(path) != f["md5"]:
             raise DeliveryError(f"file {f['key']}: size or checksum differs from manifest")
         try:
             with fits.open(path, lazy_load_hdus=True) as hdul:

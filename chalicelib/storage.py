@@ -6,6 +6,7 @@ goes through `Archive`, so local runs, moto and AWS behave the same.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,6 +22,15 @@ def s3_endpoint() -> str | None:
 
 def region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def file_md5(path: str | Path) -> str:
+    """MD5 of a local file, read in chunks (delivery manifests carry these)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class PreconditionFailed(Exception):

@@ -3,7 +3,6 @@ the truth table. Column names and Arrow types are the contract the ingest relies
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..storage import file_md5
 from . import calibration, optics
 from .calibration import CalFile
 from .sources import WAVE_KNOTS_UM, Truth
@@ -320,12 +320,6 @@ def write_tables(folder: Path, parts: list[dict[str, dict]]) -> dict[str, dict]:
     return entries
 
 
-def file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_manifest(
