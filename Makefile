@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(PY) -m chalicelib demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check app.py chalicelib tests bench
+	$(PY) -m ruff check app.py chalicelib tests
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
