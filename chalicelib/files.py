@@ -11,7 +11,7 @@ import io
 
 import numpy as np
 
-from . import products, runtime
+from . import observability, products, runtime
 from .cutout import CutoutError, NoOverlap, cutout, parse_archive_params
 from .web import Params, Reply
 
@@ -41,6 +41,7 @@ def _cut(key: str, center: str | None, size: str | None, params: Params,
         return Reply.text(f"Error: the cutout does not overlap the image: {e}", 400)
     except CutoutError as e:
         return Reply.text(f"UsageError: {e}", 400)
+    observability.add(bytes_read=res.stats.bytes_read, requests=res.stats.requests)
     headers = res.http_headers()
     ctype = headers.pop("Content-Type")
     headers.update({"X-Bytes-Read": str(res.stats.bytes_read),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 
-from . import runtime, schema, sky
+from . import observability, runtime, schema, sky
 from .catalogue import Catalogue, QueryError, QueryTimeout
 from .web import Params, Reply
 
@@ -193,6 +193,7 @@ def query(params: Params, base: str) -> Reply:
     except QueryTimeout as e:
         return Reply(503, votable.error_document(f"Error: {e}"), "application/x-votable+xml")
     overflow = table.num_rows > maxrec
+    observability.add(rows=min(table.num_rows, maxrec))
     extra = datalink.descriptors(base) if fmt.startswith("votable") else []
     body, ctype = votable.write(table.slice(0, maxrec), fields, fmt, overflow=overflow,
                                 resources_after=extra)

@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 
 import pyarrow as pa
 
-from . import runtime, schema, tapmeta
+from . import observability, runtime, schema, tapmeta
 from .catalogue import Catalogue, QueryError, QueryTimeout
 from .web import Params, Reply
 
@@ -130,6 +130,7 @@ def sync(params: Params, base: str) -> Reply:
         return _error(f"The query ran longer than the synchronous limit of {SYNC_TIMEOUT:g} s."
                       f" Submit it as an asynchronous job to {base}/tap/async (limit "
                       f"{ASYNC_TIMEOUT:g} s), e.g. pyvo's TAPService.run_async.", 400)
+    observability.add(rows=res.rows, overflow=res.overflow)
     return Reply(200, res.body, res.content_type,
                  {"X-Rows": str(res.rows), "X-Query-Seconds": f"{res.seconds:.3f}"})
 
