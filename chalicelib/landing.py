@@ -9,10 +9,16 @@ SERVICES = [
     ("TAP availability", "/tap/availability", None),
     ("TAP tables", "/tap/tables", None),
     ("TAP examples", "/tap/examples", None),
+    ("SIA 2.0 image search", "/sia/query?POS=CIRCLE+270+66.56+1", "/sia/capabilities"),
+    ("DataLink 1.1", "/datalink/links?ID=", None),
+    ("SODA 1.0 cutouts (sync)", "/soda/sync", None),
+    ("SODA 1.0 cutouts (async, UWS)", "/soda/async", None),
+    ("Coverage: collections covering a region", "/coverage?POS=CIRCLE+270+66.56+1", None),
+    ("Coverage MOC of the deep collection", "/coverage/spherex_qr2_deep?FORMAT=json", None),
 ]
 
 EXAMPLE_ADQL = ("SELECT TOP 10 obs_publisher_did, s_ra, s_dec, em_min, em_max, access_url "
-                "FROM spherex.obscore WHERE CONTAINS(POINT('ICRS', 270.0, 66.56), "
+                "FROM spherex.obscore WHERE INTERSECTS(CIRCLE('ICRS', 270.0, 66.56, 2.0), "
                 "s_region) = 1")
 
 
