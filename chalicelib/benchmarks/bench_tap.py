@@ -70,11 +70,11 @@ def _sql(cat: Catalogue, where: str, pruned: bool) -> str:
 
 
 def _time(cat: Catalogue, sql: str, repeat: int) -> tuple[float, int]:
-    cat.query(sql)  # warm
+    cat.query(sql, timeout=3600)  # warm
     times, n = [], 0
     for _ in range(repeat):
         t0 = time.perf_counter()
-        n = cat.query(sql).num_rows
+        n = cat.query(sql, timeout=3600).num_rows
         times.append(time.perf_counter() - t0)
     return statistics.median(times), n
 
