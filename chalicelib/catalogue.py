@@ -181,9 +181,7 @@ class Catalogue:
         runs = ", ".join(_sql_str(r) for r in rel.runs.values()) or "NULL"
         for t in schema.TABLES.values():
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema_name}")
-            # hpx stays in the view, never in TAP_SCHEMA: only the prefilter names it
-            extra = [c for c in t.columns if c.name == "hpx"]
-            cols = ", ".join(self._select(c) for c in (*t.served, *extra))
+            cols = ", ".join(self._select(c) for c in t.served)
             con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(t.physical)} "
                         f"WHERE ingest_id IN ({runs})")
         con.execute('CREATE SCHEMA IF NOT EXISTS "TAP_SCHEMA"')
@@ -250,19 +248,12 @@ class Catalogue:
 
     def box_sql(self, ra_col: str, dec_col: str, ra: float, dec: float, radius: float,
                 footprint: bool) -> str:
-        """A prefilter the Parquet statistics can prune with: an RA/Dec box and the
-        HEALPix ranges (of the row centres, the tables' sort key) around a cap; with
-        footprint=True widened by the largest footprint radius in the release."""
+        """An RA/Dec box around a cap that Parquet statistics can prune with; with
+        footprint=True it is widened by the largest footprint radius in the release."""
         r = radius + (self.current().max_footprint_radius if footprint else 0.0) + 1e-9
         lo, hi, ranges = sky.cap_bounds(ra, dec, r)
         ra_terms = " OR ".join(f"{ra_col} BETWEEN {a!r} AND {b!r}" for a, b in ranges)
-        box = f"{dec_col} BETWEEN {lo!r} AND {hi!r} AND ({ra_terms})"
-        if not ra_col.endswith("s_ra"):  # only our tables carry hpx beside s_ra
-            return f"({box})"
-        hpx_col = ra_col[: -len("s_ra")] + "hpx"
-        cells = sky.healpix_ranges(ra, dec, r)
-        hpx_terms = " OR ".join(f"{hpx_col} BETWEEN {a} AND {b}" for a, b in cells)
-        return f"({box} AND ({hpx_terms}))"
+        return f"({dec_col} BETWEEN {lo!r} AND {hi!r} AND ({ra_terms}))"
 
 
 def _phys(name: str) -> str:

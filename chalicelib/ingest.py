@@ -283,8 +283,8 @@ def caom_rows(rec: dict[str, pa.Table], delivery: str, run: str) -> dict[str, pa
         t = t.append_column("collection", coll).append_column(
             "delivery", pa.array([delivery] * n, pa.string())).append_column(
             "ingest_id", pa.array([run] * n, pa.string()))
-        if kind == "plane":  # sorted like ObsCore so the HEALPix prefilter prunes it too
-            t = t.append_column("hpx", _footprint_keys(t)[1]).sort_by("hpx")
+        if kind == "plane":
+            t = t.sort_by("s_dec")
         out[f"spherex.{kind}"] = t
     return {name: t.cast(schema.PHYSICAL[name].arrow_schema()) for name, t in out.items()}
 

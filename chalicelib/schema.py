@@ -313,8 +313,6 @@ PROVENANCE: tuple[Column, ...] = (
 _DELIVERY = Column("delivery", S, "Weekly delivery that brought the row", internal=True)
 _COLL = Column("collection", S, "Collection", internal=True)
 _RUN = Column("ingest_id", S, "Ingest run that wrote the row", internal=True)
-_HPX = Column("hpx", I64, "HEALPix (nested, order 12) index of the centre: the sort key",
-              internal=True)
 
 OBSCORE_COLUMNS = OBSCORE_MANDATORY + OBSCORE_OPTIONAL + OBSCORE_INTERNAL
 _SPHEREX_ONLY = {"energy_bandpassname", "cloud_access"}
@@ -333,8 +331,8 @@ TABLES: dict[str, Table] = {
               OBSERVATION + (_RUN,), physical="spherex.observation",
               partition_by=("collection", "delivery")),
         Table("spherex.plane", "CAOM planes: the products of an observation",
-              PLANE + (_COLL, _DELIVERY, _RUN, _HPX), physical="spherex.plane",
-              partition_by=("collection", "delivery"), sort_by="hpx",
+              PLANE + (_COLL, _DELIVERY, _RUN), physical="spherex.plane",
+              partition_by=("collection", "delivery"), sort_by="s_dec",
               keys=(ForeignKey("plane_obs", "spherex.observation", (("obsid", "obsid"),),
                                "Observation of the plane"),)),
         Table("spherex.artifact", "CAOM artifacts: the files of a plane",

@@ -214,34 +214,6 @@ def healpix(ra, dec, order: int = 12) -> np.ndarray:
                                         order).astype(np.int64)
 
 
-def healpix_ranges(ra: float, dec: float, radius: float, order: int = 12,
-                   max_cells: int = 64) -> list[tuple[int, int]]:
-    """Closed ranges of order-`order` nested HEALPix indices covering a cap: cells at the
-    coarsest depth that keeps the list short, widened to the order's index ranges."""
-    import astropy.units as u
-    from astropy.coordinates import Latitude, Longitude
-    from cdshealpix import nested
-
-    if radius >= 60:
-        return [(0, 12 * 4**order - 1)]
-    depth = int(np.clip(np.ceil(np.log2(58.6 / max(radius / 2, 1e-6))), 0, order))
-    while True:
-        cells = nested.cone_search(Longitude(ra * u.deg), Latitude(dec * u.deg),
-                                   radius * u.deg, depth=depth, flat=True)[0]
-        if len(cells) <= max_cells or depth == 0:
-            break
-        depth -= 1
-    shift = 2 * (order - depth)
-    ranges: list[list[int]] = []
-    for c in sorted(int(c) for c in cells):
-        lo, hi = c << shift, ((c + 1) << shift) - 1
-        if ranges and lo == ranges[-1][1] + 1:
-            ranges[-1][1] = hi
-        else:
-            ranges.append([lo, hi])
-    return [(a, b) for a, b in ranges]
-
-
 def stcs_polygon(coords) -> str:
     """STC-S text of a polygon: what ObsCore clients and taplint expect for s_region."""
     return "Polygon ICRS " + " ".join(f"{v:.9g}" for v in coords)

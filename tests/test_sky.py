@@ -119,22 +119,3 @@ def test_null_geometry_is_null():
     out = sqlfunctions.pt_in_poly(pa.array([1.0, None]), pa.array([1.0, 1.0]),
                                   pa.array([[0, 0, 2, 0, 2, 2, 0, 2], None]))
     assert out.to_pylist() == [True, None]
-
-
-@pytest.mark.parametrize("ra,dec,r", [(0.0, 0.0, 2.6), (359.9, 45.0, 0.1), (10.0, 89.5, 3.0),
-                                      (200.0, -88.0, 5.0), (270.0, 66.56, 30.0)])
-def test_healpix_ranges_cover_the_cap(ra, dec, r):
-    """Every position inside the cap has its order-12 index inside the ranges."""
-    rng = np.random.default_rng(4)
-    centre = SkyCoord(ra * u.deg, dec * u.deg)
-    pts = centre.directional_offset_by(rng.uniform(0, 360, 3000) * u.deg,
-                                       np.sqrt(rng.uniform(0, 1, 3000)) * r * u.deg)
-    idx = sky.healpix(pts.ra.deg, pts.dec.deg)
-    ranges = sky.healpix_ranges(ra, dec, r)
-    inside = np.zeros(len(idx), bool)
-    for a, b in ranges:
-        inside |= (idx >= a) & (idx <= b)
-    assert inside.all() and len(ranges) <= 64
-    covered = sum(b - a + 1 for a, b in ranges) / (12 * 4**12)
-    cap = (1 - np.cos(np.radians(r))) / 2
-    assert covered < 20 * cap + 1e-3  # and it is a tight cover, not the whole sky
