@@ -148,3 +148,12 @@ def preview():
 
     _, _, base = _request()
     return _respond(files.preview(_greedy("path"), base))
+
+
+@app.route("/spectrophotometry/{rest+}", methods=["GET", "POST", "DELETE"],
+           content_types=FORMS)
+def spectrophotometry():
+    from chalicelib.photometry import service
+
+    req, params, base = _request()
+    return _respond(service.handle(_greedy(), req.method, params, base))

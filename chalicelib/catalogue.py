@@ -16,7 +16,6 @@ import duckdb
 import pyarrow as pa
 
 from . import releases, schema, sky, sqlfunctions
-from .datasets import TableFiles
 from .ingest import open_table
 from .storage import Archive
 
@@ -147,7 +146,6 @@ class Catalogue:
         self._opened: Opened | None = None
         self._lock = threading.Lock()
         self._tables: dict = {}  # DeltaTable per table, moved forward incrementally
-        self._files: dict[str, TableFiles] = {}  # fragments per table, reused
 
     # ---- opening ------------------------------------------------------------------
     def current(self) -> Opened:
@@ -165,13 +163,21 @@ class Catalogue:
         return self.current().release
 
     def _open(self, rel: releases.Release) -> Opened:
-        con = duckdb.connect(config={"threads": 2})
+        con = duckdb.connect(config={"threads": 2, "autoinstall_known_extensions": False,
+                                     "autoload_known_extensions": False})
         sqlfunctions.register(con)
+        if self.archive.is_s3:
+            _s3_access(con)
         rmax, objects = 0.0, {}
         for name, table in schema.PHYSICAL.items():
             dt = self._table(name, rel.versions.get(name)) if rel.number else None
-            files = self._files.setdefault(name, TableFiles())
-            objects[_phys(name)] = _empty(table) if dt is None else files.dataset(dt)
+            files = dt.file_uris() if dt is not None else []
+            if files:  # DuckDB's own Parquet reader: statistics pruning, metadata cache
+                con.execute(f"CREATE VIEW {_phys(name)} AS SELECT * FROM "
+                            f"read_parquet({_sql_list(files)}, hive_partitioning = true, "
+                            f"hive_types = {_hive_types(table)}, union_by_name = true)")
+            else:
+                objects[_phys(name)] = _empty(table)
             if dt is not None and name == "ivoa.obscore":
                 rmax = _max_stat(dt, "s_rmax")
         for name, rows in tap_schema_tables().items():
@@ -187,7 +193,10 @@ class Catalogue:
         con.execute('CREATE SCHEMA IF NOT EXISTS "TAP_SCHEMA"')
         for name in tap_schema_tables():
             con.execute(f'CREATE VIEW "TAP_SCHEMA".{name} AS SELECT * FROM _ts_{name}')
-        # the sandbox: no files, no URLs, no extensions, no changing this afterwards
+        # the sandbox: no files or URLs but the archive's tables, no extensions, no
+        # changing this afterwards (queries are also checked on their AST)
+        con.execute("SET enable_object_cache = true")
+        con.execute(f"SET allowed_directories = [{_sql_str(self.archive.path('tables/'))}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
@@ -254,6 +263,39 @@ class Catalogue:
         lo, hi, ranges = sky.cap_bounds(ra, dec, r)
         ra_terms = " OR ".join(f"{ra_col} BETWEEN {a!r} AND {b!r}" for a, b in ranges)
         return f"({dec_col} BETWEEN {lo!r} AND {hi!r} AND ({ra_terms}))"
+
+
+def _sql_list(values: list[str]) -> str:
+    return "[" + ", ".join(_sql_str(v) for v in values) + "]"
+
+
+def _hive_types(table: schema.Table) -> str:
+    """Partition values are strings (a delivery like 2025W35 must not become a date)."""
+    return "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in table.partition_by) + "}"
+
+
+def _s3_access(con: duckdb.DuckDBPyConnection) -> None:
+    """httpfs from its PyPI package (no download) and the caller's AWS credentials."""
+    import os
+    from pathlib import Path
+
+    import duckdb_extension_httpfs
+
+    from .storage import region, s3_endpoint
+
+    ext = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("*.duckdb_extension"))
+    con.execute(f"LOAD {_sql_str(str(ext))}")
+    opts = {"REGION": region()}
+    for key, env in (("KEY_ID", "AWS_ACCESS_KEY_ID"), ("SECRET", "AWS_SECRET_ACCESS_KEY"),
+                     ("SESSION_TOKEN", "AWS_SESSION_TOKEN")):
+        if os.environ.get(env):
+            opts[key] = os.environ[env]
+    endpoint = s3_endpoint()
+    if endpoint:
+        opts.update(ENDPOINT=endpoint.split("://", 1)[-1], URL_STYLE="path",
+                    USE_SSL="true" if endpoint.startswith("https") else "false")
+    body = ", ".join(f"{k} {_sql_str(v) if k != 'USE_SSL' else v}" for k, v in opts.items())
+    con.execute(f"CREATE SECRET archive_s3 (TYPE s3, {body})")
 
 
 def _phys(name: str) -> str:

@@ -13,6 +13,8 @@ SERVICES = [
     ("DataLink 1.1", "/datalink/links?ID=", None),
     ("SODA 1.0 cutouts (sync)", "/soda/sync", None),
     ("SODA 1.0 cutouts (async, UWS)", "/soda/async", None),
+    ("Spectrophotometry (async, UWS)", "/spectrophotometry/async",
+     "/spectrophotometry/capabilities"),
     ("Coverage: collections covering a region", "/coverage?POS=CIRCLE+270+66.56+1", None),
     ("Coverage MOC of the deep collection", "/coverage/spherex_qr2_deep?FORMAT=json", None),
 ]

@@ -1,32 +1,61 @@
 """Table maintenance that never blocks readers: compaction and spatial re-clustering.
 
-Delta Lake's optimize rewrites small files into large ones in new commits; readers of
-older versions keep their files (no vacuum here), and a new release pins the compacted
-versions so the next query uses them. Rows and visibility do not change.
+Weekly appends leave each delivery's rows in their own files, each spanning the whole
+sky, so a cone query must open every week. Compaction re-clusters ivoa.obscore: all
+rows of a collection, sorted by HEALPix, rewritten in one commit into a `_compacted`
+delivery partition, so files and row groups become compact on the sky and Parquet
+statistics skip nearly all of them. Rows keep their ingest run id, so visibility does
+not change (an in-flight ingest's rows stay hidden; a concurrent append makes the
+commit fail and compaction can simply be rerun). Other tables get Delta's optimize.
+Readers of older versions keep their files (no vacuum here); a new release pins the
+compacted versions so the next query uses them.
 """
 
 from __future__ import annotations
 
-from deltalake import WriterProperties
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+from deltalake import WriterProperties, write_deltalake
 
 from . import releases, schema
-from .ingest import ROW_GROUP_ROWS, current_versions, open_table
+from .ingest import ROW_GROUP_ROWS, current_versions, open_table, table_uri
 from .storage import Archive
+
+COMPACTED = "_compacted"
+SPATIAL = ("ivoa.obscore",)  # re-clustered across deliveries
+
+
+def _recluster(archive: Archive, name: str, props: WriterProperties,
+               target_size: int) -> str:
+    """Rewrite each collection of a table as one HEALPix-sorted partition."""
+    table = schema.PHYSICAL[name]
+    coll_col, delivery_col = table.partition_by
+    dt = open_table(archive, name)
+    data = dt.to_pyarrow_dataset()
+    files = len(dt.file_uris())
+    for coll in pc.unique(data.to_table(columns=[coll_col])[coll_col]).to_pylist():
+        rows = data.to_table(filter=pds.field(coll_col) == coll)
+        rows = rows.set_column(rows.schema.get_field_index(delivery_col), delivery_col,
+                               pa.array([COMPACTED] * rows.num_rows, pa.string()))
+        write_deltalake(table_uri(archive, name), rows.sort_by(table.sort_by),
+                        mode="overwrite", predicate=f"{coll_col} = '{coll}'",
+                        partition_by=list(table.partition_by), target_file_size=target_size,
+                        storage_options=archive.storage_options, writer_properties=props)
+    return f"{name}: {files} files -> {len(open_table(archive, name).file_uris())}"
 
 
 def compact(archive: Archive, target_size: int = 128 << 20) -> str:
     lines = []
     props = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)  # as ingest writes them
-    for name, table in schema.PHYSICAL.items():
+    for name in schema.PHYSICAL:
         dt = open_table(archive, name)
         if dt is None:
             continue
-        if table.sort_by:
-            # z-order on the HEALPix key alone is a sort: row groups stay compact on the sky
-            m = dt.optimize.z_order([table.sort_by], target_size=target_size,
-                                    writer_properties=props)
-        else:
-            m = dt.optimize.compact(target_size=target_size, writer_properties=props)
+        if name in SPATIAL:
+            lines.append(_recluster(archive, name, props, target_size))
+            continue
+        m = dt.optimize.compact(target_size=target_size, writer_properties=props)
         lines.append(f"{name}: {m.get('numFilesRemoved', 0)} files -> "
                      f"{m.get('numFilesAdded', 0)}")
 

@@ -215,4 +215,11 @@ def test_compact_keeps_rows_and_visibility(tmp_path, deliveries):
     assert "release 3" in report
     after = Catalogue(arch).query("SELECT obs_publisher_did FROM ivoa.obscore ORDER BY 1")
     assert before.equals(after)
+    from chalicelib.ingest import open_table
+
+    files = open_table(arch, "ivoa.obscore").file_uris()
+    assert all("delivery=_compacted" in f for f in files)  # one sky-sorted partition
+    for f in files:
+        hpx = pq.read_table(f, columns=["hpx"])["hpx"].drop_null().to_numpy()
+        assert np.all(np.diff(hpx) >= 0)
     assert _count(Catalogue(arch, release=2), "ivoa.obscore") == before.num_rows
