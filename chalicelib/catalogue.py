@@ -175,7 +175,7 @@ class Catalogue:
             if files:  # DuckDB's own Parquet reader: statistics pruning, metadata cache
                 con.execute(f"CREATE VIEW {_phys(name)} AS SELECT * FROM "
                             f"read_parquet({_sql_list(files)}, hive_partitioning = true, "
-                            f"hive_types = {_hive_types(table)}, union_by_name = true)")
+                            f"hive_types = {_hive_types(table)})")
             else:
                 objects[_phys(name)] = _empty(table)
             if dt is not None and name == "ivoa.obscore":
