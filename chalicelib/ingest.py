@@ -314,13 +314,17 @@ TABLE_CONFIG = {"delta.dataSkippingNumIndexedCols": "-1", "delta.checkpointInter
 ROW_GROUP_ROWS = 4096
 
 
-def append(archive: Archive, name: str, rows: pa.Table, delivery: str, run: str) -> None:
+def append(archive: Archive, name: str, rows: pa.Table, delivery: str, run: str,
+           dt: DeltaTable | None = None) -> None:
+    """Append rows in one Delta commit (to an already opened table when given: opening
+    replays the log, so an ingest opens each table once)."""
     t = schema.PHYSICAL[name]
-    new = open_table(archive, name) is None
+    dt = dt if dt is not None else open_table(archive, name)
     write_deltalake(
-        table_uri(archive, name), rows, mode="append", partition_by=list(t.partition_by),
+        dt if dt is not None else table_uri(archive, name), rows, mode="append",
+        partition_by=list(t.partition_by),
         storage_options=archive.storage_options, target_file_size=128 << 20,
-        configuration=TABLE_CONFIG if new else None,
+        configuration=TABLE_CONFIG if dt is None else None,
         # small row groups over HEALPix-ordered rows: each covers a compact patch of sky,
         # so Parquet statistics skip most of a file for a cone query
         writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
@@ -328,10 +332,16 @@ def append(archive: Archive, name: str, rows: pa.Table, delivery: str, run: str)
                                                             "ingest_id": run}))
 
 
-def current_versions(archive: Archive) -> dict[str, int]:
+def current_versions(archive: Archive, opened: dict | None = None) -> dict[str, int]:
+    """Latest version of every table; tables already opened are moved forward
+    incrementally (only the commits since) instead of reopened."""
     out = {}
     for name in schema.PHYSICAL:
-        dt = open_table(archive, name)
+        dt = (opened or {}).get(name)
+        if dt is None:
+            dt = open_table(archive, name)
+        else:
+            dt.update_incremental()
         if dt is not None:
             out[name] = dt.version()
     return out
@@ -369,8 +379,9 @@ def ingest(folder: str | Path, archive: Archive, progress: bool = False) -> Summ
     t0 = time.perf_counter()
     tables = caom_rows(rec, delivery, run)
     tables["ivoa.obscore"] = obscore_rows(rec, archive, delivery, run)
+    opened = {name: open_table(archive, name) for name in tables}
     for name, rows in tables.items():
-        append(archive, name, rows, delivery, run)
+        append(archive, name, rows, delivery, run, opened[name])
         summary.rows[name] = rows.num_rows
     summary.seconds["tables"] = time.perf_counter() - t0
 
@@ -387,7 +398,8 @@ def ingest(folder: str | Path, archive: Archive, progress: bool = False) -> Summ
     def add_run(latest: releases.Release) -> releases.Release | None:
         if delivery in latest.runs:  # a concurrent run of the same delivery won
             return None
-        return releases.Release(0, {**latest.runs, delivery: run}, current_versions(archive))
+        return releases.Release(0, {**latest.runs, delivery: run},
+                                current_versions(archive, opened))
 
     rel = releases.commit(archive, add_run)
     summary.release = rel.number
