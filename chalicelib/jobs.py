@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Callable
 
 from . import runtime
@@ -135,3 +136,26 @@ def local_result(path: str):
     mime = next((r.get("mime_type") for r in (job.results if job else [])
                  if r.get("href", "").endswith(key)), None)
     return Reply(200, arch.read_bytes(key), mime or "application/octet-stream")
+
+
+def keep_uploads(params) -> dict[str, list[str]]:
+    """Inline UPLOAD parts outlive the request: store each in the archive and point the
+    job's UPLOAD parameter at it (read back by tapupload as archive:uploads/...)."""
+    values = params.to_dict()
+    if not params.files or "upload" not in values:
+        return values
+    arch = runtime.archive()
+    prefix = f"uploads/{uuid.uuid4().hex}"
+    for name, part in params.files.items():
+        arch.write_bytes(f"{prefix}/{name}", part.content)
+    values["upload"] = [v.replace("param:", f"archive:{prefix}/") for v in values["upload"]]
+    return values
+
+
+def handle_uws(name: str, method: str, sub: str, params, base: str, list_url: str):
+    """One async service's UWS request, as a web Reply."""
+    from .web import Reply
+
+    resp = service(name, base).handle(method, sub, keep_uploads(params), None, None, list_url)
+    headers = {k: v for k, v in resp.headers.items() if k != "Content-Type"}
+    return Reply(resp.status, resp.body, resp.content_type, headers)

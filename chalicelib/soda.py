@@ -98,9 +98,6 @@ def handle(rest: str, method: str, params: Params, base: str) -> Reply:
     if rest == "sync":
         return sync(params, base)
     if rest.split("/", 1)[0] == "async":
-        svc = jobs.service(SERVICE, base)
-        resp = svc.handle(method, rest[len("async"):], params.to_dict(), None, None,
-                          f"{base}/soda/async")
-        return Reply(resp.status, resp.body, resp.content_type,
-                     {k: v for k, v in resp.headers.items() if k != "Content-Type"})
+        return jobs.handle_uws(SERVICE, method, rest[len("async"):], params, base,
+                               f"{base}/soda/async")
     return Reply.text(f"Not found: /soda/{rest}", 404)

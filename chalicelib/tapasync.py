@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from . import jobs, runtime
 from .web import Params, Reply
 
@@ -29,27 +27,11 @@ def run(job, ctx) -> None:
 jobs.register(SERVICE, run, None, max_duration=3600)
 
 
-def _keep_uploads(params: Params) -> dict[str, list[str]]:
-    """Inline uploads outlive the request: store each part in the archive and point the
-    job's UPLOAD parameter at it."""
-    values = params.to_dict()
-    if not params.files or "upload" not in values:
-        return values
-    arch = runtime.archive()
-    prefix = f"uploads/{uuid.uuid4().hex}"
-    for name, part in params.files.items():
-        arch.write_bytes(f"{prefix}/{name}", part.content)
-    values["upload"] = [v.replace("param:", f"archive:{prefix}/") for v in values["upload"]]
-    return values
-
-
 def handle_async(sub: str, method: str, params: Params, base: str) -> Reply:
     from .votable import error_document
 
-    svc = jobs.service(SERVICE, base)
-    resp = svc.handle(method, sub, _keep_uploads(params), None, None, f"{base}/tap/async")
-    headers = {k: v for k, v in resp.headers.items() if k != "Content-Type"}
-    if sub.rstrip("/").endswith("/error") and resp.status == 200:  # TAP: a VOTable error
-        return Reply(200, error_document(resp.body.decode() or "no error"),
-                     "application/x-votable+xml", headers)
-    return Reply(resp.status, resp.body, resp.content_type, headers)
+    reply = jobs.handle_uws(SERVICE, method, sub, params, base, f"{base}/tap/async")
+    if sub.rstrip("/").endswith("/error") and reply.status == 200:  # TAP: a VOTable error
+        return Reply(200, error_document(reply.body.decode() or "no error"),
+                     "application/x-votable+xml", reply.headers)
+    return reply

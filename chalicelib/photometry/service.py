@@ -7,7 +7,6 @@ the SPECTROPHOTOMETRY_STATE_MACHINE_ARN state machine runs the same steps as Lam
 from __future__ import annotations
 
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import jobs, runtime
@@ -73,29 +72,12 @@ def capabilities(base: str) -> str:
             + body + "</vosi:capabilities>")
 
 
-def _keep_uploads(params: Params) -> dict[str, list[str]]:
-    """Inline UPLOAD parts outlive the request: store them in the archive and point the
-    job's UPLOAD at them (as TAP async does)."""
-    values = params.to_dict()
-    if not params.files or "upload" not in values:
-        return values
-    arch = runtime.archive()
-    prefix = f"uploads/{uuid.uuid4().hex}"
-    for name, part in params.files.items():
-        arch.write_bytes(f"{prefix}/{name}", part.content)
-    values["upload"] = [v.replace("param:", f"archive:{prefix}/") for v in values["upload"]]
-    return values
-
-
 def handle(rest: str, method: str, params: Params, base: str) -> Reply:
     """Route /spectrophotometry/{rest+}: async/... to UWS, capabilities to VOSI."""
     rest = rest.strip("/")
     if rest == "capabilities":
         return Reply.xml(capabilities(base))
     if rest.split("/", 1)[0] == "async":
-        svc = jobs.service(SERVICE, base)
-        resp = svc.handle(method, rest[len("async"):], _keep_uploads(params), None, None,
-                          f"{base}/spectrophotometry/async")
-        return Reply(resp.status, resp.body, resp.content_type,
-                     {k: v for k, v in resp.headers.items() if k != "Content-Type"})
+        return jobs.handle_uws(SERVICE, method, rest[len("async"):], params, base,
+                               f"{base}/spectrophotometry/async")
     return Reply.text(f"Not found: /spectrophotometry/{rest}", 404)
