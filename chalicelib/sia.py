@@ -235,19 +235,12 @@ def self_description(base: str) -> str:
 
 
 def capabilities(base: str) -> str:
-    from .tapmeta import XSI
+    from .tapmeta import vosi_capabilities
 
-    caps = [("ivo://ivoa.net/std/SIA#query-2.0", "query", ' role="std" version="2.0"'),
-            ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", ""),
-            ("ivo://ivoa.net/std/VOSI#availability", "availability", "")]
-    body = "".join(
-        f'<capability standardID="{sid}"><interface xsi:type="vs:ParamHTTP"{role}>'
-        f'<accessURL use="base">{base}/sia/{path}</accessURL></interface></capability>'
-        for sid, path, role in caps)
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            '<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0" '
-            f'xmlns:xsi="{XSI}" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1">'
-            + body + "</vosi:capabilities>")
+    return vosi_capabilities(f"{base}/sia", [
+        ("ivo://ivoa.net/std/SIA#query-2.0", "query", ' role="std" version="2.0"'),
+        ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", ""),
+        ("ivo://ivoa.net/std/VOSI#availability", "availability", "")])
 
 
 def handle(rest: str, method: str, params: Params, base: str) -> Reply:

@@ -94,6 +94,19 @@ def capabilities(base: str) -> str:
         + "</vosi:capabilities>")
 
 
+def vosi_capabilities(base: str, caps: list[tuple[str, str, str]]) -> str:
+    """A VOSI capabilities document for (standardID, path under base, extra interface
+    attributes) triples: what SIA and the async services declare."""
+    body = "".join(
+        f'<capability standardID="{sid}"><interface xsi:type="vs:ParamHTTP"{attrs}>'
+        f'<accessURL use="base">{escape(base)}/{path}</accessURL></interface></capability>'
+        for sid, path, attrs in caps)
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0" '
+            f'xmlns:xsi="{XSI}" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1">'
+            + body + "</vosi:capabilities>")
+
+
 def _opt(tag: str, value) -> str:
     return f"<{tag}>{escape(str(value))}</{tag}>" if value else ""
 

@@ -58,18 +58,11 @@ jobs.register(SERVICE, run, validate, max_duration=3600)
 
 
 def capabilities(base: str) -> str:
-    from ..tapmeta import XSI
+    from ..tapmeta import vosi_capabilities
 
-    caps = [("ivo://ivoa.net/std/UWS#async-1.1", "async", ' role="std" version="1.1"'),
-            ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", "")]
-    body = "".join(
-        f'<capability standardID="{sid}"><interface xsi:type="vs:ParamHTTP"{role}>'
-        f'<accessURL use="base">{base}/spectrophotometry/{path}</accessURL></interface>'
-        "</capability>" for sid, path, role in caps)
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            '<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0" '
-            f'xmlns:xsi="{XSI}" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1">'
-            + body + "</vosi:capabilities>")
+    return vosi_capabilities(f"{base}/spectrophotometry", [
+        ("ivo://ivoa.net/std/UWS#async-1.1", "async", ' role="std" version="1.1"'),
+        ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", "")])
 
 
 def handle(rest: str, method: str, params: Params, base: str) -> Reply:
