@@ -9,7 +9,6 @@ TAP, SIA, DataLink, coverage and job planning all query through it.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 
 import duckdb
@@ -125,7 +124,6 @@ class Opened:
     release: releases.Release
     con: duckdb.DuckDBPyConnection
     max_footprint_radius: float
-    opened_at: float
     objects: dict[str, object]
     # Queries run on the connection itself, one at a time: DuckDB's Parquet metadata
     # cache does not serve cursors, and re-reading footers cost ~80 % of a cone query.
@@ -199,7 +197,7 @@ class Catalogue:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET lock_configuration = true")
-        return Opened(rel, con, rmax, time.time(), objects)
+        return Opened(rel, con, rmax, objects)
 
     def _table(self, name: str, version: int | None):
         """The table at a version, reusing the loaded log: a new release costs only the

@@ -8,7 +8,6 @@ and the archive-style cutout), #preview, and #calibration rows from the provenan
 from __future__ import annotations
 
 import os
-from urllib.parse import quote
 
 import pyarrow as pa
 
@@ -204,7 +203,3 @@ def links(params: Params, base: str) -> Reply:
 def _arrow_schema() -> pa.Schema:
     types = {"char": pa.string(), "long": pa.int64(), "boolean": pa.bool_()}
     return pa.schema([(name, types[dt]) for name, dt, *_ in COLUMNS])
-
-
-def datalink_url(base: str, did: str) -> str:
-    return f"{base}/datalink/links?ID={quote(did, safe='')}"

@@ -21,9 +21,6 @@ _VOT = {
     pa.bool_(): ("boolean", None),
     pa.list_(pa.float64()): ("double", "*"),
 }
-_ADQL = {"char": "VARCHAR", "short": "SMALLINT", "int": "INTEGER", "long": "BIGINT",
-         "double": "DOUBLE", "float": "REAL", "boolean": "BOOLEAN"}
-
 
 # column names we use that ADQL reserves (they must be delimited in queries)
 ADQL_RESERVED = {"SIZE", "VALUE", "USER", "POSITION", "TIME", "DATE", "REGION"}
@@ -59,15 +56,6 @@ class Column:
         """The name as ADQL needs it: reserved words delimited (TAP_SCHEMA's "size")."""
         return f'"{self.name}"' if self.name.upper() in ADQL_RESERVED else self.name
 
-    @property
-    def adql_type(self) -> str:
-        """TAP_SCHEMA.columns.datatype (TAP 1.1 uses VOTable type names)."""
-        return self.datatype
-
-    @property
-    def sql_type(self) -> str:
-        base = _ADQL[_VOT[self.arrow][0]]
-        return base + "[]" if _VOT[self.arrow][1] == "*" and base != "VARCHAR" else base
 
 
 @dataclass(frozen=True)
@@ -94,10 +82,6 @@ class Table:
     @property
     def schema_name(self) -> str:
         return self.name.split(".")[0]
-
-    @property
-    def short_name(self) -> str:
-        return self.name.split(".", 1)[1]
 
     @property
     def served(self) -> tuple[Column, ...]:

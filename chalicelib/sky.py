@@ -176,10 +176,6 @@ def spherical_area(polys: Polys) -> np.ndarray:
     return np.degrees(np.degrees(area))
 
 
-def circle_area(r) -> np.ndarray:
-    return np.degrees(np.degrees(2 * np.pi * (1 - np.cos(np.radians(np.asarray(r, float))))))
-
-
 def box_polygon(ra: float, dec: float, width: float, height: float) -> list[float]:
     """ADQL BOX as a polygon: corners at +-width/2, +-height/2 in the tangent plane at the
     centre, so the sides are great circles through the centre's offsets."""
