@@ -13,6 +13,7 @@ import numpy as np
 
 from . import observability, products, runtime
 from .cutout import CutoutError, NoOverlap, cutout, parse_archive_params
+from .cutout.region import parse_gzip
 from .web import Params, Reply
 
 PREVIEW_PX = 512
@@ -22,19 +23,11 @@ def _not_found(key: str) -> Reply:
     return Reply.text(f"NotFoundFault: no file {key!r} in this archive", 404)
 
 
-def _truthy(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-        raise CutoutError(f"gzip must be true or false, got {value!r}")
-    return value.lower() in ("true", "1", "yes")
-
-
 def _cut(key: str, center: str | None, size: str | None, params: Params,
          gzip_default: bool) -> Reply:
     try:
         region = parse_archive_params(center, size)
-        gz = _truthy(params.get("gzip"), gzip_default)
+        gz = parse_gzip(params.get("gzip"), gzip_default)
         res = cutout(runtime.archive(), "data/" + key, region, gzip=gz,
                      psf=params.get("psf") or "all")
     except NoOverlap as e:

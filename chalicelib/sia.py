@@ -11,7 +11,7 @@ import os
 
 from . import observability, runtime, schema, sky
 from .catalogue import Catalogue, QueryError, QueryTimeout
-from .web import Params, Reply
+from .web import Params, Reply, parse_maxrec
 
 DEFAULT_MAXREC = int(os.environ.get("SIA_DEFAULT_MAXREC", "10000"))
 HARD_MAXREC = int(os.environ.get("SIA_HARD_MAXREC", "1000000"))
@@ -161,22 +161,13 @@ def where(params: Params, cat: Catalogue) -> str:
     return " AND ".join(clauses) or "TRUE"
 
 
-def _maxrec(params: Params) -> int:
-    raw = params.get("MAXREC")
-    if raw in (None, ""):
-        return DEFAULT_MAXREC
-    if not raw.isdigit():
-        raise SiaUsageError(f"MAXREC must be a non-negative integer, not {raw!r}")
-    return min(int(raw), HARD_MAXREC)
-
-
 def query(params: Params, base: str) -> Reply:
     from . import datalink, votable
 
     cat = runtime.catalogue(base)
     try:
         fmt = votable.parse_format(params.get("RESPONSEFORMAT"))
-        maxrec = _maxrec(params)
+        maxrec = parse_maxrec(params, DEFAULT_MAXREC, HARD_MAXREC, SiaUsageError)
         fields = datalink.bind_fields([votable.Field.from_column(c) for c in TABLE.served])
         if maxrec == 0:
             body, ctype = votable.write(TABLE.arrow_schema().empty_table().select(

@@ -13,9 +13,9 @@ from xml.sax.saxutils import escape
 
 import pyarrow as pa
 
-from . import observability, runtime, schema, tapmeta
+from . import observability, runtime, tapmeta
 from .catalogue import Catalogue, QueryError, QueryTimeout
-from .web import Params, Reply
+from .web import Params, Reply, parse_maxrec
 
 SYNC_TIMEOUT = float(os.environ.get("TAP_SYNC_TIMEOUT", "25"))  # API Gateway allows 29 s
 ASYNC_TIMEOUT = float(os.environ.get("TAP_ASYNC_TIMEOUT", "600"))
@@ -44,19 +44,6 @@ def _error(message: str, status: int = 400) -> Reply:
     return Reply(status, error_document(message), "application/x-votable+xml")
 
 
-def _maxrec(params: Params) -> int:
-    raw = params.get("MAXREC")
-    if raw is None or raw == "":
-        return DEFAULT_MAXREC
-    try:
-        value = int(raw)
-    except ValueError:
-        raise TapUsageError(f"MAXREC must be a non-negative integer, not {raw!r}") from None
-    if value < 0:
-        raise TapUsageError(f"MAXREC must be a non-negative integer, not {raw!r}")
-    return min(value, HARD_MAXREC)
-
-
 def _check_lang(params: Params) -> str:
     request = params.get("REQUEST")
     if request is not None and request.lower() != "doquery":
@@ -83,9 +70,9 @@ def run_query(params: Params, cat: Catalogue, timeout: float) -> QueryResult:
         fmt = votable.parse_format(params.get("RESPONSEFORMAT") or params.get("FORMAT"))
     except votable.UnsupportedFormat as e:
         raise TapUsageError(str(e)) from None
-    maxrec = _maxrec(params)
+    maxrec = parse_maxrec(params, DEFAULT_MAXREC, HARD_MAXREC, TapUsageError)
     uploads, upload_tables = load_uploads(params, UPLOAD_LIMIT)
-    tables = {**schema.TABLES, **tapmeta.TAP_SCHEMA_TABLES}
+    tables = tapmeta.all_tables()
     try:
         tr = adql.translate(query, tables, box_sql=cat.box_sql, uploads=upload_tables)
     except adql.AdqlError as e:

@@ -88,6 +88,21 @@ def _multipart(body: bytes, content_type: str) -> tuple[list[tuple[str, str]], d
     return pairs, files
 
 
+def parse_maxrec(params: Params, default: int, hard: int, error: type[Exception]) -> int:
+    """DALI MAXREC: absent -> the service default; a non-negative integer, capped at the
+    hard limit; anything else raises `error` (each service's usage error)."""
+    raw = params.get("MAXREC")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise error(f"MAXREC must be a non-negative integer, not {raw!r}")
+    return min(value, hard)
+
+
 @dataclass
 class Reply:
     status: int = 200

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import schema
-from ..catalogue import TAP_SCHEMA_TABLES, Catalogue
+from ..catalogue import Catalogue
 from ..storage import Archive
+from ..tapmeta import all_tables
 
 
 def _args(argv):
@@ -64,7 +64,7 @@ QUERIES = {
 def _sql(cat: Catalogue, where: str, pruned: bool) -> str:
     from ..adql import translate
 
-    tables = {**schema.TABLES, **TAP_SCHEMA_TABLES}
+    tables = all_tables()
     adql = f"SELECT obs_publisher_did, t_min FROM ivoa.obscore WHERE {where}"
     return translate(adql, tables, box_sql=cat.box_sql if pruned else None).sql
 
