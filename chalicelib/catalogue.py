@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from . import releases, schema, sky, sqlfunctions
@@ -120,11 +121,52 @@ TAP_SCHEMA_TABLES = {t.name: t for t in (
 
 
 @dataclass
+class FileStats:
+    """Per-file min/max of a table's columns from the Delta log: which files a box can
+    touch is known before DuckDB opens any of them."""
+
+    uris: list[str]
+    low: dict[str, np.ndarray]
+    high: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, dt) -> FileStats:
+        uris = dt.file_uris()
+        actions = dt.get_add_actions(flatten=True)
+        actions = actions if isinstance(actions, pa.Table) else pa.table(actions)
+        row = {p.rsplit("/", 1)[-1]: i for i, p in enumerate(actions["path"].to_pylist())}
+        order = pa.array([row[u.rsplit("/", 1)[-1]] for u in uris], pa.int64())
+        low, high = {}, {}
+        for name in actions.column_names:
+            kind, _, col = name.partition(".")
+            typ = actions[name].type
+            if kind not in ("min", "max") or not (pa.types.is_integer(typ)
+                                                   or pa.types.is_floating(typ)):
+                continue
+            # a missing statistic is unbounded: the file is never pruned on it
+            fill = -np.inf if kind == "min" else np.inf
+            vals = actions[name].take(order).cast(pa.float64()).fill_null(fill).to_numpy()
+            (low if kind == "min" else high)[col] = np.nan_to_num(vals, nan=fill)
+        return cls(uris, low, high)
+
+    def touching(self, col: str, ranges: list[tuple[float, float]]) -> np.ndarray:
+        """Files whose [min, max] of col meets any of the inclusive ranges."""
+        if col not in self.low or col not in self.high:
+            return np.ones(len(self.uris), bool)
+        lo, hi = self.low[col], self.high[col]
+        hit = np.zeros(len(self.uris), bool)
+        for a, b in ranges:
+            hit |= (hi >= a) & (lo <= b)
+        return hit
+
+
+@dataclass
 class Opened:
     release: releases.Release
     con: duckdb.DuckDBPyConnection
     max_footprint_radius: float
     objects: dict[str, object]
+    files: dict[str, FileStats] = field(default_factory=dict)  # per physical table
     # Queries run on the connection itself, one at a time: DuckDB's Parquet metadata
     # cache does not serve cursors, and re-reading footers cost ~80 % of a cone query.
     # A Lambda container serves one request at a time anyway.
@@ -163,16 +205,19 @@ class Catalogue:
         sqlfunctions.register(con)
         if self.archive.is_s3:
             _s3_access(con)
-        rmax, objects = 0.0, {}
+        rmax, objects, stats = 0.0, {}, {}
         for name, table in schema.PHYSICAL.items():
             dt = self._table(name, rel.versions.get(name)) if rel.number else None
             files = dt.file_uris() if dt is not None else []
-            if files:  # DuckDB's own Parquet reader: statistics pruning, metadata cache
+            if files:  # DuckDB's own Parquet reader: statistics pruning, metadata cache;
+                # filename lets a box skip whole files without opening them
+                stats[name] = FileStats.of(dt)
                 con.execute(f"CREATE VIEW {_phys(name)} AS SELECT * FROM "
-                            f"read_parquet({_sql_list(files)}, hive_partitioning = true, "
-                            f"hive_types = {_hive_types(table)})")
+                            f"read_parquet({_sql_list(stats[name].uris)}, filename = true, "
+                            f"hive_partitioning = true, hive_types = {_hive_types(table)})")
             else:
-                objects[_phys(name)] = _empty(table)
+                objects[_phys(name)] = _empty(table).append_column(
+                    "filename", pa.array([], pa.string()))
             if dt is not None and name == "ivoa.obscore":
                 rmax = _max_stat(dt, "s_rmax")
         for name, rows in tap_schema_tables().items():
@@ -182,7 +227,9 @@ class Catalogue:
         runs = ", ".join(_sql_str(r) for r in rel.runs.values()) or "NULL"
         for t in schema.TABLES.values():
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema_name}")
-            cols = ", ".join(self._select(c) for c in t.served)
+            # the file name rides along for box_sql; queries cannot name it (the
+            # translator only knows served columns and expands * itself)
+            cols = ", ".join([self._select(c) for c in t.served] + ['filename AS "_file"'])
             con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(t.physical)} "
                         f"WHERE ingest_id IN ({runs})")
         con.execute('CREATE SCHEMA IF NOT EXISTS "TAP_SCHEMA"')
@@ -197,7 +244,7 @@ class Catalogue:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET lock_configuration = true")
-        return Opened(rel, con, rmax, objects)
+        return Opened(rel, con, rmax, objects, stats)
 
     def _table(self, name: str, version: int | None):
         """The table at a version, reusing the loaded log: a new release costs only the
@@ -258,13 +305,34 @@ class Catalogue:
                 cur.unregister(f"_upload_{name}")
 
     def box_sql(self, ra_col: str, dec_col: str, ra: float, dec: float, radius: float,
-                footprint: bool) -> str:
-        """An RA/Dec box around a cap that Parquet statistics can prune with; with
-        footprint=True it is widened by the largest footprint radius in the release."""
-        r = radius + (self.current().max_footprint_radius if footprint else 0.0) + 1e-9
+                footprint: bool, table: str | None = None, alias: str | None = None) -> str:
+        """Where rows touching a cap can be, for Parquet statistics to prune with: an
+        RA/Dec box (widened by the release's largest footprint radius when footprint=True)
+        and, for a served table, the only files whose statistics meet both the box and
+        the HEALPix cells of the cap (files are runs of the HEALPix order)."""
+        opened = self.current()
+        r = radius + (opened.max_footprint_radius if footprint else 0.0) + 1e-9
         lo, hi, ranges = sky.cap_bounds(ra, dec, r)
         ra_terms = " OR ".join(f"{ra_col} BETWEEN {a!r} AND {b!r}" for a, b in ranges)
-        return f"({dec_col} BETWEEN {lo!r} AND {hi!r} AND ({ra_terms}))"
+        box = f"{dec_col} BETWEEN {lo!r} AND {hi!r} AND ({ra_terms})"
+        stats = opened.files.get(schema.TABLES[table].physical) if table else None
+        if stats is None:
+            return f"({box})"
+        hit = stats.touching(_name(dec_col), [(lo, hi)]) & stats.touching(_name(ra_col), ranges)
+        # hpx is the HEALPix index of (s_ra, s_dec), the centre footprints are boxed by
+        if "hpx" in stats.low and (footprint or _name(ra_col) == "s_ra"):
+            hit &= stats.touching("hpx", sky.cap_cells(ra, dec, r) or [(-np.inf, np.inf)])
+        if hit.all():
+            return f"({box})"
+        # DuckDB drops files failing a filter on its filename column before opening them
+        files = ", ".join(_sql_str(u) for u, h in zip(stats.uris, hit) if h)
+        file_col = f'"{alias}"."_file"' if alias else '"_file"'
+        return f"({box} AND {file_col} IN ({files}))" if files else "(FALSE)"
+
+
+def _name(column_sql: str) -> str:
+    """The bare column name of a possibly qualified, quoted reference."""
+    return column_sql.rsplit(".", 1)[-1].strip('"')
 
 
 def _sql_list(values: list[str]) -> str:

@@ -263,9 +263,8 @@ def _footprint_keys(plane: pa.Table) -> tuple[pa.Array, pa.Array]:
         sub = plane.filter(pa.array(has))
         polys = sky.Polys.from_arrow(sub["poly"])
         ra, dec = sub["s_ra"].to_numpy(), sub["s_dec"].to_numpy()
-        rmax = np.zeros(sub.num_rows)
-        np.maximum.at(rmax, polys.row,
-                      sky.distance(ra[polys.row], dec[polys.row], *sky.radec(polys.v)))
+        rmax = polys.per_polygon(np.maximum, sky.distance(
+            ra[polys.row], dec[polys.row], *sky.radec(polys.v)), 0.0)
         s_rmax[has], hpx[has] = rmax, sky.healpix(ra, dec)
     return pa.array(s_rmax, mask=~has), pa.array(hpx, mask=~has)
 

@@ -100,7 +100,7 @@ def pos_condition(text: str, cat: Catalogue) -> str:
         if len(args) != 3 or not (-90 <= args[1] <= 90) or args[2] <= 0:
             raise SiaUsageError(f"POS CIRCLE needs 'ra dec radius' (deg), got {text!r}")
         ra, dec, r = args
-        box = cat.box_sql("s_ra", "s_dec", ra % 360, dec, r, footprint=True)
+        box = cat.box_sql("s_ra", "s_dec", ra % 360, dec, r, footprint=True, table=TABLE.name)
         return f"({box} AND sky_circle_x_poly({ra % 360!r}, {dec!r}, {r!r}, s_region))"
     if shape == "RANGE":
         if len(args) != 4 or args[2] > args[3]:
@@ -122,7 +122,7 @@ def _poly_condition(poly: list[float], cat: Catalogue) -> str:
     polys = sky.Polys.one(poly)
     ra, dec = sky.radec(polys.centre())
     box = cat.box_sql("s_ra", "s_dec", float(ra[0]), float(dec[0]),
-                      float(polys.radius()[0]), footprint=True)
+                      float(polys.radius()[0]), footprint=True, table=TABLE.name)
     arr = "[" + ", ".join(repr(float(v)) for v in poly) + "]::DOUBLE[]"
     return f"({box} AND sky_poly_x_poly({arr}, s_region))"
 

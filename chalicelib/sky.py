@@ -76,17 +76,23 @@ class Polys:
     def __len__(self) -> int:
         return len(self.count)
 
+    def per_polygon(self, ufunc: np.ufunc, values: np.ndarray, empty: float) -> np.ndarray:
+        """ufunc reduced over each polygon's vertex values (reduceat: ufunc.at is ~50x
+        slower); `empty` for polygons without vertices."""
+        out = np.full((len(self),) + values.shape[1:], empty, dtype=values.dtype)
+        full = self.count > 0
+        if full.any():
+            out[full] = ufunc.reduceat(values, self.start[full], axis=0)
+        return out
+
     def centre(self) -> np.ndarray:
-        c = np.zeros((len(self), 3))
-        np.add.at(c, self.row, self.v)
+        c = self.per_polygon(np.add, self.v, 0.0)
         n = np.linalg.norm(c, axis=-1, keepdims=True)
         return c / np.where(n == 0, 1, n)
 
     def radius(self) -> np.ndarray:
         """Largest centre-to-vertex angle per polygon (deg): its bounding cap."""
-        r = np.zeros(len(self))
-        np.maximum.at(r, self.row, _angle(self.centre()[self.row], self.v))
-        return r
+        return self.per_polygon(np.maximum, _angle(self.centre()[self.row], self.v), 0.0)
 
 
 def _tangent_basis(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,18 +103,23 @@ def _tangent_basis(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e1, np.cross(c, e1)
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of (n, 3) arrays (einsum: several times np.sum(a * b, -1))."""
+    return np.einsum("ij,ij->i", a, b)
+
+
 def points_in_polys(p: np.ndarray, polys: Polys) -> np.ndarray:
     """Is unit vector p[i] inside polygon i? Even-odd rule in the gnomonic projection
     centred on each polygon: it maps great circles to straight lines, so it is exact."""
     c = polys.centre()
     e1, e2 = _tangent_basis(c)
-    pc = np.sum(p * c, axis=-1)
+    pc = _dot(p, c)
     front = pc > 0
     safe = np.where(front, pc, 1.0)
-    px, py = np.sum(p * e1, -1) / safe, np.sum(p * e2, -1) / safe
+    px, py = _dot(p, e1) / safe, _dot(p, e2) / safe
     r = polys.row
-    vc = np.sum(polys.v * c[r], -1)
-    vx, vy = np.sum(polys.v * e1[r], -1) / vc, np.sum(polys.v * e2[r], -1) / vc
+    vc = _dot(polys.v, c[r])
+    vx, vy = _dot(polys.v, e1[r]) / vc, _dot(polys.v, e2[r]) / vc
     wx, wy = vx[polys.next], vy[polys.next]
     qx, qy = px[r], py[r]
     straddle = (vy > qy) != (wy > qy)
@@ -133,11 +144,8 @@ def _edge_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def min_edge_distance(p: np.ndarray, polys: Polys) -> np.ndarray:
     """Smallest angle (deg) from p[i] to the boundary of polygon i."""
-    r = polys.row
-    d = _edge_distance(p[r], polys.v, polys.v[polys.next])
-    out = np.full(len(polys), np.inf)
-    np.minimum.at(out, r, d)
-    return out
+    d = _edge_distance(p[polys.row], polys.v, polys.v[polys.next])
+    return polys.per_polygon(np.minimum, d, np.inf)
 
 
 def _arcs_cross(a, b, c, d) -> np.ndarray:
@@ -208,6 +216,27 @@ def healpix(ra, dec, order: int = 12) -> np.ndarray:
     return cdshealpix.lonlat_to_healpix(Longitude(np.asarray(ra, float), "deg"),
                                         Latitude(np.asarray(dec, float), "deg"),
                                         order).astype(np.int64)
+
+
+def cap_cells(ra: float, dec: float, radius: float, order: int = 12,
+              max_ranges: int = 16) -> list[tuple[int, int]] | None:
+    """Inclusive ranges of nested HEALPix indices at `order` covering a cap (a superset:
+    every position within `radius` has its index in one of them), coarse enough to stay
+    within max_ranges. None when the cap is most of the sky."""
+    if radius >= 60.0:
+        return None
+    import astropy.units as u
+    from astropy.coordinates import Latitude, Longitude
+    from mocpy import MOC
+
+    depth = min(order, max(0, int(math.log2(117.0 / max(radius, 1e-6)))))
+    while True:
+        moc = MOC.from_cone(Longitude(ra * u.deg), Latitude(dec * u.deg),
+                            radius=max(radius, 1e-9) * u.deg, max_depth=depth)
+        ranges = moc.to_depth29_ranges >> (2 * (29 - order))
+        if len(ranges) <= max_ranges or depth == 0:
+            return [(int(a), int(b) - 1) for a, b in ranges]
+        depth -= 1
 
 
 def stcs_polygon(coords) -> str:

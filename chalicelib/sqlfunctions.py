@@ -78,8 +78,7 @@ def circle_in_poly(ra, dec, r, poly) -> pa.Array:
 def poly_in_circle(poly, ra, dec, r) -> pa.Array:
     polys = _polys(poly)
     c = sky.xyz(_np(ra), _np(dec))
-    far = np.zeros(len(polys))
-    np.maximum.at(far, polys.row, sky._angle(c[polys.row], polys.v))
+    far = polys.per_polygon(np.maximum, sky._angle(c[polys.row], polys.v), 0.0)
     return _result(far <= _np(r), poly, ra, dec, r)
 
 
@@ -100,9 +99,8 @@ def _pairs(a: pa.Array, b: pa.Array, fixed_fn) -> np.ndarray:
 def _poly_x_poly_fixed(q: np.ndarray, b: pa.Array) -> np.ndarray:
     polys = _polys(b)
     qv = sky.xyz(q[0::2], q[1::2])
-    b_in_q = np.zeros(len(polys), bool)
     hits = sky.points_in_polys(polys.v, sky.Polys.one(q, len(polys.v)))
-    np.logical_or.at(b_in_q, polys.row, hits)
+    b_in_q = polys.per_polygon(np.logical_or, hits, False)
     q_in_b = np.zeros(len(polys), bool)
     for v in qv:
         q_in_b |= sky.points_in_polys(np.broadcast_to(v, (len(polys), 3)), polys)

@@ -163,7 +163,7 @@ def box_sql(db):
     """What Catalogue.box_sql emits, for this test archive's largest footprint."""
     rmax = _rmax(db[1])
 
-    def box(ra_col, dec_col, ra, dec, radius, footprint):
+    def box(ra_col, dec_col, ra, dec, radius, footprint, table=None, alias=None):
         r = radius + (rmax if footprint else 0.0) + 1e-9
         lo, hi, ranges = sky.cap_bounds(ra, dec, r)
         ra_terms = " OR ".join(f"{ra_col} BETWEEN {a!r} AND {b!r}" for a, b in ranges)
@@ -694,8 +694,8 @@ def test_join_footprints(db, shapes):
 def test_pruning_box_sql_shape(box_sql):
     calls = []
 
-    def spy(ra_col, dec_col, ra, dec, radius, footprint):
-        calls.append((ra_col, dec_col, ra, dec, radius, footprint))
+    def spy(ra_col, dec_col, ra, dec, radius, footprint, table, alias):
+        calls.append((ra_col, dec_col, ra, dec, radius, footprint, table, alias))
         return box_sql(ra_col, dec_col, ra, dec, radius, footprint)
     tr("SELECT obs_id FROM ivoa.obscore AS o WHERE o.calib_level > 1 AND "
        "INTERSECTS(CIRCLE(12, -3, 0.5), o.s_region) = 1", spy)
@@ -703,10 +703,12 @@ def test_pruning_box_sql_shape(box_sql):
        " = 1 AND DISTANCE(POINT(s_ra, s_dec), POINT(1, 2)) < 0.01", spy)
     tr("SELECT * FROM TAP_UPLOAD.mine AS m WHERE INTERSECTS(POINT(m.ra, m.dec), CIRCLE(1, 2, 1))"
        " = 1", spy)
-    assert calls[0] == ('"t1"."s_ra"', '"t1"."s_dec"', 12, -3, 0.5, True)
-    assert calls[1][2:] == (1, 2, pytest.approx(100 / 3600), False)
-    assert calls[2][2:] == (1, 2, 0.01, False)
-    assert calls[3][:2] == ('"t1"."ra"', '"t1"."dec"')
+    assert calls[0] == ('"t1"."s_ra"', '"t1"."s_dec"', 12, -3, 0.5, True, "ivoa.obscore",
+                        "t1")
+    assert calls[1][2:] == (1, 2, pytest.approx(100 / 3600), False, "spherex.plane", "t1")
+    assert calls[2][2:] == (1, 2, 0.01, False, "spherex.plane", "t1")
+    # an upload's files are not the archive's: boxed, but no table to prune files of
+    assert calls[3][:2] == ('"t1"."ra"', '"t1"."dec"') and calls[3][6] is None
     assert len(calls) == 4
 
 

@@ -119,3 +119,20 @@ def test_null_geometry_is_null():
     out = sqlfunctions.pt_in_poly(pa.array([1.0, None]), pa.array([1.0, 1.0]),
                                   pa.array([[0, 0, 2, 0, 2, 2, 0, 2], None]))
     assert out.to_pylist() == [True, None]
+
+
+@pytest.mark.parametrize("ra,dec,radius", [(120.3, 10.2, 2.5), (0.05, 89.9, 3.0),
+                                           (359.95, -30.0, 0.1), (10.0, 0.0, 1e-6),
+                                           (200.0, -89.99, 0.5), (45.0, 45.0, 30.0)])
+def test_cap_cells_hold_every_position_in_the_cap(ra, dec, radius):
+    rng = np.random.default_rng(1)
+    centre = SkyCoord(ra * u.deg, dec * u.deg)
+    pts = centre.directional_offset_by(rng.uniform(0, 360, 5000) * u.deg,
+                                       radius * np.sqrt(rng.uniform(0, 1, 5000)) * u.deg)
+    cells = sky.cap_cells(ra, dec, radius)
+    h = sky.healpix(pts.ra.deg, pts.dec.deg)
+    inside = np.zeros(len(h), bool)
+    for a, b in cells:
+        inside |= (h >= a) & (h <= b)
+    assert inside.all() and len(cells) <= 16
+    assert sky.cap_cells(ra, dec, 90.0) is None  # most of the sky: no pruning

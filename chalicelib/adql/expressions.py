@@ -106,7 +106,8 @@ class Expressions:
 
     def box(self, v: Val) -> exp.Expr:
         p = v.prune
-        text = self.box_sql(p.ra_sql, p.dec_sql, p.ra, p.dec, p.radius, footprint=p.footprint)
+        text = self.box_sql(p.ra_sql, p.dec_sql, p.ra, p.dec, p.radius, footprint=p.footprint,
+                            table=p.table, alias=p.alias)
         return exp.Paren(this=sqlglot.parse_one(text, read="duckdb"))
 
     def condition(self, node: exp.Expr, ctx: Ctx) -> Val:

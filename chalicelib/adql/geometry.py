@@ -281,7 +281,10 @@ def _sql(alias: str, name: str) -> str:
     return exp.column(name, table=alias, quoted=True).sql("duckdb")
 
 
-def _point_target(v: Val) -> tuple[str, str, bool] | None:
+Target = tuple[str, str, bool, str | None, str]  # ra, dec, footprint?, table, alias
+
+
+def _point_target(v: Val) -> Target | None:
     """Columns to box when v is POINT(<ra column>, <dec column>) of one stored table."""
     refs = v.extra.get("refs") if v.type == POINT else None
     if not refs or None in refs:
@@ -289,17 +292,18 @@ def _point_target(v: Val) -> tuple[str, str, bool] | None:
     ra, dec = refs
     if not (ra.base and dec.base and ra.alias == dec.alias):
         return None
-    return _sql(ra.alias, ra.name), _sql(dec.alias, dec.name), False
+    return _sql(ra.alias, ra.name), _sql(dec.alias, dec.name), False, ra.table, ra.alias
 
 
-def _footprint_target(v: Val) -> tuple[str, str, bool] | None:
+def _footprint_target(v: Val) -> Target | None:
     """s_ra/s_dec of a served table when v is that table's footprint column."""
     src = v.owner
     if v.type != POLYGON or v.ref is None or not getattr(src, "served", False):
         return None
     if src.col("s_ra") is None or src.col("s_dec") is None:
         return None
-    return _sql(src.sql_alias, "s_ra"), _sql(src.sql_alias, "s_dec"), True
+    return (_sql(src.sql_alias, "s_ra"), _sql(src.sql_alias, "s_dec"), True, src.table,
+            src.sql_alias)
 
 
 def _prune(a: Val, b: Val) -> Prune | None:

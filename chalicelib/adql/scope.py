@@ -41,6 +41,7 @@ class Source:
     schema_name: str | None = None  # for schema.table qualification of unaliased tables
     base: bool = False  # a stored table (served or uploaded)
     served: bool = False  # a served archive table (box pruning knows its footprints)
+    table: str | None = None  # a served table's qualified name
     label: str = ""  # how error messages name it
 
     def matches(self, quals: list[exp.Identifier]) -> bool:
@@ -80,7 +81,8 @@ def column_value(src: Source, c: SrcCol) -> Val:
     sql = exp.Column(this=exp.Identifier(this=c.sql_name, quoted=True),
                      table=exp.Identifier(this=src.sql_alias, quoted=True))
     v = array_value(sql, c.type)
-    v.column, v.ref, v.owner, v.op = c.column, Ref(src.sql_alias, c.sql_name, src.base), src, "col"
+    v.column, v.ref, v.owner, v.op = c.column, Ref(src.sql_alias, c.sql_name, src.base,
+                                                     src.table), src, "col"
     v.extra = {"name": c.name, "inner": c.inner}
     return v
 

@@ -371,9 +371,10 @@ class Translator(Expressions):
         full = f"{schema_name}.{short}"
         if full not in self.referenced:
             self.referenced.append(full)
+        served = upload_name is None and schema_name != "TAP_SCHEMA"
         src = Source(alias.this if alias else short, self.new_alias(),
                      table_columns(table), aliased=bool(alias), schema_name=schema_name,
-                     base=True, served=upload_name is None and schema_name != "TAP_SCHEMA",
+                     base=True, served=served, table=table.name if served else None,
                      label=f"{full} AS {alias.this}" if alias else full)
         return src, sql
 

@@ -31,6 +31,7 @@ class Ref:
     alias: str  # the FROM item's alias in the emitted SQL
     name: str  # the column's name in the emitted SQL
     base: bool  # a stored table (served or uploaded), not a subquery
+    table: str | None = None  # the served archive table it belongs to
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Prune:
     ra_sql: str
     dec_sql: str
     footprint: bool
+    table: str | None = None  # the served table boxed, so its files can be pruned too
+    alias: str | None = None  # that table's alias in the emitted SQL
 
 
 @dataclass
