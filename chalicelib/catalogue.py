@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from . import releases, schema, sky, sqlfunctions
 from .ingest import open_table
+from .maintenance import COMPACTED_PARTITION
 from .storage import Archive
 
 
@@ -128,6 +129,7 @@ class FileStats:
     uris: list[str]
     low: dict[str, np.ndarray]
     high: dict[str, np.ndarray]
+    runs: list[tuple[str | None, str | None]]  # (min, max) ingest run id per file
 
     @classmethod
     def of(cls, dt) -> FileStats:
@@ -137,6 +139,10 @@ class FileStats:
         row = {p.rsplit("/", 1)[-1]: i for i, p in enumerate(actions["path"].to_pylist())}
         order = pa.array([row[u.rsplit("/", 1)[-1]] for u in uris], pa.int64())
         low, high = {}, {}
+        runs = [(None, None)] * len(uris)
+        if "min.ingest_id" in actions.column_names:
+            runs = list(zip(actions["min.ingest_id"].take(order).to_pylist(),
+                            actions["max.ingest_id"].take(order).to_pylist()))
         for name in actions.column_names:
             kind, _, col = name.partition(".")
             typ = actions[name].type
@@ -147,7 +153,19 @@ class FileStats:
             fill = -np.inf if kind == "min" else np.inf
             vals = actions[name].take(order).cast(pa.float64()).fill_null(fill).to_numpy()
             (low if kind == "min" else high)[col] = np.nan_to_num(vals, nan=fill)
-        return cls(uris, low, high)
+        return cls(uris, low, high, runs)
+
+    def visibility(self, runs: set[str]) -> tuple[list[str], list[str]]:
+        """Files whose rows are all released, and files that need the row filter. A file
+        of one run is decided whole (an unreleased one is not read at all); compacted
+        files hold only runs released before compaction (see maintenance.compact)."""
+        clean, mixed = [], []
+        for uri, (lo, hi) in zip(self.uris, self.runs):
+            if f"/{COMPACTED_PARTITION}/" in uri or (lo is not None and lo == hi and lo in runs):
+                clean.append(uri)
+            elif lo is None or lo != hi:
+                mixed.append(uri)
+        return clean, mixed
 
     def touching(self, col: str, ranges: list[tuple[float, float]]) -> np.ndarray:
         """Files whose [min, max] of col meets any of the inclusive ranges."""
@@ -206,15 +224,19 @@ class Catalogue:
         if self.archive.is_s3:
             _s3_access(con)
         rmax, objects, stats = 0.0, {}, {}
+        runs = set(rel.runs.values())
         for name, table in schema.PHYSICAL.items():
             dt = self._table(name, rel.versions.get(name)) if rel.number else None
-            files = dt.file_uris() if dt is not None else []
-            if files:  # DuckDB's own Parquet reader: statistics pruning, metadata cache;
-                # filename lets a box skip whole files without opening them
-                stats[name] = FileStats.of(dt)
-                con.execute(f"CREATE VIEW {_phys(name)} AS SELECT * FROM "
-                            f"read_parquet({_sql_list(stats[name].uris)}, filename = true, "
-                            f"hive_partitioning = true, hive_types = {_hive_types(table)})")
+            stats[name] = FileStats.of(dt) if dt is not None else None
+            clean, mixed = stats[name].visibility(runs) if stats[name] else ([], [])
+            if clean or mixed:  # DuckDB's own Parquet reader: statistics pruning,
+                # metadata cache; filename lets a box skip files without opening them
+                scans = [f"SELECT * FROM {_scan(clean, table)}"] if clean else []
+                if mixed:
+                    scans.append(f"SELECT * FROM {_scan(mixed, table)} WHERE ingest_id IN "
+                                 f"({', '.join(map(_sql_str, sorted(runs))) or 'NULL'})")
+                con.execute(f"CREATE VIEW {_phys(name)} AS "
+                            + " UNION ALL BY NAME ".join(scans))
             else:
                 objects[_phys(name)] = _empty(table).append_column(
                     "filename", pa.array([], pa.string()))
@@ -224,14 +246,12 @@ class Catalogue:
             objects[f"_ts_{name}"] = rows
         for name, obj in objects.items():
             con.register(name, obj)
-        runs = ", ".join(_sql_str(r) for r in rel.runs.values()) or "NULL"
         for t in schema.TABLES.values():
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema_name}")
             # the file name rides along for box_sql; queries cannot name it (the
             # translator only knows served columns and expands * itself)
             cols = ", ".join([self._select(c) for c in t.served] + ['filename AS "_file"'])
-            con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(t.physical)} "
-                        f"WHERE ingest_id IN ({runs})")
+            con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(t.physical)}")
         con.execute('CREATE SCHEMA IF NOT EXISTS "TAP_SCHEMA"')
         for name in tap_schema_tables():
             con.execute(f'CREATE VIEW "TAP_SCHEMA".{name} AS SELECT * FROM _ts_{name}')
@@ -244,7 +264,7 @@ class Catalogue:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET lock_configuration = true")
-        return Opened(rel, con, rmax, objects, stats)
+        return Opened(rel, con, rmax, objects, {k: v for k, v in stats.items() if v})
 
     def _table(self, name: str, version: int | None):
         """The table at a version, reusing the loaded log: a new release costs only the
@@ -333,6 +353,11 @@ class Catalogue:
 def _name(column_sql: str) -> str:
     """The bare column name of a possibly qualified, quoted reference."""
     return column_sql.rsplit(".", 1)[-1].strip('"')
+
+
+def _scan(files: list[str], table: schema.Table) -> str:
+    return (f"read_parquet({_sql_list(files)}, filename = true, hive_partitioning = true, "
+            f"hive_types = {_hive_types(table)})")
 
 
 def _sql_list(values: list[str]) -> str:

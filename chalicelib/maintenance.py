@@ -23,6 +23,7 @@ from .ingest import ROW_GROUP_ROWS, current_versions, open_table, table_uri
 from .storage import Archive
 
 COMPACTED = "_compacted"
+COMPACTED_PARTITION = f"delivery={COMPACTED}"  # its files hold released rows only
 SPATIAL = ("ivoa.obscore",)  # re-clustered across deliveries
 # Each re-clustered file is a run of the HEALPix order, so the catalogue skips whole files
 # by their statistics before DuckDB opens them; DuckDB's cost grows with the row groups
@@ -32,16 +33,23 @@ SPATIAL_FILE_SIZE = 64 << 20
 
 def _recluster(archive: Archive, name: str, props: WriterProperties,
                target_size: int) -> str:
-    """Rewrite each collection of a table as one HEALPix-sorted partition."""
+    """Rewrite each collection of a table as one HEALPix-sorted partition of released
+    rows (so readers need no per-row visibility test there); rows of runs not yet
+    released stay in their delivery's partition."""
     table = schema.PHYSICAL[name]
     coll_col, delivery_col = table.partition_by
     dt = open_table(archive, name)
     data = dt.to_pyarrow_dataset()
     files = len(dt.file_uris())
+    latest = releases.numbers(archive)
+    released = pa.array(sorted(releases.load(archive, latest[-1]).runs.values())
+                        if latest else [], pa.string())
     for coll in pc.unique(data.to_table(columns=[coll_col])[coll_col]).to_pylist():
         rows = data.to_table(filter=pds.field(coll_col) == coll)
+        done = pc.is_in(rows["ingest_id"], value_set=released)
+        delivery = pc.if_else(done, pa.scalar(COMPACTED), rows[delivery_col])
         rows = rows.set_column(rows.schema.get_field_index(delivery_col), delivery_col,
-                               pa.array([COMPACTED] * rows.num_rows, pa.string()))
+                               delivery)
         write_deltalake(table_uri(archive, name), rows.sort_by(table.sort_by),
                         mode="overwrite", predicate=f"{coll_col} = '{coll}'",
                         partition_by=list(table.partition_by), target_file_size=target_size,

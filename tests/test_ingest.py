@@ -142,6 +142,28 @@ def test_killed_ingest_leaves_nothing_and_can_be_rerun(tmp_path, deliveries, mon
     assert _count(Catalogue(arch), "ivoa.obscore") == n  # once, not twice
 
 
+def test_compaction_keeps_an_unreleased_run_out_of_sight(tmp_path, deliveries, monkeypatch):
+    """Compacted files hold released rows only (readers skip the per-row visibility test
+    there): rows of a run that never released stay in their delivery and stay hidden."""
+    arch = Archive.from_env(str(tmp_path / "arch"))
+    ingest(deliveries[0], arch)
+    with monkeypatch.context() as m:
+        m.setattr(releases, "commit", lambda *a, **k: (_ for _ in ()).throw(
+            KeyboardInterrupt("killed before the release was written")))
+        with pytest.raises(KeyboardInterrupt):
+            ingest(deliveries[1], arch)
+    n0 = _records(deliveries[0], "plane").num_rows
+    compact(arch)
+    from chalicelib.ingest import open_table
+
+    hidden = [f for f in open_table(arch, "ivoa.obscore").file_uris()
+              if "delivery=_compacted" not in f]
+    assert hidden and _count(Catalogue(arch), "ivoa.obscore") == n0
+    ingest(deliveries[1], arch)  # the rerun lands once; the killed run stays hidden
+    n1 = _records(deliveries[1], "plane").num_rows
+    assert _count(Catalogue(arch), "ivoa.obscore") == n0 + n1
+
+
 def test_two_deliveries_ingested_at_once_both_land(tmp_path, deliveries):
     arch = Archive.from_env(str(tmp_path / "arch"))
     ingest(deliveries[0], arch)  # tables exist: the race is on appends and the release
