@@ -18,6 +18,7 @@ def _synth(a) -> None:
 
 def _ingest(a) -> None:
     from .ingest import DeliveryError, ingest
+    from .maintenance import after_ingest
     from .storage import Archive
 
     archive = Archive.from_env(a.archive)
@@ -26,13 +27,16 @@ def _ingest(a) -> None:
             print(ingest(folder, archive, progress=True).text())
         except DeliveryError as e:
             sys.exit(f"rejected {folder}: {e} (nothing was committed)")
+        if (done := after_ingest(archive, a.merge_every)) is not None:
+            print(done)
 
 
 def _compact(a) -> None:
-    from .maintenance import compact
+    from .maintenance import compact, merge
     from .storage import Archive
 
-    print(compact(Archive.from_env(a.archive)))
+    archive = Archive.from_env(a.archive)
+    print(merge(archive) if a.new else compact(archive))
 
 
 def _serve(a) -> None:
@@ -70,9 +74,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("delivery", nargs="+", type=Path)
     s.add_argument("--archive", help="folder or s3://bucket/prefix (default $ARCHIVE_URL "
                    "or ./archive)")
+    s.add_argument("--merge-every", type=int, default=4, help="merge the new weeks into a "
+                   "HEALPix-sorted tier once this many wait (0: never)")
     s.set_defaults(fn=_ingest)
     s = sub.add_parser("compact", help="merge small files, re-cluster by HEALPix")
     s.add_argument("--archive")
+    s.add_argument("--new", action="store_true", help="only the weeks delivered since the "
+                   "last merge, as a new tier")
     s.set_defaults(fn=_compact)
     s = sub.add_parser("serve", help="serve the archive over HTTP (local Chalice app)")
     s.add_argument("--archive")

@@ -161,7 +161,7 @@ class FileStats:
         files hold only runs released before compaction (see maintenance.compact)."""
         clean, mixed = [], []
         for uri, (lo, hi) in zip(self.uris, self.runs):
-            if f"/{COMPACTED_PARTITION}/" in uri or (lo is not None and lo == hi and lo in runs):
+            if f"/{COMPACTED_PARTITION}" in uri or (lo is not None and lo == hi and lo in runs):
                 clean.append(uri)
             elif lo is None or lo != hi:
                 mixed.append(uri)
@@ -312,6 +312,8 @@ class Catalogue:
                 if max_rows is not None and n >= max_rows:
                     break
             table = pa.Table.from_batches(batches, reader.schema)
+            if timer.finished.is_set():  # the limit passed, even if the interrupt came
+                raise duckdb.InterruptException("time limit")  # before execute() began
             return table.slice(0, max_rows) if max_rows is not None else table
         except duckdb.InterruptException:
             raise QueryTimeout(f"query exceeded the time limit of {timeout:g} s") from None

@@ -381,6 +381,21 @@ def _run_ingest(bucket: str, prefix: str, status: dict[str, Any], start: float) 
                   files=summary.files, bytes=summary.bytes,
                   timings={"download": fetched,
                            **{k: round(v, 3) for k, v in summary.seconds.items()}})
+    status["maintenance"] = _maintain()
+
+
+def _maintain() -> str | None:
+    """Merge the new weeks into a sky-sorted tier when due. The delivery is committed
+    whatever happens here: a failure is reported and the next ingest tries again."""
+    from . import maintenance
+
+    try:
+        return maintenance.after_ingest(Archive.from_env(),
+                                        int(os.environ.get("MERGE_EVERY",
+                                                           maintenance.MERGE_EVERY)))
+    except Exception as exc:  # noqa: BLE001 - reported in the status, retried next time
+        obs.log_event("maintenance", state="failed", error=f"{type(exc).__name__}: {exc}")
+        return f"failed, retried after the next delivery: {type(exc).__name__}: {exc}"
 
 
 def _ingest_delivery(bucket: str, prefix: str, request_id: str | None) -> dict[str, Any]:

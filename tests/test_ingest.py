@@ -281,3 +281,35 @@ def test_cone_queries_skip_whole_files_and_lose_no_row(tmp_path, monkeypatch):
         assert "_file" in fast
         pruned_files.append(fast.count(".parquet"))
     assert max(pruned_files) < n_files / 2
+
+
+def test_new_weeks_merge_into_tiers_then_compact_into_one(tmp_path):
+    """after_ingest merges only the weeks delivered since the last merge into a new
+    HEALPix-sorted tier, compacts the tiers into one when there are too many, and no
+    release ever sees a row twice or loses one."""
+    from chalicelib import maintenance
+    from chalicelib.ingest import open_table
+    from chalicelib.synth import synthesize
+
+    arch = Archive.from_env(str(tmp_path / "arch"))
+    weeks = synthesize(tmp_path / "in", 5, images_per_week=1500, metadata_only=True)
+    ids = []
+
+    def check(layout):
+        got = Catalogue(arch).query("SELECT obs_publisher_did FROM ivoa.obscore")
+        assert sorted(got["obs_publisher_did"].to_pylist()) == sorted(ids)
+        assert maintenance.layout(arch) == layout
+        for f in open_table(arch, "ivoa.obscore").file_uris():
+            hpx = pq.read_table(f, columns=["hpx"])["hpx"].drop_null().to_numpy()
+            assert np.all(np.diff(hpx) >= 0)
+
+    expected = [(1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]  # weekly partitions, tiers
+    for week, layout in zip(weeks, expected):
+        ingest(week, arch)
+        ids += _records(week, "plane")["obs_publisher_did"].to_pylist()
+        maintenance.after_ingest(arch, every=2, max_tiers=2)
+        check(layout)
+    assert "release" in maintenance.after_ingest(arch, every=1, max_tiers=2)  # 3 > 2 tiers
+    check((0, 1))
+    first = Catalogue(arch, release=1).query("SELECT COUNT(*) AS n FROM ivoa.obscore")
+    assert first["n"][0].as_py() == len(_records(weeks[0], "plane"))  # pinned: unchanged
