@@ -20,6 +20,8 @@ from .ingest import open_table
 from .maintenance import COMPACTED_PARTITION
 from .storage import Archive
 
+THREADS = 2  # a Lambda of 3,538 MB or more has two vCPUs
+
 
 class QueryTimeout(Exception):
     pass
@@ -138,21 +140,28 @@ class FileStats:
         actions = actions if isinstance(actions, pa.Table) else pa.table(actions)
         row = {p.rsplit("/", 1)[-1]: i for i, p in enumerate(actions["path"].to_pylist())}
         order = pa.array([row[u.rsplit("/", 1)[-1]] for u in uris], pa.int64())
+        actions = actions.take(order)
+        rows = actions["num_records"].to_numpy()
         low, high = {}, {}
         runs = [(None, None)] * len(uris)
         if "min.ingest_id" in actions.column_names:
-            runs = list(zip(actions["min.ingest_id"].take(order).to_pylist(),
-                            actions["max.ingest_id"].take(order).to_pylist()))
+            runs = list(zip(actions["min.ingest_id"].to_pylist(),
+                            actions["max.ingest_id"].to_pylist()))
         for name in actions.column_names:
             kind, _, col = name.partition(".")
             typ = actions[name].type
             if kind not in ("min", "max") or not (pa.types.is_integer(typ)
                                                    or pa.types.is_floating(typ)):
                 continue
-            # a missing statistic is unbounded: the file is never pruned on it
+            # a missing statistic is unbounded: the file is never pruned on it ...
             fill = -np.inf if kind == "min" else np.inf
-            vals = actions[name].take(order).cast(pa.float64()).fill_null(fill).to_numpy()
-            (low if kind == "min" else high)[col] = np.nan_to_num(vals, nan=fill)
+            vals = actions[name].cast(pa.float64()).fill_null(fill).to_numpy()
+            vals = np.nan_to_num(vals, nan=fill)
+            nulls = f"null_count.{col}"
+            if nulls in actions.column_names:  # ... unless the column is all null there
+                empty = actions[nulls].fill_null(-1).to_numpy() == rows
+                vals = np.where(empty, -fill, vals)
+            (low if kind == "min" else high)[col] = vals
         return cls(uris, low, high, runs)
 
     def visibility(self, runs: set[str]) -> tuple[list[str], list[str]]:
@@ -218,7 +227,7 @@ class Catalogue:
         return self.current().release
 
     def _open(self, rel: releases.Release) -> Opened:
-        con = duckdb.connect(config={"threads": 2, "autoinstall_known_extensions": False,
+        con = duckdb.connect(config={"threads": THREADS, "autoinstall_known_extensions": False,
                                      "autoload_known_extensions": False})
         sqlfunctions.register(con)
         if self.archive.is_s3:
