@@ -390,6 +390,7 @@ def test_ingest_from_s3_rejects_then_commits_and_reports(
     [status] = handlers.ingest_from_s3(event)["deliveries"]
     assert status == status_of(s3, bucket, prefix)
     assert (status["state"], status["release"], status["delivery"]) == ("ok", 1, delivery.name)
+    assert status["maintenance"] is None  # one week waiting: nothing to merge yet
     assert status["rows"]["ivoa.obscore"] > 0 and status["files"] > 0
     assert set(status["timings"]) >= {"download", "validate", "files", "tables", "commit"}
     assert releases_in(s3) == ["tables/_releases/00000001.json"]
@@ -451,3 +452,20 @@ def test_a_manifest_without_its_tables_is_rejected(inbox: tuple[Any, str],
     ignored = {"Records": [{"s3": {"bucket": {"name": bucket},
                                    "object": {"key": "in+box/2025W42/data/manifest.json"}}}]}
     assert handlers.ingest_from_s3(ignored) == {"deliveries": []}
+
+
+def test_ingest_lambda_merges_due_weeks_and_survives_a_failed_merge(tmp_path, deliveries,
+                                                                     monkeypatch):
+    from chalicelib import maintenance
+    from chalicelib.ingest import ingest
+
+    arch = handlers.Archive.from_env(str(tmp_path / "arch"))
+    ingest(deliveries[0], arch)
+    monkeypatch.setenv("ARCHIVE_URL", str(tmp_path / "arch"))
+    monkeypatch.setenv("MERGE_EVERY", "1")
+    with monkeypatch.context() as m:
+        m.setattr(maintenance, "after_ingest", lambda *a, **k: 1 / 0)
+        assert handlers._maintain().startswith("failed, retried after the next delivery")
+    assert maintenance.layout(arch) == (1, 0)  # the delivery itself stays committed
+    assert "release 2" in handlers._maintain()
+    assert maintenance.layout(arch) == (0, 1)
