@@ -18,7 +18,7 @@ import pyarrow as pa
 from . import releases, schema, sky, sqlfunctions
 from .ingest import open_table
 from .maintenance import COMPACTED_PARTITION
-from .storage import Archive
+from .storage import Archive, duckdb_s3
 
 THREADS = 2  # a Lambda of 3,538 MB or more has two vCPUs
 
@@ -231,7 +231,7 @@ class Catalogue:
                                      "autoload_known_extensions": False})
         sqlfunctions.register(con)
         if self.archive.is_s3:
-            _s3_access(con)
+            duckdb_s3(con)
         rmax, objects, stats = 0.0, {}, {}
         runs = set(rel.runs.values())
         for name, table in schema.PHYSICAL.items():
@@ -378,31 +378,6 @@ def _sql_list(values: list[str]) -> str:
 def _hive_types(table: schema.Table) -> str:
     """Partition values are strings (a delivery like 2025W35 must not become a date)."""
     return "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in table.partition_by) + "}"
-
-
-def _s3_access(con: duckdb.DuckDBPyConnection) -> None:
-    """httpfs from its PyPI package (no download) and the caller's AWS credentials."""
-    import os
-    from pathlib import Path
-
-    import duckdb_extension_httpfs
-
-    from .storage import region, s3_endpoint
-
-    ext = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("*.duckdb_extension"))
-    con.execute(f"LOAD {_sql_str(str(ext))}")
-    con.execute("SET enable_http_metadata_cache = true")  # no HEAD per file per query
-    opts = {"REGION": region()}
-    for key, env in (("KEY_ID", "AWS_ACCESS_KEY_ID"), ("SECRET", "AWS_SECRET_ACCESS_KEY"),
-                     ("SESSION_TOKEN", "AWS_SESSION_TOKEN")):
-        if os.environ.get(env):
-            opts[key] = os.environ[env]
-    endpoint = s3_endpoint()
-    if endpoint:
-        opts.update(ENDPOINT=endpoint.split("://", 1)[-1], URL_STYLE="path",
-                    USE_SSL="true" if endpoint.startswith("https") else "false")
-    body = ", ".join(f"{k} {_sql_str(v) if k != 'USE_SSL' else v}" for k, v in opts.items())
-    con.execute(f"CREATE SECRET archive_s3 (TYPE s3, {body})")
 
 
 def _phys(name: str) -> str:

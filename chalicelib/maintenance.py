@@ -18,16 +18,16 @@ rewritten versions so the next query uses them. Other tables get Delta's optimiz
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 
+import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pds
 from deltalake import WriterProperties, write_deltalake
 
 from . import releases, schema
 from .ingest import ROW_GROUP_ROWS, current_versions, open_table, table_uri
-from .storage import Archive
+from .storage import Archive, duckdb_s3
 
 COMPACTED = "_compacted"  # prefix of tier partitions
 COMPACTED_PARTITION = f"delivery={COMPACTED}"  # their files hold released rows only
@@ -38,16 +38,30 @@ SPATIAL = ("ivoa.obscore",)  # re-clustered across deliveries
 SPATIAL_FILE_SIZE = 64 << 20
 MERGE_EVERY = 4  # weekly deliveries left unmerged before after_ingest merges them
 MAX_TIERS = 6  # tiers before after_ingest compacts them all into one
+SORT_MEMORY = "3GB"  # DuckDB's share while re-clustering; it spills the rest to disk
 
 
-def _released(archive: Archive) -> pa.Array:
+def _released(archive: Archive) -> list[str]:
     latest = releases.numbers(archive)
-    runs = releases.load(archive, latest[-1]).runs.values() if latest else []
-    return pa.array(sorted(runs), pa.string())
+    return sorted(releases.load(archive, latest[-1]).runs.values()) if latest else []
 
 
 def _sql_in(values) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values) or "NULL"
+
+
+def _engine(archive: Archive, spill: str) -> duckdb.DuckDBPyConnection:
+    """DuckDB sorts out of core: a bounded memory, the rest spilled to local disk (a
+    two-year ObsCore table does not fit a Lambda's memory, nor this machine's)."""
+    con = duckdb.connect(config={"memory_limit": SORT_MEMORY, "temp_directory": spill,
+                                 "preserve_insertion_order": False})
+    if archive.is_s3:
+        duckdb_s3(con)
+    return con
+
+
+def _in_partitions(uris: list[str], column: str, values: set[str]) -> list[str]:
+    return [u for u in uris if any(f"/{column}={v}/" in u for v in values)]
 
 
 def _recluster(archive: Archive, name: str, props: WriterProperties, target_size: int,
@@ -57,32 +71,43 @@ def _recluster(archive: Archive, name: str, props: WriterProperties, target_size
     table = schema.PHYSICAL[name]
     coll_col, delivery_col = table.partition_by
     dt = open_table(archive, name)
-    data = dt.to_pyarrow_dataset()
-    files = len(dt.file_uris())
-    released = _released(archive)
+    uris = dt.file_uris()
+    released = _sql_in(_released(archive))
     tier = f"{COMPACTED}-{uuid.uuid4().hex[:8]}"
-    keys = data.to_table(columns=[coll_col, delivery_col, "ingest_id"])
-    if not full:  # weekly partitions holding a released row
-        weekly = pc.invert(pc.starts_with(keys[delivery_col], COMPACTED))
-        keys = keys.filter(pc.and_(weekly, pc.is_in(keys["ingest_id"], value_set=released)))
-    for coll in pc.unique(keys[coll_col]).to_pylist():
-        where = pds.field(coll_col) == coll
-        predicate = f"{coll_col} = '{coll}'"
-        if not full:
-            mine = keys.filter(pc.equal(keys[coll_col], coll))
-            deliveries = pc.unique(mine[delivery_col]).to_pylist()
-            where &= pds.field(delivery_col).isin(deliveries)
-            predicate += f" AND {delivery_col} IN ({_sql_in(deliveries + [tier])})"
-        rows = data.to_table(filter=where)
-        done = pc.is_in(rows["ingest_id"], value_set=released)
-        delivery = pc.if_else(done, pa.scalar(tier), rows[delivery_col])
-        rows = rows.set_column(rows.schema.get_field_index(delivery_col), delivery_col,
-                               delivery)
-        write_deltalake(table_uri(archive, name), rows.sort_by(table.sort_by),
-                        mode="overwrite", predicate=predicate,
-                        partition_by=list(table.partition_by), target_file_size=target_size,
-                        storage_options=archive.storage_options, writer_properties=props)
-    return f"{name}: {files} files -> {len(open_table(archive, name).file_uris())}"
+    cols = ", ".join(f'"{c.name}"' for c in table.columns if c.name != delivery_col)
+    target = table.arrow_schema()
+    with tempfile.TemporaryDirectory(prefix="compact-") as spill:
+        con = _engine(archive, spill)
+        scan = (f"read_parquet({{files}}, hive_partitioning = true, hive_types = "
+                f"{{{{'{coll_col}': 'VARCHAR', '{delivery_col}': 'VARCHAR'}}}})")
+        weekly = "" if full else f" AND NOT starts_with({delivery_col}, '{COMPACTED}')"
+        parts = con.execute(
+            f"SELECT {coll_col}, list(DISTINCT {delivery_col}) FROM "
+            f"{scan.format(files=_sql_list(uris))} WHERE ingest_id IN ({released}){weekly} "
+            f"GROUP BY 1").fetchall()
+        for coll, deliveries in parts:
+            files = _in_partitions(uris, coll_col, {coll})
+            predicate = f"{coll_col} = '{coll}'"
+            if not full:
+                files = _in_partitions(files, delivery_col, set(deliveries))
+                predicate += f" AND {delivery_col} IN ({_sql_in(deliveries + [tier])})"
+            rows = con.execute(
+                f"SELECT {cols}, CASE WHEN ingest_id IN ({released}) THEN '{tier}' "
+                f"ELSE {delivery_col} END AS {delivery_col} FROM "
+                f"{scan.format(files=_sql_list(files))} ORDER BY {table.sort_by} NULLS LAST"
+            ).fetch_record_batch(ROW_GROUP_ROWS * 16)
+            stream = pa.RecordBatchReader.from_batches(
+                target, (b.select(target.names).cast(target) for b in rows))
+            write_deltalake(table_uri(archive, name), stream, mode="overwrite",
+                            predicate=predicate, partition_by=list(table.partition_by),
+                            target_file_size=target_size,
+                            storage_options=archive.storage_options, writer_properties=props)
+        con.close()
+    return f"{name}: {len(uris)} files -> {len(open_table(archive, name).file_uris())}"
+
+
+def _sql_list(values: list[str]) -> str:
+    return "[" + _sql_in(values) + "]"
 
 
 def _repin(archive: Archive) -> releases.Release:

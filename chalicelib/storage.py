@@ -24,6 +24,30 @@ def region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
+def duckdb_s3(con) -> None:
+    """S3 for a DuckDB connection: httpfs from its PyPI package (no download) and the
+    caller's AWS credentials (or the S3_ENDPOINT_URL of moto/MinIO)."""
+    import duckdb_extension_httpfs
+
+    def q(v: str) -> str:
+        return "'" + v.replace("'", "''") + "'"
+
+    ext = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("*.duckdb_extension"))
+    con.execute(f"LOAD {q(str(ext))}")
+    con.execute("SET enable_http_metadata_cache = true")  # no HEAD per file per query
+    opts = {"REGION": q(region())}
+    for key, env in (("KEY_ID", "AWS_ACCESS_KEY_ID"), ("SECRET", "AWS_SECRET_ACCESS_KEY"),
+                     ("SESSION_TOKEN", "AWS_SESSION_TOKEN")):
+        if os.environ.get(env):
+            opts[key] = q(os.environ[env])
+    endpoint = s3_endpoint()
+    if endpoint:
+        opts.update(ENDPOINT=q(endpoint.split("://", 1)[-1]), URL_STYLE="'path'",
+                    USE_SSL="true" if endpoint.startswith("https") else "false")
+    body = ", ".join(f"{k} {v}" for k, v in opts.items())
+    con.execute(f"CREATE SECRET archive_s3 (TYPE s3, {body})")
+
+
 def file_md5(path: str | Path) -> str:
     """MD5 of a local file, read in chunks (delivery manifests carry these)."""
     h = hashlib.md5()
