@@ -23,8 +23,24 @@ def xyz(ra, dec) -> np.ndarray:
     return np.stack([c * np.cos(ra), c * np.sin(ra), np.sin(dec)], axis=-1)
 
 
+# Row-wise vector algebra on (..., 3) arrays, written out: np.cross, np.linalg.norm and
+# np.sum(a * b, -1) cost several times more on the short rows of a query's batch.
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("...i,...i->...", a, b)
+
+
+def _norm(a: np.ndarray) -> np.ndarray:
+    return np.sqrt(_dot(a, a))
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+
+
 def radec(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    v = v / _norm(v)[..., None]
     ra = np.degrees(np.arctan2(v[..., 1], v[..., 0])) % 360.0
     dec = np.degrees(np.arcsin(np.clip(v[..., 2], -1, 1)))
     return ra, dec
@@ -32,8 +48,7 @@ def radec(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angle between unit vectors in degrees, accurate at all separations."""
-    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1),
-                                 np.sum(a * b, axis=-1)))
+    return np.degrees(np.arctan2(_norm(_cross(a, b)), _dot(a, b)))
 
 
 def distance(ra1, dec1, ra2, dec2) -> np.ndarray:
@@ -49,14 +64,22 @@ class Polys:
 
     def __init__(self, offsets: np.ndarray, flat: np.ndarray):
         # offsets index into the flat (ra, dec, ...) values, so halve them for vertices
-        self.start = offsets[:-1] // 2
-        self.count = np.diff(offsets) // 2
-        self.v = xyz(flat[0::2], flat[1::2])
-        self.row = np.repeat(np.arange(len(self.count)), self.count)
-        nxt = np.arange(len(self.v)) + 1
-        ends = self.start + self.count
-        nxt[ends[self.count > 0] - 1] = self.start[self.count > 0]
+        self._link(np.diff(offsets) // 2, xyz(flat[0::2], flat[1::2]))
+
+    def _link(self, count: np.ndarray, v: np.ndarray) -> None:
+        self.count, self.v = count, v
+        self.start = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+        self.row = np.repeat(np.arange(len(count)), count)
+        nxt = np.arange(len(v)) + 1
+        ends = self.start + count
+        nxt[ends[count > 0] - 1] = self.start[count > 0]
         self.next = nxt  # index of each vertex's successor (closing the ring)
+
+    def subset(self, keep: np.ndarray) -> Polys:
+        """The polygons where keep is true, without converting their vertices again."""
+        out = object.__new__(Polys)
+        out._link(self.count[keep], self.v[keep[self.row]])
+        return out
 
     @classmethod
     def from_arrow(cls, arr: pa.Array | pa.ChunkedArray) -> Polys:
@@ -87,25 +110,21 @@ class Polys:
 
     def centre(self) -> np.ndarray:
         c = self.per_polygon(np.add, self.v, 0.0)
-        n = np.linalg.norm(c, axis=-1, keepdims=True)
+        n = _norm(c)[..., None]
         return c / np.where(n == 0, 1, n)
 
-    def radius(self) -> np.ndarray:
+    def radius(self, centre: np.ndarray | None = None) -> np.ndarray:
         """Largest centre-to-vertex angle per polygon (deg): its bounding cap."""
-        return self.per_polygon(np.maximum, _angle(self.centre()[self.row], self.v), 0.0)
+        c = self.centre() if centre is None else centre
+        return self.per_polygon(np.maximum, _angle(c[self.row], self.v), 0.0)
 
 
 def _tangent_basis(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ref = np.where(np.abs(c[..., 2:3]) < 0.9, [0.0, 0.0, 1.0], [1.0, 0.0, 0.0])
-    e1 = np.cross(ref, c)
+    e1 = _cross(ref, c)
     with np.errstate(invalid="ignore", divide="ignore"):  # empty polygons give NaN, not noise
-        e1 /= np.linalg.norm(e1, axis=-1, keepdims=True)
-    return e1, np.cross(c, e1)
-
-
-def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise dot products of (n, 3) arrays (einsum: several times np.sum(a * b, -1))."""
-    return np.einsum("ij,ij->i", a, b)
+        e1 /= _norm(e1)[..., None]
+    return e1, _cross(c, e1)
 
 
 def points_in_polys(p: np.ndarray, polys: Polys) -> np.ndarray:
@@ -131,13 +150,13 @@ def points_in_polys(p: np.ndarray, polys: Polys) -> np.ndarray:
 
 def _edge_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angle (deg) from p to the great-circle arc a->b, all (n, 3)."""
-    n = np.cross(a, b)
-    nn = np.linalg.norm(n, axis=-1, keepdims=True)
+    n = _cross(a, b)
+    nn = _norm(n)[..., None]
     n = n / np.where(nn == 0, 1, nn)
     # foot of p on the great circle lies on the arc when it is between a and b
-    foot = p - np.sum(p * n, -1, keepdims=True) * n
-    on_arc = (np.sum(np.cross(a, foot) * n, -1) >= 0) & (np.sum(np.cross(foot, b) * n, -1) >= 0)
-    perp = np.degrees(np.arcsin(np.clip(np.abs(np.sum(p * n, -1)), 0, 1)))
+    foot = p - _dot(p, n)[..., None] * n
+    on_arc = (_dot(_cross(a, foot), n) >= 0) & (_dot(_cross(foot, b), n) >= 0)
+    perp = np.degrees(np.arcsin(np.clip(np.abs(_dot(p, n)), 0, 1)))
     ends = np.minimum(_angle(p, a), _angle(p, b))
     return np.where(on_arc & (nn[..., 0] > 0), np.minimum(perp, ends), ends)
 
@@ -150,14 +169,14 @@ def min_edge_distance(p: np.ndarray, polys: Polys) -> np.ndarray:
 
 def _arcs_cross(a, b, c, d) -> np.ndarray:
     """Do great-circle arcs a->b and c->d (each < 180 deg) intersect?"""
-    n1, n2 = np.cross(a, b), np.cross(c, d)
-    x = np.cross(n1, n2)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    n1, n2 = _cross(a, b), _cross(c, d)
+    x = _cross(n1, n2)
+    norm = _norm(x)[..., None]
     x = x / np.where(norm == 0, 1, norm)
 
     def on(arc_a, arc_b, n, pt):
-        return (np.sum(np.cross(arc_a, pt) * n, -1) >= 0) & (
-            np.sum(np.cross(pt, arc_b) * n, -1) >= 0)
+        return (_dot(_cross(arc_a, pt), n) >= 0) & (
+            _dot(_cross(pt, arc_b), n) >= 0)
 
     hit = (on(a, b, n1, x) & on(c, d, n2, x)) | (on(a, b, n1, -x) & on(c, d, n2, -x))
     return hit & (norm[..., 0] > 1e-15)
@@ -177,8 +196,8 @@ def spherical_area(polys: Polys) -> np.ndarray:
     """Area in square degrees: signed fan of spherical triangles around the centre."""
     c = polys.centre()[polys.row]
     a, b = polys.v, polys.v[polys.next]
-    num = np.sum(c * np.cross(a, b), -1)
-    den = 1 + np.sum(c * a, -1) + np.sum(a * b, -1) + np.sum(b * c, -1)
+    num = _dot(c, _cross(a, b))
+    den = 1 + _dot(c, a) + _dot(a, b) + _dot(b, c)
     tri = 2 * np.arctan2(num, den)
     area = np.abs(np.bincount(polys.row, weights=tri, minlength=len(polys)))
     return np.degrees(np.degrees(area))

@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ def _args(argv):
     p.add_argument("--weeks", type=int, default=26)
     p.add_argument("--archive", help="reuse or build the archive here (default: temp)")
     p.add_argument("--s3", action="store_true", help="also run against moto S3")
+    p.add_argument("--no-local", action="store_true", help="skip the local-folder run")
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--positions", type=int, default=3, help="sky positions per query")
     p.add_argument("--every-row-repeat", type=int, default=3,
@@ -163,9 +165,11 @@ def _to_s3(local: Archive, endpoint: str) -> Archive:
     root = Path(local.url)
     live = {Path(u) for name in schema.PHYSICAL if (dt := open_table(local, name))
             for u in dt.file_uris()}
-    for p in root.joinpath("tables").rglob("*"):  # logs, releases and the live files only
-        if p.is_file() and (p.suffix != ".parquet" or p in live):
-            s3.put_file(p, str(p.relative_to(root)))
+    todo = [p for p in root.joinpath("tables").rglob("*")  # logs, releases, live files
+             if p.is_file() and (p.suffix != ".parquet" or "_delta_log" in p.parts
+                                 or p in live)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: s3.put_file(p, str(p.relative_to(root))), todo))
     return s3
 
 
@@ -180,8 +184,9 @@ def main(argv: list[str]) -> None:
     files = open_table(archive, "ivoa.obscore").file_uris()
     size = sum(Path(p).stat().st_size for p in files)
     print(f"ivoa.obscore Parquet: {len(files)} files, {size / 1e6:.1f} MB", flush=True)
-    run_suite(Catalogue(archive), "local folder", a.repeat, positions=a.positions,
-              slow_repeat=a.every_row_repeat)
+    if not a.no_local:
+        run_suite(Catalogue(archive), "local folder", a.repeat, positions=a.positions,
+                  slow_repeat=a.every_row_repeat)
     if a.s3:
         srv, endpoint, counter = _moto_with_counter()
         try:
