@@ -240,10 +240,11 @@ class Catalogue:
             clean, mixed = stats[name].visibility(runs) if stats[name] else ([], [])
             if clean or mixed:  # DuckDB's own Parquet reader: statistics pruning,
                 # metadata cache; filename lets a box skip files without opening them
-                scans = [f"SELECT * FROM {_scan(clean, table)}"] if clean else []
+                cols = "*" + _derived(table, dt)
+                scans = [f"SELECT {cols} FROM {_scan(clean, table)}"] if clean else []
                 if mixed:
-                    scans.append(f"SELECT * FROM {_scan(mixed, table)} WHERE ingest_id IN "
-                                 f"({', '.join(map(_sql_str, sorted(runs))) or 'NULL'})")
+                    scans.append(f"SELECT {cols} FROM {_scan(mixed, table)} WHERE ingest_id "
+                                 f"IN ({', '.join(map(_sql_str, sorted(runs))) or 'NULL'})")
                 con.execute(f"CREATE VIEW {_phys(name)} AS "
                             + " UNION ALL BY NAME ".join(scans))
             else:
@@ -257,9 +258,13 @@ class Catalogue:
             con.register(name, obj)
         for t in schema.TABLES.values():
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema_name}")
-            # the file name rides along for box_sql; queries cannot name it (the
-            # translator only knows served columns and expands * itself)
-            cols = ", ".join([self._select(c) for c in t.served] + ['filename AS "_file"'])
+            # the file name (for box_sql) and the packed footprint (for the geometry
+            # tests) ride along; queries cannot name them (the translator only knows
+            # served columns and expands * itself)
+            hidden = [f'"{c.name}"' for c in schema.PHYSICAL[t.physical].columns
+                      if c.name == schema.PACKED_REGION]
+            cols = ", ".join([self._select(c) for c in t.served] + hidden
+                             + ['filename AS "_file"'])
             con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(t.physical)}")
         con.execute('CREATE SCHEMA IF NOT EXISTS "TAP_SCHEMA"')
         for name in tap_schema_tables():
@@ -364,6 +369,15 @@ class Catalogue:
 def _name(column_sql: str) -> str:
     """The bare column name of a possibly qualified, quoted reference."""
     return column_sql.rsplit(".", 1)[-1].strip('"')
+
+
+def _derived(table: schema.Table, dt) -> str:
+    """Columns a table written before they existed lacks, computed (slowly) until a
+    compaction rewrites it with them."""
+    if all(c.name != schema.PACKED_REGION for c in table.columns) or \
+            schema.PACKED_REGION in {f.name for f in dt.schema().fields}:
+        return ""
+    return f", sky_pack(s_region) AS {schema.PACKED_REGION}"
 
 
 def _scan(files: list[str], table: schema.Table) -> str:

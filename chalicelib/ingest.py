@@ -247,6 +247,7 @@ def obscore_rows(rec: dict[str, pa.Table], archive: Archive, delivery: str,
         "delivery": pa.array([delivery] * n),
         "hpx": hpx,
         "s_rmax": s_rmax,
+        schema.PACKED_REGION: sky.pack(plane["poly"]),
         "ingest_id": pa.array([run] * n),
     }
     table = pa.table(cols).cast(schema.PHYSICAL["ivoa.obscore"].arrow_schema())

@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import WriterProperties, write_deltalake
 
-from . import releases, schema
+from . import releases, schema, sky
 from .ingest import ROW_GROUP_ROWS, current_versions, open_table, table_uri
 from .storage import Archive, duckdb_s3
 
@@ -36,6 +36,7 @@ SPATIAL = ("ivoa.obscore",)  # re-clustered across deliveries
 # by their statistics before DuckDB opens them; DuckDB's cost grows with the row groups
 # of every file it opens (~10 us each, even pruned), so smaller files answer cones faster.
 SPATIAL_FILE_SIZE = 64 << 20
+TIER_ROW_GROUP_ROWS = ROW_GROUP_ROWS  # rows a cone decodes per row group its box meets
 MERGE_EVERY = 4  # weekly deliveries left unmerged before after_ingest merges them
 MAX_TIERS = 6  # tiers before after_ingest compacts them all into one
 SORT_MEMORY = "3GB"  # DuckDB's share while re-clustering; it spills the rest to disk
@@ -74,12 +75,13 @@ def _recluster(archive: Archive, name: str, props: WriterProperties, target_size
     uris = dt.file_uris()
     released = _sql_in(_released(archive))
     tier = f"{COMPACTED}-{uuid.uuid4().hex[:8]}"
-    cols = ", ".join(f'"{c.name}"' for c in table.columns if c.name != delivery_col)
+    derived = (delivery_col, schema.PACKED_REGION)
+    cols = ", ".join(f'"{c.name}"' for c in table.columns if c.name not in derived)
     target = table.arrow_schema()
     with tempfile.TemporaryDirectory(prefix="compact-") as spill:
         con = _engine(archive, spill)
-        scan = (f"read_parquet({{files}}, hive_partitioning = true, hive_types = "
-                f"{{{{'{coll_col}': 'VARCHAR', '{delivery_col}': 'VARCHAR'}}}})")
+        scan = (f"read_parquet({{files}}, hive_partitioning = true, union_by_name = true, "
+                f"hive_types = {{{{'{coll_col}': 'VARCHAR', '{delivery_col}': 'VARCHAR'}}}})")
         weekly = "" if full else f" AND NOT starts_with({delivery_col}, '{COMPACTED}')"
         parts = con.execute(
             f"SELECT {coll_col}, list(DISTINCT {delivery_col}) FROM "
@@ -97,13 +99,24 @@ def _recluster(archive: Archive, name: str, props: WriterProperties, target_size
                 f"{scan.format(files=_sql_list(files))} ORDER BY {table.sort_by} NULLS LAST"
             ).fetch_record_batch(ROW_GROUP_ROWS * 16)
             stream = pa.RecordBatchReader.from_batches(
-                target, (b.select(target.names).cast(target) for b in rows))
+                target, (_complete(b, target) for b in rows))
             write_deltalake(table_uri(archive, name), stream, mode="overwrite",
                             predicate=predicate, partition_by=list(table.partition_by),
+                            schema_mode="merge",  # tables older than a derived column
                             target_file_size=target_size,
                             storage_options=archive.storage_options, writer_properties=props)
         con.close()
     return f"{name}: {len(uris)} files -> {len(open_table(archive, name).file_uris())}"
+
+
+def _complete(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
+    """A batch in the table's schema, derived columns recomputed (so rewriting a table
+    written before one existed fills it in)."""
+    cols = {n: batch[n] for n in batch.schema.names}
+    if schema.PACKED_REGION in target.names:
+        cols[schema.PACKED_REGION] = sky.pack(batch["s_region"])
+    return pa.RecordBatch.from_arrays([cols[n] for n in target.names],
+                                      schema=target.remove_metadata()).cast(target)
 
 
 def _sql_list(values: list[str]) -> str:
@@ -124,12 +137,13 @@ def compact(archive: Archive, target_size: int = 128 << 20) -> str:
     """Everything: ObsCore into one tier per collection, Delta optimize elsewhere."""
     lines = []
     props = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)  # as ingest writes them
+    tiers = WriterProperties(max_row_group_size=TIER_ROW_GROUP_ROWS)
     for name in schema.PHYSICAL:
         dt = open_table(archive, name)
         if dt is None:
             continue
         if name in SPATIAL:
-            lines.append(_recluster(archive, name, props, min(target_size, SPATIAL_FILE_SIZE),
+            lines.append(_recluster(archive, name, tiers, min(target_size, SPATIAL_FILE_SIZE),
                                     full=True))
             continue
         m = dt.optimize.compact(target_size=target_size, writer_properties=props)
@@ -139,11 +153,20 @@ def compact(archive: Archive, target_size: int = 128 << 20) -> str:
 
 
 def merge(archive: Archive) -> str:
-    """Only the weeks delivered since the last merge: a new ObsCore tier per collection."""
-    props = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
+    """Only the weeks delivered since the last merge: a new ObsCore tier per collection.
+    A table written before a derived column existed is compacted whole instead, so every
+    file has it again."""
+    if any(_lacks_derived(archive, name) for name in SPATIAL):
+        return compact(archive)
+    props = WriterProperties(max_row_group_size=TIER_ROW_GROUP_ROWS)
     lines = [_recluster(archive, name, props, SPATIAL_FILE_SIZE, full=False)
              for name in SPATIAL if open_table(archive, name) is not None]
     return "\n".join(lines + [f"release {_repin(archive).number}"])
+
+
+def _lacks_derived(archive: Archive, name: str) -> bool:
+    dt = open_table(archive, name)
+    return dt is not None and schema.PACKED_REGION not in {f.name for f in dt.schema().fields}
 
 
 def layout(archive: Archive, name: str = "ivoa.obscore") -> tuple[int, int]:

@@ -101,7 +101,8 @@ def pos_condition(text: str, cat: Catalogue) -> str:
             raise SiaUsageError(f"POS CIRCLE needs 'ra dec radius' (deg), got {text!r}")
         ra, dec, r = args
         box = cat.box_sql("s_ra", "s_dec", ra % 360, dec, r, footprint=True, table=TABLE.name)
-        return f"({box} AND sky_circle_x_poly({ra % 360!r}, {dec!r}, {r!r}, s_region))"
+        return (f"({box} AND sky_circle_x_poly_bin({ra % 360!r}, {dec!r}, {r!r}, "
+                f"{schema.PACKED_REGION}))")
     if shape == "RANGE":
         if len(args) != 4 or args[2] > args[3]:
             raise SiaUsageError(f"POS RANGE needs 'ra1 ra2 dec1 dec2', got {text!r}")

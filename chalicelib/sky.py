@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DEG = np.pi / 180.0
 
@@ -83,8 +84,16 @@ class Polys:
 
     @classmethod
     def from_arrow(cls, arr: pa.Array | pa.ChunkedArray) -> Polys:
+        """From a list<double> array or its packed binary form (see pack)."""
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+        if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+            arr = arr.cast(pa.binary()).fill_null(b"")
+            _, offs, data = arr.buffers()
+            offsets = np.frombuffer(offs, np.int32, len(arr) + 1, arr.offset * 4).astype(np.int64)
+            flat = np.frombuffer(data, "<f8", (offsets[-1] - offsets[0]) // 8, offsets[0]) \
+                if offsets[-1] > offsets[0] else np.empty(0)
+            return cls((offsets - offsets[0]) // 8, flat)
         arr = arr.fill_null([])
         offsets = np.asarray(arr.offsets, dtype=np.int64)
         flat = arr.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
@@ -235,6 +244,20 @@ def healpix(ra, dec, order: int = 12) -> np.ndarray:
     return cdshealpix.lonlat_to_healpix(Longitude(np.asarray(ra, float), "deg"),
                                         Latitude(np.asarray(dec, float), "deg"),
                                         order).astype(np.int64)
+
+
+def pack(polys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """list<double> polygons as binary values of little-endian float64 (nulls kept)."""
+    if isinstance(polys, pa.ChunkedArray):
+        polys = polys.combine_chunks()
+    valid = polys.is_valid()
+    filled = polys.fill_null([])
+    offsets = np.asarray(filled.offsets, dtype=np.int64)
+    flat = filled.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
+    data = np.ascontiguousarray(flat, "<f8").tobytes()
+    packed = pa.Array.from_buffers(pa.binary(), len(filled), [
+        None, pa.py_buffer(((offsets - offsets[0]) * 8).astype(np.int32)), pa.py_buffer(data)])
+    return pc.if_else(valid, packed, pa.scalar(None, pa.binary()))
 
 
 def cap_cells(ra: float, dec: float, radius: float, order: int = 12,

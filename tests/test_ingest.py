@@ -41,6 +41,10 @@ def test_ingested_rows_match_the_records(archive, deliveries):
                         ("spherex.artifact", "artifact"), ("spherex.provenance", "provenance")):
         assert _count(cat, table) == sum(_records(d, kind).num_rows for d in deliveries)
     assert _count(cat, "ivoa.obscore") == planes == _count(cat, "spherex.obscore")
+    packed = cat.query("SELECT s_region, s_region_bin FROM ivoa.obscore")
+    for poly, raw in zip(packed["s_region"].to_pylist(), packed["s_region_bin"].to_pylist()):
+        assert (raw is None) == (poly is None)
+        assert raw is None or np.frombuffer(raw, "<f8").tolist() == poly
 
 
 def test_obscore_has_the_mandatory_columns_filled(archive, deliveries):

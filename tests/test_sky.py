@@ -136,3 +136,16 @@ def test_cap_cells_hold_every_position_in_the_cap(ra, dec, radius):
         inside |= (h >= a) & (h <= b)
     assert inside.all() and len(cells) <= 16
     assert sky.cap_cells(ra, dec, 90.0) is None  # most of the sky: no pruning
+
+
+def test_packed_polygons_give_the_same_polygons():
+    polys = pa.array([[10.0, 20.0, 11.0, 20.0, 11.0, 21.0], None, [],
+                      [359.5, -1.0, 0.5, -1.0, 0.5, 1.0, 359.5, 1.0]], pa.list_(pa.float64()))
+    packed = sky.pack(polys)
+    assert packed.type == pa.binary() and packed.null_count == 1
+    for sl in (slice(0, 4), slice(1, 4), slice(3, 4)):
+        a, b = sky.Polys.from_arrow(polys[sl]), sky.Polys.from_arrow(packed[sl])
+        assert np.array_equal(a.v, b.v) and np.array_equal(a.count, b.count)
+    ra, dec = pa.array([10.5, 1.0, 1.0, 0.0]), pa.array([20.3, 1.0, 1.0, 0.0])
+    assert sqlfunctions.pt_in_poly(ra, dec, packed).to_pylist() == \
+        sqlfunctions.pt_in_poly(ra, dec, polys).to_pylist() == [True, None, False, True]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from sqlglot import exp
 
+from ..sqlfunctions import PACKED
 from . import geometry, units
 from .calls import Call
 from .values import (
@@ -155,4 +156,5 @@ EMITTED = frozenset(
        "sky_distance", "sky_pt_in_circle", "sky_pt_in_poly", "sky_circle_x_poly",
        "sky_poly_x_poly", "sky_circle_in_poly", "sky_poly_in_circle", "sky_poly_in_poly",
        "sky_circle_x_circle", "sky_circle_in_circle", "sky_area_poly", "sky_area_circle",
-       "sky_centroid_poly", "sky_box"})
+       "sky_centroid_poly", "sky_box"}
+    | {f"{name}_bin" for name in PACKED})

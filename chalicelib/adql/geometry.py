@@ -11,7 +11,8 @@ import math
 
 from sqlglot import exp
 
-from .. import sky
+from .. import schema, sky
+from ..sqlfunctions import PACKED
 from .calls import Call
 from .values import (
     CIRCLE,
@@ -160,8 +161,24 @@ def _args(v: Val) -> list[exp.Expr]:
     return [v.sql] if v.type == POLYGON else list(v.parts)
 
 
+def _packed(v: Val) -> exp.Expr | None:
+    """The packed twin of a served table's stored s_region column, where it has one."""
+    src = v.owner
+    if v.type != POLYGON or v.ref is None or not getattr(src, "served", False) or \
+            v.ref.name != "s_region" or not getattr(src, "table", None):
+        return None
+    physical = schema.PHYSICAL[schema.TABLES[src.table].physical]
+    if all(c.name != schema.PACKED_REGION for c in physical.columns):
+        return None
+    return exp.column(schema.PACKED_REGION, table=src.sql_alias, quoted=True)
+
+
 def _emit(name: str, order: str, a: Val, b: Val) -> exp.Expr:
     first, second = (a, b) if order == "ab" else (b, a)
+    packed = [_packed(v) for v in (first, second)] if name in PACKED else [None, None]
+    if any(p is not None for p in packed):
+        return fn(f"{name}_bin", *[x for v, p in zip((first, second), packed)
+                                   for x in ([p] if p is not None else _args(v))])
     return fn(name, *_args(first), *_args(second))
 
 

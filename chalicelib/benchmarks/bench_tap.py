@@ -91,7 +91,7 @@ def _time(cat: Catalogue, sql: str, repeat: int, warm: bool = True) -> tuple[flo
 
 def _positions(cat: Catalogue, k: int) -> list[tuple[float, float]]:
     rows = cat.query("SELECT s_ra, s_dec FROM ivoa.obscore WHERE s_ra IS NOT NULL "
-                     "USING SAMPLE 200 ROWS")
+                     "USING SAMPLE 200 ROWS", timeout=3600)
     rng = np.random.default_rng(3)
     idx = rng.choice(rows.num_rows, size=min(k, rows.num_rows), replace=False)
     return [(float(rows["s_ra"][i].as_py()) + 0.3, float(rows["s_dec"][i].as_py()) - 0.2)
@@ -100,12 +100,12 @@ def _positions(cat: Catalogue, k: int) -> list[tuple[float, float]]:
 
 def run_suite(cat: Catalogue, label: str, repeat: int, counter=None, positions: int = 3,
               slow_repeat: int = 3) -> None:
-    total = cat.query("SELECT COUNT(*) AS n FROM ivoa.obscore")["n"][0].as_py()
+    total = cat.query("SELECT COUNT(*) AS n FROM ivoa.obscore", timeout=3600)["n"][0].as_py()
     print(f"\n== {label}: {total:,} ObsCore rows ==", flush=True)
     print(f"{'query':28s} {'rows':>7s} {'pruned ms':>10s} {'every-row ms':>13s} {'speed-up':>9s}"
           + ("  pruned bytes  every-row bytes" if counter else ""))
     deep = cat.query("SELECT s_ra, s_dec FROM ivoa.obscore WHERE obs_collection = "
-                     "'spherex_qr2_deep' LIMIT 1").to_pylist()
+                     "'spherex_qr2_deep' LIMIT 1", timeout=3600).to_pylist()
     cases = [(name, q.format(ra=ra % 360, dec=dec)) for name, q in QUERIES.items()
              for ra, dec in _positions(cat, positions)]
     if deep:
