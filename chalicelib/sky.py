@@ -9,10 +9,12 @@ unit vectors, so RA 0/360 and the poles need no special cases.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
 DEG = np.pi / 180.0
 
@@ -65,22 +67,23 @@ class Polys:
 
     def __init__(self, offsets: np.ndarray, flat: np.ndarray):
         # offsets index into the flat (ra, dec, ...) values, so halve them for vertices
-        self._link(np.diff(offsets) // 2, xyz(flat[0::2], flat[1::2]))
+        self.count = (np.diff(offsets) // 2).astype(np.int64)
+        self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)
+        self.v = np.empty((len(flat) // 2, 3))
+        _k_xyz(np.ascontiguousarray(flat, dtype=np.float64), self.v)
 
-    def _link(self, count: np.ndarray, v: np.ndarray) -> None:
-        self.count, self.v = count, v
-        self.start = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
-        self.row = np.repeat(np.arange(len(count)), count)
-        nxt = np.arange(len(v)) + 1
-        ends = self.start + count
-        nxt[ends[count > 0] - 1] = self.start[count > 0]
-        self.next = nxt  # index of each vertex's successor (closing the ring)
+    @cached_property
+    def row(self) -> np.ndarray:
+        """The polygon of each vertex (for the vectorised numpy forms)."""
+        return np.repeat(np.arange(len(self.count)), self.count)
 
-    def subset(self, keep: np.ndarray) -> Polys:
-        """The polygons where keep is true, without converting their vertices again."""
-        out = object.__new__(Polys)
-        out._link(self.count[keep], self.v[keep[self.row]])
-        return out
+    @cached_property
+    def next(self) -> np.ndarray:
+        """Index of each vertex's successor (closing the ring)."""
+        nxt = np.arange(len(self.v)) + 1
+        ends = self.start + self.count
+        nxt[ends[self.count > 0] - 1] = self.start[self.count > 0]
+        return nxt
 
     @classmethod
     def from_arrow(cls, arr: pa.Array | pa.ChunkedArray) -> Polys:
@@ -122,10 +125,9 @@ class Polys:
         n = _norm(c)[..., None]
         return c / np.where(n == 0, 1, n)
 
-    def radius(self, centre: np.ndarray | None = None) -> np.ndarray:
+    def radius(self) -> np.ndarray:
         """Largest centre-to-vertex angle per polygon (deg): its bounding cap."""
-        c = self.centre() if centre is None else centre
-        return self.per_polygon(np.maximum, _angle(c[self.row], self.v), 0.0)
+        return self.per_polygon(np.maximum, _angle(self.centre()[self.row], self.v), 0.0)
 
 
 def _tangent_basis(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -136,44 +138,163 @@ def _tangent_basis(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e1, _cross(c, e1)
 
 
+# ---- per-row kernels: the tests a query runs on every candidate row -------------------
+# Compiled with numba: the vectorised numpy forms spent ~7 us a row in small-array calls
+# while holding the GIL, which DuckDB's threads then queue on; these take ~0.1 us and
+# release it. Each loops over polygons; vertices are v[start[i]:start[i] + count[i]].
+
+
+@njit(cache=True, nogil=True)
+def _k_xyz(flat, out):
+    for j in range(len(out)):
+        ra, dec = math.radians(flat[2 * j]), math.radians(flat[2 * j + 1])
+        c = math.cos(dec)
+        out[j, 0], out[j, 1], out[j, 2] = c * math.cos(ra), c * math.sin(ra), math.sin(dec)
+
+
+@njit(cache=True, nogil=True)
+def _centre(v, s, k):
+    x = y = z = 0.0
+    for j in range(s, s + k):
+        x += v[j, 0]
+        y += v[j, 1]
+        z += v[j, 2]
+    n = math.sqrt(x * x + y * y + z * z)
+    return (x / n, y / n, z / n) if n > 0 else (0.0, 0.0, 0.0)
+
+
+@njit(cache=True, nogil=True)
+def _k_cross(a0, a1, a2, b0, b1, b2):
+    return a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0
+
+
+@njit(cache=True, nogil=True)
+def _k_angle(a0, a1, a2, b0, b1, b2):
+    c0, c1, c2 = _k_cross(a0, a1, a2, b0, b1, b2)
+    return math.degrees(math.atan2(math.sqrt(c0 * c0 + c1 * c1 + c2 * c2),
+                                   a0 * b0 + a1 * b1 + a2 * b2))
+
+
+@njit(cache=True, nogil=True)
+def _inside(p0, p1, p2, v, s, k):
+    """Even-odd rule in the gnomonic projection centred on the polygon: it maps great
+    circles to straight lines, so it is exact."""
+    c0, c1, c2 = _centre(v, s, k)
+    pc = p0 * c0 + p1 * c1 + p2 * c2
+    if k == 0 or not pc > 0:
+        return False
+    r0, r1, r2 = (0.0, 0.0, 1.0) if abs(c2) < 0.9 else (1.0, 0.0, 0.0)
+    e0, e1, e2 = _k_cross(r0, r1, r2, c0, c1, c2)
+    n = math.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
+    e0, e1, e2 = e0 / n, e1 / n, e2 / n
+    f0, f1, f2 = _k_cross(c0, c1, c2, e0, e1, e2)
+    qx = (p0 * e0 + p1 * e1 + p2 * e2) / pc
+    qy = (p0 * f0 + p1 * f1 + p2 * f2) / pc
+    crossings = 0
+    for j in range(k):
+        a, b = s + j, s + (j + 1) % k
+        ac = v[a, 0] * c0 + v[a, 1] * c1 + v[a, 2] * c2
+        bc = v[b, 0] * c0 + v[b, 1] * c1 + v[b, 2] * c2
+        ax = (v[a, 0] * e0 + v[a, 1] * e1 + v[a, 2] * e2) / ac
+        ay = (v[a, 0] * f0 + v[a, 1] * f1 + v[a, 2] * f2) / ac
+        bx = (v[b, 0] * e0 + v[b, 1] * e1 + v[b, 2] * e2) / bc
+        by = (v[b, 0] * f0 + v[b, 1] * f1 + v[b, 2] * f2) / bc
+        if (ay > qy) != (by > qy) and qx < ax + (qy - ay) * (bx - ax) / (by - ay):
+            crossings += 1
+    return crossings % 2 == 1
+
+
+@njit(cache=True, nogil=True)
+def _edge_distance(p0, p1, p2, a0, a1, a2, b0, b1, b2):
+    """Angle (deg) from p to the great-circle arc a->b."""
+    ends = min(_k_angle(p0, p1, p2, a0, a1, a2), _k_angle(p0, p1, p2, b0, b1, b2))
+    n0, n1, n2 = _k_cross(a0, a1, a2, b0, b1, b2)
+    nn = math.sqrt(n0 * n0 + n1 * n1 + n2 * n2)
+    if nn == 0:
+        return ends
+    n0, n1, n2 = n0 / nn, n1 / nn, n2 / nn
+    pn = p0 * n0 + p1 * n1 + p2 * n2
+    # the foot of p on the great circle lies on the arc when it is between a and b
+    f0, f1, f2 = p0 - pn * n0, p1 - pn * n1, p2 - pn * n2
+    x0, x1, x2 = _k_cross(a0, a1, a2, f0, f1, f2)
+    y0, y1, y2 = _k_cross(f0, f1, f2, b0, b1, b2)
+    if x0 * n0 + x1 * n1 + x2 * n2 >= 0 and y0 * n0 + y1 * n1 + y2 * n2 >= 0:
+        return min(math.degrees(math.asin(min(1.0, abs(pn)))), ends)
+    return ends
+
+
+@njit(cache=True, nogil=True)
+def _min_edge(p0, p1, p2, v, s, k):
+    best = math.inf
+    for j in range(k):
+        a, b = s + j, s + (j + 1) % k
+        best = min(best, _edge_distance(p0, p1, p2, v[a, 0], v[a, 1], v[a, 2],
+                                        v[b, 0], v[b, 1], v[b, 2]))
+    return best
+
+
+@njit(cache=True, nogil=True)
+def _k_points_in_polys(p, v, start, count, out):
+    for i in range(len(start)):
+        out[i] = _inside(p[i, 0], p[i, 1], p[i, 2], v, start[i], count[i])
+
+
+@njit(cache=True, nogil=True)
+def _k_min_edge_distance(p, v, start, count, out):
+    for i in range(len(start)):
+        out[i] = _min_edge(p[i, 0], p[i, 1], p[i, 2], v, start[i], count[i])
+
+
+@njit(cache=True, nogil=True)
+def _k_circles_touch_polys(p, r, v, start, count, out):
+    for i in range(len(start)):
+        s, k = start[i], count[i]
+        out[i] = False
+        if k == 0:
+            continue
+        p0, p1, p2 = p[i, 0], p[i, 1], p[i, 2]
+        # a polygon within a hemisphere lies in the cap around its centre through its
+        # farthest vertex: a circle beyond both radii misses it (most candidate rows)
+        c0, c1, c2 = _centre(v, s, k)
+        far = 0.0
+        for j in range(s, s + k):
+            far = max(far, _k_angle(c0, c1, c2, v[j, 0], v[j, 1], v[j, 2]))
+        if far < 90.0 and _k_angle(p0, p1, p2, c0, c1, c2) > far + r[i]:
+            continue
+        out[i] = _inside(p0, p1, p2, v, s, k) or _min_edge(p0, p1, p2, v, s, k) <= r[i]
+
+
+def warm_up() -> None:
+    """Compile the kernels (about 2 s; then cached under NUMBA_CACHE_DIR or __pycache__)."""
+    polys = Polys.one([0.0, 0.0, 1.0, 0.0, 1.0, 1.0])
+    p = xyz([0.5], [0.2])
+    points_in_polys(p, polys), min_edge_distance(p, polys), circles_touch_polys(p, 0.1, polys)
+
+
+def _rows(p: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.broadcast_to(p, p.shape), dtype=np.float64)
+
+
 def points_in_polys(p: np.ndarray, polys: Polys) -> np.ndarray:
-    """Is unit vector p[i] inside polygon i? Even-odd rule in the gnomonic projection
-    centred on each polygon: it maps great circles to straight lines, so it is exact."""
-    c = polys.centre()
-    e1, e2 = _tangent_basis(c)
-    pc = _dot(p, c)
-    front = pc > 0
-    safe = np.where(front, pc, 1.0)
-    px, py = _dot(p, e1) / safe, _dot(p, e2) / safe
-    r = polys.row
-    vc = _dot(polys.v, c[r])
-    vx, vy = _dot(polys.v, e1[r]) / vc, _dot(polys.v, e2[r]) / vc
-    wx, wy = vx[polys.next], vy[polys.next]
-    qx, qy = px[r], py[r]
-    straddle = (vy > qy) != (wy > qy)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xcross = vx + (qy - vy) * (wx - vx) / (wy - vy)
-    crossings = np.bincount(r, weights=straddle & (qx < xcross), minlength=len(polys))
-    return front & (crossings.astype(np.int64) % 2 == 1)
-
-
-def _edge_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Angle (deg) from p to the great-circle arc a->b, all (n, 3)."""
-    n = _cross(a, b)
-    nn = _norm(n)[..., None]
-    n = n / np.where(nn == 0, 1, nn)
-    # foot of p on the great circle lies on the arc when it is between a and b
-    foot = p - _dot(p, n)[..., None] * n
-    on_arc = (_dot(_cross(a, foot), n) >= 0) & (_dot(_cross(foot, b), n) >= 0)
-    perp = np.degrees(np.arcsin(np.clip(np.abs(_dot(p, n)), 0, 1)))
-    ends = np.minimum(_angle(p, a), _angle(p, b))
-    return np.where(on_arc & (nn[..., 0] > 0), np.minimum(perp, ends), ends)
+    """Is unit vector p[i] inside polygon i?"""
+    out = np.zeros(len(polys), bool)
+    _k_points_in_polys(_rows(p), polys.v, polys.start, polys.count, out)
+    return out
 
 
 def min_edge_distance(p: np.ndarray, polys: Polys) -> np.ndarray:
     """Smallest angle (deg) from p[i] to the boundary of polygon i."""
-    d = _edge_distance(p[polys.row], polys.v, polys.v[polys.next])
-    return polys.per_polygon(np.minimum, d, np.inf)
+    out = np.empty(len(polys))
+    _k_min_edge_distance(_rows(p), polys.v, polys.start, polys.count, out)
+    return out
+
+
+def circles_touch_polys(p: np.ndarray, radius: np.ndarray, polys: Polys) -> np.ndarray:
+    """Does the circle of `radius` (deg) around p[i] meet polygon i?"""
+    out = np.zeros(len(polys), bool)
+    r = np.ascontiguousarray(np.broadcast_to(radius, (len(polys),)), dtype=np.float64)
+    _k_circles_touch_polys(_rows(p), r, polys.v, polys.start, polys.count, out)
+    return out
 
 
 def _arcs_cross(a, b, c, d) -> np.ndarray:

@@ -67,17 +67,7 @@ def pt_in_poly(ra: pa.Array, dec: pa.Array, poly: pa.Array) -> pa.Array:
 
 
 def circle_x_poly(ra, dec, r, poly) -> pa.Array:
-    p, polys, r_ = sky.xyz(_np(ra), _np(dec)), _polys(poly), _np(r)
-    # a polygon (within a hemisphere) lies in the cap around its centre through its
-    # farthest vertex: a circle farther away than both radii misses it, and most rows a
-    # pruning box lets through are such; the exact test runs on the others
-    c = polys.centre()
-    far = polys.radius(c)
-    near = ~(sky._angle(p, c) > far + r_) | (far >= 90.0)
-    hit = np.zeros(len(polys), bool)
-    if near.any():
-        sub, q = polys.subset(near), p[near]
-        hit[near] = sky.points_in_polys(q, sub) | (sky.min_edge_distance(q, sub) <= r_[near])
+    hit = sky.circles_touch_polys(sky.xyz(_np(ra), _np(dec)), _np(r), _polys(poly))
     return _result(hit, ra, dec, r, poly)
 
 
