@@ -91,7 +91,8 @@ class Polys:
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
         if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
-            arr = arr.cast(pa.binary()).fill_null(b"")
+            arr = arr if arr.type == pa.binary() else arr.cast(pa.binary())
+            arr = arr.fill_null(b"") if arr.null_count else arr
             _, offs, data = arr.buffers()
             offsets = np.frombuffer(offs, np.int32, len(arr) + 1, arr.offset * 4).astype(np.int64)
             flat = np.frombuffer(data, "<f8", (offsets[-1] - offsets[0]) // 8, offsets[0]) \

@@ -43,7 +43,12 @@ MACROS = {
 
 
 def _np(a: pa.Array) -> np.ndarray:
-    return pc.fill_null(a.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+    # the common case, no nulls, without the copies (per-call cost is a query's cost: a
+    # pruned query makes many small calls)
+    a = a if a.type == pa.float64() else a.cast(pa.float64())
+    if a.null_count:
+        a = pc.fill_null(a, np.nan)
+    return a.to_numpy(zero_copy_only=False)
 
 
 def _polys(a: pa.Array) -> sky.Polys:
@@ -53,11 +58,14 @@ def _polys(a: pa.Array) -> sky.Polys:
 def _valid(*arrays: pa.Array) -> np.ndarray:
     ok = np.ones(len(arrays[0]), bool)
     for a in arrays:
-        ok &= ~a.is_null().to_numpy(zero_copy_only=False)
+        if a.null_count:
+            ok &= ~a.is_null().to_numpy(zero_copy_only=False)
     return ok
 
 
 def _result(values: np.ndarray, *inputs: pa.Array) -> pa.Array:
+    if not any(a.null_count for a in inputs):
+        return pa.array(values, pa.bool_())
     return pa.array(values, pa.bool_(), mask=~_valid(*inputs))
 
 
