@@ -141,7 +141,7 @@ class FileStats:
         row = {p.rsplit("/", 1)[-1]: i for i, p in enumerate(actions["path"].to_pylist())}
         order = pa.array([row[u.rsplit("/", 1)[-1]] for u in uris], pa.int64())
         actions = actions.take(order)
-        rows = actions["num_records"].to_numpy()
+        rows = actions["num_records"].fill_null(-2).to_numpy()  # unknown: never "all null"
         low, high = {}, {}
         runs = [(None, None)] * len(uris)
         if "min.ingest_id" in actions.column_names:
