@@ -18,6 +18,7 @@ import pyarrow as pa
 from . import releases, schema, sky, sqlfunctions
 from .ingest import open_table
 from .maintenance import COMPACTED_PARTITION
+from .sqlfunctions import sql_in, sql_list, sql_str
 from .storage import Archive, duckdb_s3
 
 THREADS = 2  # a Lambda of 3,538 MB or more has two vCPUs
@@ -29,10 +30,6 @@ class QueryTimeout(Exception):
 
 class QueryError(Exception):
     """The query failed for a reason the caller can fix (bad column, type, ...)."""
-
-
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 def _empty(table: schema.Table) -> pa.Table:
@@ -244,7 +241,7 @@ class Catalogue:
                 scans = [f"SELECT {cols} FROM {_scan(clean, table)}"] if clean else []
                 if mixed:
                     scans.append(f"SELECT {cols} FROM {_scan(mixed, table)} WHERE ingest_id "
-                                 f"IN ({', '.join(map(_sql_str, sorted(runs))) or 'NULL'})")
+                                 f"IN ({sql_in(sorted(runs))})")
                 con.execute(f"CREATE VIEW {_phys(name)} AS "
                             + " UNION ALL BY NAME ".join(scans))
             else:
@@ -273,7 +270,7 @@ class Catalogue:
         # changing this afterwards (queries are also checked on their AST)
         # keep Parquet footers in memory: re-reading them was ~80 % of a cone query
         con.execute("SET parquet_metadata_cache = true")
-        con.execute(f"SET allowed_directories = [{_sql_str(self.archive.path('tables/'))}]")
+        con.execute(f"SET allowed_directories = [{sql_str(self.archive.path('tables/'))}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
@@ -297,7 +294,7 @@ class Catalogue:
 
     def _select(self, c: schema.Column) -> str:
         if c.name == "access_url":
-            return f"{_sql_str(self.base_url)} || access_url AS access_url"
+            return f"{sql_str(self.base_url)} || access_url AS access_url"
         return f'"{c.name}"'
 
     # ---- querying -----------------------------------------------------------------
@@ -361,7 +358,7 @@ class Catalogue:
         if hit.all():
             return f"({box})"
         # DuckDB drops files failing a filter on its filename column before opening them
-        files = ", ".join(_sql_str(u) for u, h in zip(stats.uris, hit) if h)
+        files = ", ".join(sql_str(u) for u, h in zip(stats.uris, hit) if h)
         file_col = f'"{alias}"."_file"' if alias else '"_file"'
         return f"({box} AND {file_col} IN ({files}))" if files else "(FALSE)"
 
@@ -381,12 +378,8 @@ def _derived(table: schema.Table, dt) -> str:
 
 
 def _scan(files: list[str], table: schema.Table) -> str:
-    return (f"read_parquet({_sql_list(files)}, filename = true, hive_partitioning = true, "
+    return (f"read_parquet({sql_list(files)}, filename = true, hive_partitioning = true, "
             f"hive_types = {_hive_types(table)})")
-
-
-def _sql_list(values: list[str]) -> str:
-    return "[" + ", ".join(_sql_str(v) for v in values) + "]"
 
 
 def _hive_types(table: schema.Table) -> str:

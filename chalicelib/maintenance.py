@@ -27,6 +27,7 @@ from deltalake import WriterProperties, write_deltalake
 
 from . import releases, schema, sky
 from .ingest import ROW_GROUP_ROWS, current_versions, open_table, table_uri
+from .sqlfunctions import sql_in, sql_list, sql_str
 from .storage import Archive, duckdb_s3
 
 COMPACTED = "_compacted"  # prefix of tier partitions
@@ -45,10 +46,6 @@ SORT_MEMORY = "3GB"  # DuckDB's share while re-clustering; it spills the rest to
 def _released(archive: Archive) -> list[str]:
     latest = releases.numbers(archive)
     return sorted(releases.load(archive, latest[-1]).runs.values()) if latest else []
-
-
-def _sql_in(values) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values) or "NULL"
 
 
 def _engine(archive: Archive, spill: str) -> duckdb.DuckDBPyConnection:
@@ -73,7 +70,7 @@ def _recluster(archive: Archive, name: str, props: WriterProperties, target_size
     coll_col, delivery_col = table.partition_by
     dt = open_table(archive, name)
     uris = dt.file_uris()
-    released = _sql_in(_released(archive))
+    released = sql_in(_released(archive))
     tier = f"{COMPACTED}-{uuid.uuid4().hex[:8]}"
     derived = (delivery_col, schema.PACKED_REGION)
     cols = ", ".join(f'"{c.name}"' for c in table.columns if c.name not in derived)
@@ -85,18 +82,18 @@ def _recluster(archive: Archive, name: str, props: WriterProperties, target_size
         weekly = "" if full else f" AND NOT starts_with({delivery_col}, '{COMPACTED}')"
         parts = con.execute(
             f"SELECT {coll_col}, list(DISTINCT {delivery_col}) FROM "
-            f"{scan.format(files=_sql_list(uris))} WHERE ingest_id IN ({released}){weekly} "
+            f"{scan.format(files=sql_list(uris))} WHERE ingest_id IN ({released}){weekly} "
             f"GROUP BY 1").fetchall()
         for coll, deliveries in parts:
             files = _in_partitions(uris, coll_col, {coll})
-            predicate = f"{coll_col} = '{coll}'"
+            predicate = f"{coll_col} = {sql_str(coll)}"
             if not full:
                 files = _in_partitions(files, delivery_col, set(deliveries))
-                predicate += f" AND {delivery_col} IN ({_sql_in(deliveries + [tier])})"
+                predicate += f" AND {delivery_col} IN ({sql_in(deliveries + [tier])})"
             rows = con.execute(
                 f"SELECT {cols}, CASE WHEN ingest_id IN ({released}) THEN '{tier}' "
                 f"ELSE {delivery_col} END AS {delivery_col} FROM "
-                f"{scan.format(files=_sql_list(files))} ORDER BY {table.sort_by} NULLS LAST"
+                f"{scan.format(files=sql_list(files))} ORDER BY {table.sort_by} NULLS LAST"
             ).fetch_record_batch(ROW_GROUP_ROWS * 16)
             stream = pa.RecordBatchReader.from_batches(
                 target, (_complete(b, target) for b in rows))
@@ -117,10 +114,6 @@ def _complete(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
         cols[schema.PACKED_REGION] = sky.pack(batch["s_region"])
     return pa.RecordBatch.from_arrays([cols[n] for n in target.names],
                                       schema=target.remove_metadata()).cast(target)
-
-
-def _sql_list(values: list[str]) -> str:
-    return "[" + _sql_in(values) + "]"
 
 
 def _repin(archive: Archive) -> releases.Release:

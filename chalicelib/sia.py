@@ -11,6 +11,7 @@ import os
 
 from . import observability, runtime, schema, sky
 from .catalogue import Catalogue, QueryError, QueryTimeout
+from .sqlfunctions import sql_str
 from .web import Params, Reply, parse_maxrec
 
 DEFAULT_MAXREC = int(os.environ.get("SIA_DEFAULT_MAXREC", "10000"))
@@ -34,10 +35,6 @@ POL_STATES = {"I", "Q", "U", "V", "RR", "LL", "RL", "LR", "XX", "YY", "XY", "YX"
 
 class SiaUsageError(ValueError):
     pass
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 def _numbers(text: str, what: str) -> list[float]:
@@ -140,7 +137,7 @@ def _param_condition(name: str, value: str, cat: Catalogue) -> str:
     if name == "POL":
         if value not in POL_STATES:
             raise SiaUsageError(f"POL: {value!r} is not a polarization state")
-        return f"(pol_states LIKE {_q('%/' + value + '/%')})"
+        return f"(pol_states LIKE {sql_str('%/' + value + '/%')})"
     col, kind = SIMPLE[name]
     if kind == "interval":
         return _within(col, *_interval(value, name))
@@ -149,7 +146,7 @@ def _param_condition(name: str, value: str, cat: Catalogue) -> str:
             return f"({col} = {int(value)})"
         except ValueError:
             raise SiaUsageError(f"{name}: {value!r} is not an integer") from None
-    return f"({col} = {_q(value)})"
+    return f"({col} = {sql_str(value)})"
 
 
 def where(params: Params, cat: Catalogue) -> str:

@@ -42,6 +42,21 @@ MACROS = {
 }
 
 
+def sql_str(s: str) -> str:
+    """A SQL string literal."""
+    return "'" + s.replace("'", "''") + "'"
+
+
+def sql_list(values) -> str:
+    """A SQL list literal of strings."""
+    return "[" + ", ".join(map(sql_str, values)) + "]"
+
+
+def sql_in(values) -> str:
+    """The inside of `x IN (...)` for strings; NULL (matching nothing) when empty."""
+    return ", ".join(map(sql_str, values)) or "NULL"
+
+
 def _np(a: pa.Array) -> np.ndarray:
     # the common case, no nulls, without the copies (per-call cost is a query's cost: a
     # pruned query makes many small calls)
@@ -160,7 +175,7 @@ def box_poly(ra: pa.Array, dec: pa.Array, w: pa.Array, h: pa.Array) -> pa.Array:
 
 
 UDFS = {
-    "sky_pack": (lambda poly: sky.pack(poly), [LIST], "BLOB"),  # catalogue-only, not ADQL
+    "sky_pack": (sky.pack, [LIST], "BLOB"),  # catalogue-only, not ADQL
     "sky_pt_in_poly": (pt_in_poly, [DOUBLE, DOUBLE, LIST], BOOL),
     "sky_circle_x_poly": (circle_x_poly, [DOUBLE, DOUBLE, DOUBLE, LIST], BOOL),
     "sky_circle_in_poly": (circle_in_poly, [DOUBLE, DOUBLE, DOUBLE, LIST], BOOL),

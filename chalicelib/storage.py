@@ -29,8 +29,7 @@ def duckdb_s3(con) -> None:
     caller's AWS credentials (or the S3_ENDPOINT_URL of moto/MinIO)."""
     import duckdb_extension_httpfs
 
-    def q(v: str) -> str:
-        return "'" + v.replace("'", "''") + "'"
+    from .sqlfunctions import sql_str as q
 
     ext = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("*.duckdb_extension"))
     con.execute(f"LOAD {q(str(ext))}")

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from .. import runtime, votable
 from ..catalogue import Catalogue
+from ..sqlfunctions import sql_in
 from ..storage import Archive
 from ..uws import UWSUsageError
 from . import engine
@@ -160,10 +161,6 @@ def parse(params: dict[str, list[str]]) -> Request:
 # ---------------------------------------------------------------- plan
 
 
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def _image_sql(cat: Catalogue, req: Request) -> str:
     """Every (source, image) pair with the source inside the footprint, in one query over
     the uploaded sources: a Dec-band range join plus a cone test on the footprint centres
@@ -177,7 +174,7 @@ def _image_sql(cat: Catalogue, req: Request) -> str:
     if req.band:
         where.append(f"o.em_max >= {req.band[0]!r} AND o.em_min <= {req.band[1]!r}")
     if req.collections:
-        where.append(f"o.obs_collection IN ({', '.join(map(_sql_str, req.collections))})")
+        where.append(f"o.obs_collection IN ({sql_in(req.collections)})")
     return ("SELECT s.i, o.obs_publisher_did AS did, o.obs_collection AS collection, a.uri "
             "FROM _upload_src AS s JOIN ivoa.obscore AS o "
             f"ON o.s_dec BETWEEN s.dec - {r!r} AND s.dec + {r!r} "
