@@ -173,6 +173,14 @@ class FileStats:
                 mixed.append(uri)
         return clean, mixed
 
+    def largest(self, col: str, unknown: float) -> float:
+        """Largest value of col in any file (0 without rows), `unknown` when a file that
+        has values lacks the statistic."""
+        high = self.high.get(col)
+        if high is None:
+            return unknown
+        return float(min(unknown, max(0.0, high.max(initial=-np.inf))))
+
     def touching(self, col: str, ranges: list[tuple[float, float]]) -> np.ndarray:
         """Files whose [min, max] of col meets any of the inclusive ranges."""
         if col not in self.low or col not in self.high:
@@ -229,12 +237,13 @@ class Catalogue:
         sqlfunctions.register(con)
         if self.archive.is_s3:
             duckdb_s3(con)
-        rmax, objects, stats = 0.0, {}, {}
+        objects, stats = {}, {}
         runs = set(rel.runs.values())
         for name, table in schema.PHYSICAL.items():
             dt = self._table(name, rel.versions.get(name)) if rel.number else None
-            stats[name] = FileStats.of(dt) if dt is not None else None
-            clean, mixed = stats[name].visibility(runs) if stats[name] else ([], [])
+            if dt is not None:
+                stats[name] = FileStats.of(dt)
+            clean, mixed = stats[name].visibility(runs) if name in stats else ([], [])
             if clean or mixed:  # DuckDB's own Parquet reader: statistics pruning,
                 # metadata cache; filename lets a box skip files without opening them
                 cols = "*" + _derived(table, dt)
@@ -247,8 +256,10 @@ class Catalogue:
             else:
                 objects[_phys(name)] = _empty(table).append_column(
                     "filename", pa.array([], pa.string()))
-            if dt is not None and name == "ivoa.obscore":
-                rmax = _max_stat(dt, "s_rmax")
+        # the widest footprint widens every pruning box; unknown (a file without the
+        # statistic) means no pruning rather than lost rows
+        rmax = stats["ivoa.obscore"].largest("s_rmax", 180.0) if "ivoa.obscore" in stats \
+            else 0.0
         for name, rows in tap_schema_tables().items():
             objects[f"_ts_{name}"] = rows
         for name, obj in objects.items():
@@ -275,7 +286,7 @@ class Catalogue:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET lock_configuration = true")
-        return Opened(rel, con, rmax, objects, {k: v for k, v in stats.items() if v})
+        return Opened(rel, con, rmax, objects, stats)
 
     def _table(self, name: str, version: int | None):
         """The table at a version, reusing the loaded log: a new release costs only the
@@ -389,21 +400,3 @@ def _hive_types(table: schema.Table) -> str:
 
 def _phys(name: str) -> str:
     return "_t_" + name.replace(".", "_")
-
-
-def _max_stat(dt, column: str) -> float:
-    """Largest value of a column from the Delta log's file statistics (no data read).
-    A file without the statistic makes it unknown: then no pruning rather than lost rows."""
-    actions = dt.get_add_actions(flatten=True)
-    actions = actions if isinstance(actions, pa.Table) else pa.table(actions)
-    try:
-        maxima = actions[f"max.{column}"].to_pylist()
-        nulls = actions[f"null_count.{column}"].to_pylist()
-    except KeyError:
-        return 180.0
-    best = 0.0
-    for mx, nn, n in zip(maxima, nulls, actions["num_records"].to_pylist()):
-        if mx is None and nn != n:
-            return 180.0
-        best = max(best, mx or 0.0)
-    return best
