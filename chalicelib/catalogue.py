@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import releases, schema, sky, sqlfunctions
-from .ingest import open_table
+from .ingest import has_column, open_table
 from .maintenance import COMPACTED_PARTITION
 from .sqlfunctions import sql_in, sql_list, sql_str
 from .storage import Archive, duckdb_s3
@@ -383,7 +383,7 @@ def _derived(table: schema.Table, dt) -> str:
     """Columns a table written before they existed lacks, computed (slowly) until a
     compaction rewrites it with them."""
     if all(c.name != schema.PACKED_REGION for c in table.columns) or \
-            schema.PACKED_REGION in {f.name for f in dt.schema().fields}:
+            has_column(dt, schema.PACKED_REGION):
         return ""
     return f", sky_pack(s_region) AS {schema.PACKED_REGION}"
 

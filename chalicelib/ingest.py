@@ -296,6 +296,11 @@ def table_uri(archive: Archive, name: str) -> str:
     return archive.path(f"tables/{name}")
 
 
+def has_column(dt: DeltaTable, name: str) -> bool:
+    """Does the table's schema (as of its loaded version) have this column yet?"""
+    return any(f.name == name for f in dt.schema().fields)
+
+
 def open_table(archive: Archive, name: str, version: int | None = None) -> DeltaTable | None:
     try:
         return DeltaTable(table_uri(archive, name), version=version,

@@ -26,7 +26,7 @@ import pyarrow as pa
 from deltalake import WriterProperties, write_deltalake
 
 from . import releases, schema, sky
-from .ingest import ROW_GROUP_ROWS, current_versions, open_table, table_uri
+from .ingest import ROW_GROUP_ROWS, current_versions, has_column, open_table, table_uri
 from .sqlfunctions import sql_in, sql_list, sql_str
 from .storage import Archive, duckdb_s3
 
@@ -62,14 +62,14 @@ def _in_partitions(uris: list[str], column: str, values: set[str]) -> list[str]:
     return [u for u in uris if any(f"/{column}={v}/" in u for v in values)]
 
 
-def _recluster(archive: Archive, name: str, props: WriterProperties, target_size: int,
+def _recluster(archive: Archive, name: str, dt, props: WriterProperties, target_size: int,
                full: bool) -> str:
     """Write each collection's released rows as a new HEALPix-sorted tier: all of them
-    (full) or those still in weekly partitions."""
+    (full) or those still in weekly partitions (then tiers are not even read)."""
     table = schema.PHYSICAL[name]
     coll_col, delivery_col = table.partition_by
-    dt = open_table(archive, name)
     uris = dt.file_uris()
+    scope = uris if full else [u for u in uris if f"/{COMPACTED_PARTITION}" not in u]
     released = sql_in(_released(archive))
     tier = f"{COMPACTED}-{uuid.uuid4().hex[:8]}"
     derived = (delivery_col, schema.PACKED_REGION)
@@ -79,13 +79,12 @@ def _recluster(archive: Archive, name: str, props: WriterProperties, target_size
         con = _engine(archive, spill)
         scan = (f"read_parquet({{files}}, hive_partitioning = true, union_by_name = true, "
                 f"hive_types = {{{{'{coll_col}': 'VARCHAR', '{delivery_col}': 'VARCHAR'}}}})")
-        weekly = "" if full else f" AND NOT starts_with({delivery_col}, '{COMPACTED}')"
         parts = con.execute(
             f"SELECT {coll_col}, list(DISTINCT {delivery_col}) FROM "
-            f"{scan.format(files=sql_list(uris))} WHERE ingest_id IN ({released}){weekly} "
-            f"GROUP BY 1").fetchall()
+            f"{scan.format(files=sql_list(scope))} WHERE ingest_id IN ({released}) "
+            f"GROUP BY 1").fetchall() if scope else []
         for coll, deliveries in parts:
-            files = _in_partitions(uris, coll_col, {coll})
+            files = _in_partitions(scope, coll_col, {coll})
             predicate = f"{coll_col} = {sql_str(coll)}"
             if not full:
                 files = _in_partitions(files, delivery_col, set(deliveries))
@@ -136,8 +135,8 @@ def compact(archive: Archive, target_size: int = 128 << 20) -> str:
         if dt is None:
             continue
         if name in SPATIAL:
-            lines.append(_recluster(archive, name, tiers, min(target_size, SPATIAL_FILE_SIZE),
-                                    full=True))
+            lines.append(_recluster(archive, name, dt, tiers,
+                                    min(target_size, SPATIAL_FILE_SIZE), full=True))
             continue
         m = dt.optimize.compact(target_size=target_size, writer_properties=props)
         lines.append(f"{name}: {m.get('numFilesRemoved', 0)} files -> "
@@ -149,17 +148,13 @@ def merge(archive: Archive) -> str:
     """Only the weeks delivered since the last merge: a new ObsCore tier per collection.
     A table written before a derived column existed is compacted whole instead, so every
     file has it again."""
-    if any(_lacks_derived(archive, name) for name in SPATIAL):
+    tables = {name: dt for name in SPATIAL if (dt := open_table(archive, name)) is not None}
+    if not all(has_column(dt, schema.PACKED_REGION) for dt in tables.values()):
         return compact(archive)
     props = WriterProperties(max_row_group_size=TIER_ROW_GROUP_ROWS)
-    lines = [_recluster(archive, name, props, SPATIAL_FILE_SIZE, full=False)
-             for name in SPATIAL if open_table(archive, name) is not None]
+    lines = [_recluster(archive, name, dt, props, SPATIAL_FILE_SIZE, full=False)
+             for name, dt in tables.items()]
     return "\n".join(lines + [f"release {_repin(archive).number}"])
-
-
-def _lacks_derived(archive: Archive, name: str) -> bool:
-    dt = open_table(archive, name)
-    return dt is not None and schema.PACKED_REGION not in {f.name for f in dt.schema().fields}
 
 
 def layout(archive: Archive, name: str = "ivoa.obscore") -> tuple[int, int]:
