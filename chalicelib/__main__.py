@@ -74,8 +74,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("delivery", nargs="+", type=Path)
     s.add_argument("--archive", help="folder or s3://bucket/prefix (default $ARCHIVE_URL "
                    "or ./archive)")
-    s.add_argument("--merge-every", type=int, default=4, help="merge the new weeks into a "
-                   "HEALPix-sorted tier once this many wait (0: never)")
+    s.add_argument("--merge-every", type=int, help="merge the new weeks into a "
+                   "HEALPix-sorted tier once this many wait (default: maintenance.MERGE_EVERY, "
+                   "4; 0: never)")
     s.set_defaults(fn=_ingest)
     s = sub.add_parser("compact", help="merge small files, re-cluster by HEALPix")
     s.add_argument("--archive")

@@ -390,9 +390,8 @@ def _maintain() -> str | None:
     from . import maintenance
 
     try:
-        return maintenance.after_ingest(Archive.from_env(),
-                                        int(os.environ.get("MERGE_EVERY",
-                                                           maintenance.MERGE_EVERY)))
+        every = os.environ.get("MERGE_EVERY")
+        return maintenance.after_ingest(Archive.from_env(), int(every) if every else None)
     except Exception as exc:  # noqa: BLE001 - reported in the status, retried next time
         obs.log_event("maintenance", state="failed", error=f"{type(exc).__name__}: {exc}")
         return f"failed, retried after the next delivery: {type(exc).__name__}: {exc}"

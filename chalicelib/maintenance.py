@@ -166,10 +166,11 @@ def layout(archive: Archive, name: str = "ivoa.obscore") -> tuple[int, int]:
     return len(parts) - tiers, tiers
 
 
-def after_ingest(archive: Archive, every: int = MERGE_EVERY,
+def after_ingest(archive: Archive, every: int | None = None,
                  max_tiers: int = MAX_TIERS) -> str | None:
     """Keep cone queries to a few files per tier: merge new weeks into a tier once
-    `every` are waiting, compact once there are more than max_tiers tiers."""
+    `every` (default MERGE_EVERY) are waiting, compact past max_tiers tiers."""
+    every = MERGE_EVERY if every is None else every
     weekly, tiers = layout(archive)
     if every <= 0 or weekly < every:
         return None

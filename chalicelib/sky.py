@@ -98,10 +98,7 @@ class Polys:
             flat = np.frombuffer(data, "<f8", (offsets[-1] - offsets[0]) // 8, offsets[0]) \
                 if offsets[-1] > offsets[0] else np.empty(0)
             return cls((offsets - offsets[0]) // 8, flat)
-        arr = arr.fill_null([])
-        offsets = np.asarray(arr.offsets, dtype=np.int64)
-        flat = arr.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
-        return cls(offsets - offsets[0], flat)
+        return cls(*_list_parts(arr))
 
     @classmethod
     def one(cls, coords, n: int = 1) -> Polys:
@@ -273,7 +270,7 @@ def warm_up() -> None:
 
 
 def _rows(p: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.broadcast_to(p, p.shape), dtype=np.float64)
+    return np.ascontiguousarray(p, dtype=np.float64)
 
 
 def points_in_polys(p: np.ndarray, polys: Polys) -> np.ndarray:
@@ -368,18 +365,23 @@ def healpix(ra, dec, order: int = 12) -> np.ndarray:
                                         order).astype(np.int64)
 
 
+def _list_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(value offsets from 0, flat values) of a list<double> array, nulls as empty."""
+    arr = arr.fill_null([])
+    offsets = np.asarray(arr.offsets, dtype=np.int64)
+    flat = arr.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
+    return offsets - offsets[0], flat
+
+
 def pack(polys: pa.Array | pa.ChunkedArray) -> pa.Array:
     """list<double> polygons as binary values of little-endian float64 (nulls kept)."""
     if isinstance(polys, pa.ChunkedArray):
         polys = polys.combine_chunks()
-    valid = polys.is_valid()
-    filled = polys.fill_null([])
-    offsets = np.asarray(filled.offsets, dtype=np.int64)
-    flat = filled.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
+    offsets, flat = _list_parts(polys)
     data = np.ascontiguousarray(flat, "<f8").tobytes()
-    packed = pa.Array.from_buffers(pa.binary(), len(filled), [
-        None, pa.py_buffer(((offsets - offsets[0]) * 8).astype(np.int32)), pa.py_buffer(data)])
-    return pc.if_else(valid, packed, pa.scalar(None, pa.binary()))
+    packed = pa.Array.from_buffers(pa.binary(), len(polys), [
+        None, pa.py_buffer((offsets * 8).astype(np.int32)), pa.py_buffer(data)])
+    return pc.if_else(polys.is_valid(), packed, pa.scalar(None, pa.binary()))
 
 
 def cap_cells(ra: float, dec: float, radius: float, order: int = 12,

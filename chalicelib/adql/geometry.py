@@ -164,8 +164,8 @@ def _args(v: Val) -> list[exp.Expr]:
 def _packed(v: Val) -> exp.Expr | None:
     """The packed twin of a served table's stored s_region column, where it has one."""
     src = v.owner
-    if v.type != POLYGON or v.ref is None or not getattr(src, "served", False) or \
-            v.ref.name != "s_region" or not getattr(src, "table", None):
+    if v.type != POLYGON or v.ref is None or v.ref.name != "s_region" or \
+            not getattr(src, "table", None):  # only served tables have one
         return None
     physical = schema.PHYSICAL[schema.TABLES[src.table].physical]
     if all(c.name != schema.PACKED_REGION for c in physical.columns):
