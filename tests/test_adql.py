@@ -706,6 +706,13 @@ def test_stored_footprints_are_tested_through_their_packed_twin():
     assert "SKY_POLY_X_POLY(" in both  # two polygons: the list form
 
 
+def test_a_box_no_file_can_meet_gives_no_rows(db):
+    """The catalogue answers FALSE when no file's statistics meet the box (a cone on an
+    empty part of the sky): a plain empty result, not an error."""
+    q = "SELECT obs_id FROM ivoa.obscore WHERE CONTAINS(POINT(1, 2), s_region) = 1"
+    assert run(db, q, lambda *a, **k: "(FALSE)") == []
+
+
 def test_pruning_box_sql_shape(box_sql):
     calls = []
 

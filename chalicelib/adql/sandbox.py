@@ -13,8 +13,9 @@ _NODES = frozenset((
     exp.Select, exp.Union, exp.Except, exp.Intersect, exp.Subquery, exp.From, exp.Join,
     exp.Table, exp.TableAlias, exp.Identifier, exp.Column, exp.Alias, exp.Where, exp.Group,
     exp.Having, exp.Order, exp.Ordered, exp.Limit, exp.Offset, exp.With, exp.CTE, exp.Literal,
-    exp.Null, exp.Paren, exp.Neg, exp.Not, exp.And, exp.Or, exp.EQ, exp.NEQ, exp.GT, exp.GTE,
-    exp.LT, exp.LTE, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod, exp.DPipe,
+    exp.Null, exp.Boolean, exp.Paren, exp.Neg, exp.Not, exp.And, exp.Or, exp.EQ, exp.NEQ,
+    exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod,
+    exp.DPipe,
     exp.Like, exp.ILike, exp.Between, exp.In, exp.Is, exp.Exists, exp.Case, exp.If,
     exp.Anonymous, exp.Distinct, exp.Cast, exp.DataType, exp.DataTypeParam, exp.Star,
 ))
