@@ -104,18 +104,13 @@ def _region_moc(pos: str) -> MOC:
     import astropy.units as u
     from astropy.coordinates import Latitude, Longitude
 
-    shape, *rest = pos.split(None, 1)
-    try:
-        v = [float(x) for x in (rest[0] if rest else "").split()]
-    except ValueError:
-        raise ValueError(f"POS {pos!r}: not numbers") from None
-    shape = shape.upper()
-    if shape == "CIRCLE" and len(v) == 3:
+    from .dali import shape
+
+    kind, v = shape(pos, "POS", kinds=("CIRCLE", "POLYGON"))
+    if kind == "CIRCLE":
         return MOC.from_cone(lon=Longitude(v[0] * u.deg), lat=Latitude(v[1] * u.deg),
                              radius=v[2] * u.deg, max_depth=DEPTH)
-    if shape == "POLYGON" and len(v) >= 6 and len(v) % 2 == 0:
-        return from_polygons([v])
-    raise ValueError(f"POS {pos!r}: use CIRCLE ra dec r or POLYGON ra1 dec1 ... (deg)")
+    return from_polygons([list(v)])
 
 
 def search(params, base: str):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 
-from . import observability, runtime, schema, sky
+from . import dali, observability, runtime, schema, sky
 from .catalogue import Catalogue, QueryError, QueryTimeout
 from .sqlfunctions import sql_str
 from .web import Params, Reply, parse_maxrec
@@ -33,27 +33,12 @@ POL_STATES = {"I", "Q", "U", "V", "RR", "LL", "RL", "LR", "XX", "YY", "XY", "YX"
               "POLA"}
 
 
-class SiaUsageError(ValueError):
+class SiaUsageError(dali.UsageError):
     pass
 
 
-def _numbers(text: str, what: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split()]
-    except ValueError:
-        raise SiaUsageError(f"{what}: {text!r} is not a list of numbers") from None
-    if any(math.isnan(v) for v in vals):
-        raise SiaUsageError(f"{what}: NaN is not allowed")
-    return vals
-
-
 def _interval(text: str, what: str) -> tuple[float, float]:
-    vals = _numbers(text, what)
-    if len(vals) == 1:
-        vals = vals * 2
-    if len(vals) != 2 or vals[0] > vals[1]:
-        raise SiaUsageError(f"{what}: expected 'lo hi' with lo <= hi, got {text!r}")
-    return vals[0], vals[1]
+    return dali.interval(text, what, error=SiaUsageError)
 
 
 def _bound(col: str, op: str, v: float) -> str | None:
@@ -90,30 +75,17 @@ def _range_polygons(ra1, ra2, de1, de2) -> list[list[float]]:
 
 
 def pos_condition(text: str, cat: Catalogue) -> str:
-    shape, *rest = text.split(None, 1)
-    args = _numbers(rest[0] if rest else "", f"POS {shape}")
-    shape = shape.upper()
+    shape, args = dali.shape(text, "POS", error=SiaUsageError)
     if shape == "CIRCLE":
-        if len(args) != 3 or not (-90 <= args[1] <= 90) or args[2] <= 0:
-            raise SiaUsageError(f"POS CIRCLE needs 'ra dec radius' (deg), got {text!r}")
         ra, dec, r = args
-        box = cat.box_sql("s_ra", "s_dec", ra % 360, dec, r, footprint=True, table=TABLE.name)
-        return (f"({box} AND sky_circle_x_poly_bin({ra % 360!r}, {dec!r}, {r!r}, "
-                f"{schema.PACKED_REGION}))")
+        box = cat.box_sql("s_ra", "s_dec", ra, dec, r, footprint=True, table=TABLE.name)
+        return f"({box} AND sky_circle_x_poly_bin({ra!r}, {dec!r}, {r!r}, " \
+               f"{schema.PACKED_REGION}))"
     if shape == "RANGE":
-        if len(args) != 4 or args[2] > args[3]:
-            raise SiaUsageError(f"POS RANGE needs 'ra1 ra2 dec1 dec2', got {text!r}")
-        ra1, ra2 = (0.0, 360.0) if math.isinf(args[0]) or math.isinf(args[1]) else \
-            (args[0] % 360, args[1] % 360 if args[1] != 360 else 360.0)
-        de1, de2 = max(args[2], -90.0), min(args[3], 90.0)
+        ra1, ra2, de1, de2 = args
         return "(" + " OR ".join(_poly_condition(p, cat) for p in
                                  _range_polygons(ra1, ra2, de1, de2)) + ")"
-    if shape == "POLYGON":
-        if len(args) < 6 or len(args) % 2:
-            raise SiaUsageError(f"POS POLYGON needs >= 3 'ra dec' vertices, got {text!r}")
-        return _poly_condition([v % 360 if i % 2 == 0 else v for i, v in enumerate(args)],
-                               cat)
-    raise SiaUsageError(f"POS: unknown shape {shape!r}; use CIRCLE, RANGE or POLYGON")
+    return _poly_condition(list(args), cat)
 
 
 def _poly_condition(poly: list[float], cat: Catalogue) -> str:

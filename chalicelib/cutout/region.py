@@ -24,7 +24,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from .. import sky
+from .. import dali, sky
 from .errors import CutoutError, MultiValued, NoOverlap
 from .wavetab import WaveTable
 
@@ -35,6 +35,8 @@ PIXEL_UNITS = frozenset({"px", "pix", "pixel", "pixels"})
 ANGLE_UNITS = {"deg": 1.0, "d": 1.0, "degree": 1.0, "degrees": 1.0, "arcmin": 1 / 60,
                "arcsec": 1 / 3600, "rad": math.degrees(1.0)}
 POL_STATES = frozenset("I Q U V RR LL RL LR XX YY XY YX POLI POLA".split())
+# a cutout larger than this (per side, or as a centre offset) is no real request
+MAX_PIXELS = 100_000
 MAX_SAMPLES = 200_000  # boundary points per shape: enough for a hemisphere at 1 px
 
 
@@ -209,26 +211,28 @@ def parse_archive_params(center: str | None, size: str | None) -> Region:
     if not m:
         raise CutoutError(f"center must be x,y[unit] (e.g. 10.5,-3.2 or 300,120px), "
                           f"got {center!r}")
-    x, y, unit = float(m[1]), float(m[2]), m[3].lower()
+    unit = m[3].lower()
     pixel_center = unit in PIXEL_UNITS
-    if not pixel_center:
-        x, y = x * _angle_unit(unit, "center"), y * _angle_unit(unit, "center")
+    if pixel_center:  # far outside any image is "no overlap", but stays a small number
+        x, y = (dali.number(v, "center (px)", -MAX_PIXELS, MAX_PIXELS, error=CutoutError)
+                for v in (m[1], m[2]))
+    else:
+        k = _angle_unit(unit, "center")
+        x = dali.number(m[1], "center RA", -1e6, 1e6, error=CutoutError) * k % 360.0
+        y = dali.number(m[2], "center Dec", -1e6, 1e6, error=CutoutError) * k
         if not -90.0 <= y <= 90.0:
             raise CutoutError(f"center declination {y:g} deg is outside [-90, 90]")
-        x %= 360.0
     m = _SIZE.match(size)
     if not m:
         raise CutoutError(f"size must be w[,h][unit] (e.g. 0.1 or 30,20arcsec or 64px), "
                           f"got {size!r}")
-    w = float(m[1])
-    h = float(m[2]) if m[2] is not None else w
     unit = m[3].lower()
     pixel_size = unit in PIXEL_UNITS
-    if not pixel_size:
-        k = _angle_unit(unit, "size")
-        w, h = w * k, h * k
-    if not (w > 0 and h > 0 and math.isfinite(w) and math.isfinite(h)):
-        raise CutoutError(f"size must be positive, got {size!r}")
+    k = 1.0 if pixel_size else _angle_unit(unit, "size")
+    top, label = (MAX_PIXELS, "px") if pixel_size else (180.0, "deg")
+    w, h = (dali.number(v, "size", error=CutoutError) * k for v in (m[1], m[2] or m[1]))
+    if not (0 < w <= top and 0 < h <= top):
+        raise CutoutError(f"size must be positive and at most {top:g} {label}, got {size!r}")
     return Region(CenterBox(x, y, pixel_center, w, h, pixel_size))
 
 
@@ -263,8 +267,8 @@ def parse_soda_params(params, *, sync: bool = False) -> list[Region]:
         return [v for v in params.getall(name) if v.strip()]
 
     shapes: list[Shape] = [parse_pos(v) for v in values("POS")]
-    shapes += [_circle(_floats(v, "CIRCLE")) for v in values("CIRCLE")]
-    shapes += [_polygon(_floats(v, "POLYGON")) for v in values("POLYGON")]
+    shapes += [_circle(v) for v in values("CIRCLE")]
+    shapes += [_polygon(v) for v in values("POLYGON")]
     bands = [_interval(v, "BAND", low=0.0) for v in values("BAND")]
     times = [_interval(v, "TIME") for v in values("TIME")]
     pols = [s for v in values("POL") for s in v.split()]
@@ -284,68 +288,26 @@ def parse_soda_params(params, *, sync: bool = False) -> list[Region]:
 
 def parse_pos(value: str) -> Shape:
     """SODA POS: CIRCLE ra dec r | RANGE ra1 ra2 dec1 dec2 | POLYGON ra1 dec1 ... (deg)."""
-    words = value.split(None, 1)
-    kind = words[0].upper() if words else ""
-    nums = _floats(words[1] if len(words) > 1 else "", f"POS {kind}".strip())
+    kind, v = dali.shape(value, "POS", error=CutoutError)
     if kind == "CIRCLE":
-        return _circle(nums)
+        return Circle(*v)
     if kind == "RANGE":
-        return _range(nums)
-    if kind == "POLYGON":
-        return _polygon(nums)
-    raise CutoutError(f"POS must start with CIRCLE, RANGE or POLYGON, got {value!r}")
+        return Range(*v)
+    return Polygon(v)
 
 
-def _floats(text: str, what: str) -> list[float]:
-    try:
-        return [float(t) for t in text.replace(",", " ").split()]
-    except ValueError:
-        raise CutoutError(f"{what} needs numbers, got {text!r}") from None
+def _circle(text: str) -> Circle:
+    return Circle(*dali.circle(dali.numbers(text, "CIRCLE", error=CutoutError),
+                               error=CutoutError))
 
 
-def _check_dec(dec: float, what: str) -> None:
-    if not -90.0 <= dec <= 90.0:
-        raise CutoutError(f"{what}: declination {dec:g} is outside [-90, 90]")
-
-
-def _circle(v: list[float]) -> Circle:
-    if len(v) != 3 or not all(math.isfinite(x) for x in v):
-        raise CutoutError("CIRCLE needs 3 finite numbers: ra dec radius (deg)")
-    _check_dec(v[1], "CIRCLE")
-    if not 0.0 < v[2] <= 180.0:
-        raise CutoutError(f"CIRCLE radius must be in (0, 180] deg, got {v[2]:g}")
-    return Circle(v[0] % 360.0, v[1], v[2])
-
-
-def _range(v: list[float]) -> Range:
-    if len(v) != 4 or any(math.isnan(x) for x in v):
-        raise CutoutError("RANGE needs 4 numbers: ra1 ra2 dec1 dec2 (deg; -Inf/+Inf allowed)")
-    ra1, ra2, dec1, dec2 = v
-    dec1, dec2 = max(dec1, -90.0), min(dec2, 90.0)
-    if dec1 > dec2 or dec1 > 90 or dec2 < -90:
-        raise CutoutError(f"RANGE declinations must satisfy -90 <= dec1 <= dec2 <= 90, "
-                          f"got {v[2]:g} {v[3]:g}")
-    if math.isinf(ra1) or math.isinf(ra2) or ra2 - ra1 >= 360.0:
-        return Range(0.0, 360.0, dec1, dec2)
-    return Range(ra1 % 360.0, ra2 % 360.0, dec1, dec2)
-
-
-def _polygon(v: list[float]) -> Polygon:
-    if len(v) < 6 or len(v) % 2 or not all(math.isfinite(x) for x in v):
-        raise CutoutError("POLYGON needs at least 3 (ra, dec) vertices, finite numbers")
-    for d in v[1::2]:
-        _check_dec(d, "POLYGON")
-    return Polygon(tuple(float(x) for x in v))
+def _polygon(text: str) -> Polygon:
+    return Polygon(dali.polygon(dali.numbers(text, "POLYGON", error=CutoutError),
+                                error=CutoutError))
 
 
 def _interval(text: str, what: str, low: float = -math.inf) -> tuple[float, float]:
-    v = _floats(text, what)
-    if len(v) == 1:
-        v = v * 2
-    if len(v) != 2 or any(math.isnan(x) for x in v) or v[0] > v[1] or v[1] < low:
-        raise CutoutError(f"{what} needs an interval 'lo hi' with lo <= hi (-Inf/+Inf "
-                          f"allowed), got {text!r}")
-    return v[0], v[1]
+    return dali.interval(text, what, low, error=CutoutError)
 
 
 # ---------------------------------------------------------------- file-level filters

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .. import runtime, votable
+from .. import dali, runtime, votable
 from ..catalogue import Catalogue
 from ..sqlfunctions import sql_in
 from ..storage import Archive
@@ -59,11 +59,8 @@ def _one(params: dict[str, list[str]], name: str) -> str | None:
 
 
 def _floats(text: str, name: str, n: int) -> list[float]:
-    try:
-        vals = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise UWSUsageError(f"{name}: {text!r} is not {n} numbers") from None
-    if len(vals) != n or any(math.isnan(v) for v in vals):
+    vals = dali.numbers(text, name, allow_inf=True, error=UWSUsageError)
+    if len(vals) != n:
         raise UWSUsageError(f"{name}: {text!r} is not {n} numbers")
     return vals
 
