@@ -52,13 +52,17 @@ def from_polygons(polys: Iterable[list[float]], depth: int = DEPTH) -> MOC:
 
 
 def to_bytes(moc: MOC, fmt: str = "fits") -> bytes:
+    """The MOC 2.0 serialisations: FITS (range-encoded), or text as `order/ipix-ipix`
+    (ascii) or {"order": [ipix, ...]} (json). The text forms come from to_string, since
+    serialize() gives a dict for json and an HDUList for fits, not bytes."""
     if fmt == "fits":
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / "m.fits"
             moc.save(str(p), format="fits")
             return p.read_bytes()
-    return moc.serialize(format=fmt).encode() if fmt == "json" else \
-        moc.serialize(format="str").encode()
+    if fmt in ("json", "ascii"):
+        return moc.to_string(format=fmt).encode()
+    raise ValueError(f"unknown MOC format {fmt!r}: use fits, json or ascii")
 
 
 def from_bytes(data: bytes) -> MOC:
@@ -153,10 +157,13 @@ def moc(collection: str, params, base: str):
     from . import runtime
     from .web import Reply
 
+    # a short name or its MIME type, lenient about case
+    fmt = (params.get("FORMAT") or "fits").strip().lower()
+    fmt = fmt if fmt in FORMATS else {m: n for n, m in FORMATS.items()}.get(fmt)
+    if fmt is None:
+        return Reply.text(f"UsageError: FORMAT {params.get('FORMAT')!r} is not supported; "
+                          "use fits (default), json or ascii", 400)
     cat = runtime.catalogue(base)
-    fmt = (params.get("FORMAT") or "fits").lower()
-    if fmt not in FORMATS:
-        return Reply.text(f"UsageError: FORMAT must be one of {sorted(FORMATS)}", 400)
     if collection not in collections(cat.archive, cat.release):
         return Reply.text(f"NotFoundFault: no coverage for collection {collection!r}", 404)
     m = collection_moc(cat.archive, collection, cat.release)

@@ -3,10 +3,13 @@
 One request answers many IDs (GET or POST); rows of one ID are contiguous. Each image
 gets #this (the file, exact size), #cutout (a SODA descriptor with this image's bounds,
 and the archive-style cutout), #preview, and #calibration rows from the provenance.
+A calibration file (no footprint) gets #this only. An unknown ID, or one whose links
+fail, gets an error row of its own; the other IDs are still answered.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pyarrow as pa
@@ -18,6 +21,7 @@ MAX_IDS = int(os.environ.get("DATALINK_MAX_IDS", "10000"))
 PER_ID_DESCRIPTORS = 50  # above this, one shared SODA descriptor keeps responses small
 SODA_SYNC = "ivo://ivoa.net/std/SODA#sync-1.0"
 DATALINK = "ivo://ivoa.net/std/DataLink#links-1.1"
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     ("ID", "char", "*", "meta.id;meta.main", "Identifier of the dataset"),
@@ -49,15 +53,22 @@ def _row(id_, **kw) -> dict:
     return row
 
 
-def _rows_for(did: str, plane: dict | None, cals: list[dict], base: str, sd: str) -> list:
-    if plane is None:
-        return [_row(did, error_message=f"NotFoundFault: {did} is not known to this "
-                     "archive", semantics="#this", link_auth=None, link_authorized=None)]
-    data_url = f"{base}/data/{plane['uri']}"
-    rows = [
-        _row(did, access_url=data_url, semantics="#this", description="The image file "
-             "(multi-extension FITS)", content_type=plane["content_type"],
-             content_length=plane["content_length"], content_qualifier="#image"),
+def _error_row(did: str, message: str) -> dict:
+    return _row(did, error_message=message, semantics="#this", link_auth=None,
+                link_authorized=None)
+
+
+def _this_row(did: str, plane: dict, base: str) -> dict:
+    kind = plane.get("dataproduct_type") or "image"
+    what = ("The image file (multi-extension FITS)" if products.is_sky_image(plane) else
+            f"The calibration file ({plane.get('dataproduct_subtype') or kind}, FITS)")
+    return _row(did, access_url=f"{base}/data/{plane['uri']}", semantics="#this",
+                description=what, content_type=plane["content_type"],
+                content_length=plane["content_length"], content_qualifier=f"#{kind}")
+
+
+def _sky_rows(did: str, plane: dict, base: str, sd: str) -> list[dict]:
+    return [
         _row(did, service_def=f"soda{sd}", semantics="#cutout", description="SODA cutout "
              "of this image (POS, CIRCLE, POLYGON, BAND, TIME)",
              content_type="application/fits", content_qualifier="#image"),
@@ -68,10 +79,21 @@ def _rows_for(did: str, plane: dict | None, cals: list[dict], base: str, sd: str
         _row(did, access_url=f"{base}/preview/{plane['uri']}", semantics="#preview",
              description="PNG quick-look of the IMAGE extension", content_type="image/png"),
     ]
+
+
+def _rows_for(did: str, plane: dict | None, cals: list[dict], base: str, sd: str) -> list:
+    if plane is None:
+        return [_error_row(did, f"NotFoundFault: {did} is not known to this archive")]
+    rows = [_this_row(did, plane, base)]
+    if products.is_sky_image(plane):
+        rows += _sky_rows(did, plane, base, sd)
+    # provenance: the calibration files this product was made with (none for the
+    # calibration files themselves; raw progenitors are not archived)
     rows += [_row(did, access_url=f"{base}/data/{c['uri']}", semantics="#calibration",
                   description=f"Calibration file used: {c['product']}",
                   content_type=c["content_type"], content_length=c["content_length"],
-                  local_semantics=c["product"]) for c in cals]
+                  content_qualifier="#measurements", local_semantics=c["product"])
+             for c in cals]
     return rows
 
 
@@ -160,6 +182,22 @@ def descriptors(base: str) -> list[str]:
     return [dl, soda]
 
 
+def _answer(did: str, plane: dict | None, cals: list[dict], base: str,
+            suffix: str | None) -> tuple[list[dict], list[str]]:
+    """Rows and (with a suffix) per-ID descriptors of one ID; a failure on one dataset
+    becomes its error row so the rest of the batch is still answered."""
+    try:
+        rows = _rows_for(did, plane, cals, base, suffix or "")
+        if suffix is None or plane is None or not products.is_sky_image(plane):
+            return rows, []
+        return rows, [_soda_descriptor(base, suffix, plane, did),
+                      _cutout_descriptor(base, suffix, plane["uri"])]
+    except Exception:  # noqa: BLE001 - one broken dataset must not fail the batch
+        log.exception("DataLink failed for %s", did)
+        return [_error_row(did, f"FatalFault: links for {did} could not be made; "
+                           "the archive has logged the problem")], []
+
+
 def links(params: Params, base: str) -> Reply:
     from . import votable
 
@@ -182,14 +220,13 @@ def links(params: Params, base: str) -> Reply:
     for did in ids:
         if did in seen:
             continue
-        seen[did] = suffix = f"-{len(seen)}" if per_id else ""
+        seen[did] = suffix = f"-{len(seen)}" if per_id else None
         plane = planes.get(did)
-        rows += _rows_for(did, plane, cals.get(plane["planeid"], []) if plane else [], base,
-                          suffix)
-        if per_id and plane is not None:
-            resources += [_soda_descriptor(base, suffix, plane, did),
-                          _cutout_descriptor(base, suffix, plane["uri"])]
-    if not per_id:
+        got, res = _answer(did, plane, cals.get(plane["planeid"], []) if plane else [],
+                           base, suffix)
+        rows += got
+        resources += res
+    if not per_id and any(r["service_def"] for r in rows):
         resources += [_soda_descriptor(base, "", None, None), _cutout_descriptor(base, "", None)]
     table = pa.Table.from_pylist(rows, schema=_arrow_schema())
     body, ctype = votable.write(table, _fields(), fmt, overflow=overflow,

@@ -17,7 +17,8 @@ _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _PLANE_SQL = (
     "SELECT p.obs_publisher_did AS did, p.planeid, a.uri, a.content_length, a.content_type, "
     "p.poly, p.energy_bounds_lower AS em_lo, p.energy_bounds_upper AS em_hi, "
-    "p.time_bounds_lower AS t_lo, p.time_bounds_upper AS t_hi, p.dataproduct_type "
+    "p.time_bounds_lower AS t_lo, p.time_bounds_upper AS t_hi, p.dataproduct_type, "
+    "p.dataproduct_subtype "
     "FROM spherex.plane AS p JOIN spherex.artifact AS a ON a.planeid = p.planeid ")
 
 
@@ -30,6 +31,12 @@ def by_ids(cat: Catalogue, ids: list[str]) -> dict[str, dict]:
     rows = cat.query(_PLANE_SQL + "WHERE p.obs_publisher_did IN (SELECT v FROM _upload_ids)",
                      uploads=_keys(ids))
     return {r["did"]: r for r in rows.to_pylist()}
+
+
+def is_sky_image(plane: dict) -> bool:
+    """Only products with a footprint can be cut on the sky; calibration files (darks,
+    gain matrices, PSF cubes ...) are in detector coordinates and have none."""
+    return plane.get("poly") is not None
 
 
 def by_key(cat: Catalogue, key: str) -> dict | None:
