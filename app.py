@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from chalice import Chalice, Response
 
 from chalicelib import landing, runtime
-from chalicelib.web import Params, Reply, base_url
+from chalicelib.web import TEXT, VOTABLE, Params, Reply, base_url, guarded
 
 app = Chalice(app_name="spherex-archive")
 app.api.binary_types.extend([
@@ -30,124 +33,125 @@ def _request():
     req = app.current_request
     query = {k: req.query_params.getlist(k) for k in req.query_params or {}}
     params = Params.parse(query, req.raw_body, req.headers.get("content-type"))
-    base = base_url(dict(req.headers), req.context.get("stage"))
+    base = base_url(dict(req.headers), req.context)
     runtime.remember_base(base)
     return req, params, base
 
 
-def _respond(reply: Reply) -> Response:
+def _serve(form: str, view: Callable[[Any, Params, str], Reply]) -> Response:
+    """Every route goes through here: errors become the route's standard error form."""
+    req = app.current_request
+    reply = guarded(form, lambda: view(*_request()), (req.context or {}).get("requestId"))
     headers = {"Content-Type": reply.content_type, **reply.headers}
     return Response(body=reply.body, status_code=reply.status, headers=headers)
 
 
 @app.route("/", methods=["GET"])
 def index():
-    _, _, base = _request()
-    rel = runtime.catalogue(base).release
-    return _respond(Reply(200, landing.page(base, rel.number, rel.deliveries),
-                          "text/html; charset=utf-8"))
+    def page(req, params, base):
+        rel = runtime.catalogue(base).release
+        return Reply(200, landing.page(base, rel.number, rel.deliveries),
+                     "text/html; charset=utf-8")
+    return _serve(TEXT, page)
 
 
 @app.route("/tap", methods=["GET"])
 def tap_root():
-    _, _, base = _request()
-    return _respond(Reply.redirect(base + "/", 303))
+    return _serve(TEXT, lambda req, params, base: Reply.redirect(base + "/", 303))
 
 
 @app.route("/tap/{rest+}", methods=["GET", "POST", "DELETE"], content_types=FORMS)
 def tap():
-    rest = _greedy()
     from chalicelib import tap as tap_service
 
-    req, params, base = _request()
-    return _respond(tap_service.handle(rest, req.method, params, base))
+    rest = _greedy()
+    return _serve(VOTABLE, lambda req, params, base: tap_service.handle(
+        rest, req.method, params, base))
 
 
 @app.route("/sia", methods=["GET"])
 def sia_root():
-    _, _, base = _request()
-    return _respond(Reply.redirect(base + "/sia/capabilities", 303))
+    return _serve(TEXT, lambda req, params, base: Reply.redirect(
+        base + "/sia/capabilities", 303))
 
 
 @app.route("/sia/{rest+}", methods=ANY, content_types=FORMS)
 def sia():
-    rest = _greedy()
     from chalicelib import sia as sia_service
 
-    req, params, base = _request()
-    return _respond(sia_service.handle(rest, req.method, params, base))
+    rest = _greedy()
+    return _serve(VOTABLE, lambda req, params, base: sia_service.handle(
+        rest, req.method, params, base))
 
 
 @app.route("/datalink/links", methods=ANY, content_types=FORMS)
 def datalink_links():
     from chalicelib import datalink
 
-    _, params, base = _request()
-    return _respond(datalink.links(params, base))
+    return _serve(VOTABLE, lambda req, params, base: datalink.links(params, base))
 
 
 @app.route("/results/{rest+}", methods=["GET"])
 def results():
-    rest = _greedy()
     from chalicelib import jobs
 
-    return _respond(jobs.local_result(rest))
+    rest = _greedy()
+    return _serve(TEXT, lambda req, params, base: jobs.local_result(rest))
 
 
 @app.route("/coverage", methods=ANY, content_types=FORMS)
 def coverage_search():
     from chalicelib import coverage as coverage_service
 
-    _, params, base = _request()
-    return _respond(coverage_service.search(params, base))
+    return _serve(VOTABLE, lambda req, params, base: coverage_service.search(params, base))
 
 
 @app.route("/coverage/{collection}", methods=["GET"])
 def coverage_moc(collection):
     from chalicelib import coverage as coverage_service
 
-    _, params, base = _request()
-    return _respond(coverage_service.moc(collection, params, base))
+    return _serve(TEXT, lambda req, params, base: coverage_service.moc(
+        collection, params, base))
 
 
 @app.route("/soda/{rest+}", methods=["GET", "POST", "DELETE"], content_types=FORMS)
 def soda():
     from chalicelib import soda as soda_service
 
-    req, params, base = _request()
-    return _respond(soda_service.handle(_greedy(), req.method, params, base))
+    rest = _greedy()
+    return _serve(TEXT, lambda req, params, base: soda_service.handle(
+        rest, req.method, params, base))
 
 
 @app.route("/data/{path+}", methods=["GET"])
 def data_file():
     from chalicelib import files
 
-    _, params, base = _request()
-    return _respond(files.data(_greedy("path"), params, base))
+    key = _greedy("path")
+    return _serve(TEXT, lambda req, params, base: files.data(key, params, base))
 
 
 @app.route("/cutout", methods=ANY, content_types=FORMS)
 def cutout_by_param():
     from chalicelib import files
 
-    _, params, base = _request()
-    return _respond(files.cutout_route(None, params, base))
+    return _serve(TEXT, lambda req, params, base: files.cutout_route(None, params, base))
 
 
 @app.route("/cutout/{path+}", methods=["GET"])
 def cutout_by_path():
     from chalicelib import files
 
-    _, params, base = _request()
-    return _respond(files.cutout_route(_greedy("path"), params, base))
+    key = _greedy("path")
+    return _serve(TEXT, lambda req, params, base: files.cutout_route(key, params, base))
 
 
 @app.route("/preview/{path+}", methods=["GET"])
 def preview():
     from chalicelib import files
 
-    _, _, base = _request()
-    return _respond(files.preview(_greedy("path"), base))
+    key = _greedy("path")
+    return _serve(TEXT, lambda req, params, base: files.preview(key, base))
 
 
 @app.route("/spectrophotometry/{rest+}", methods=["GET", "POST", "DELETE"],
@@ -155,5 +159,6 @@ def preview():
 def spectrophotometry():
     from chalicelib.photometry import service
 
-    req, params, base = _request()
-    return _respond(service.handle(_greedy(), req.method, params, base))
+    rest = _greedy()
+    return _serve(TEXT, lambda req, params, base: service.handle(
+        rest, req.method, params, base))

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 
 from .catalogue import Catalogue
 from .storage import Archive
 
 _lock = threading.Lock()
-_catalogues: dict[tuple[str, str], Catalogue] = {}
+# A catalogue per public base URL (its access_url values point there). Bases come from
+# configuration, so there are one or two (a custom domain and execute-api); bounded anyway.
+_catalogues: OrderedDict[tuple[str, str], Catalogue] = OrderedDict()
+MAX_CATALOGUES = 4
 
 
 @lru_cache(maxsize=1)
@@ -28,6 +32,9 @@ def catalogue(base_url: str) -> Catalogue:
     with _lock:
         if key not in _catalogues:
             _catalogues[key] = Catalogue(archive(), int(pinned) if pinned else None, base_url)
+            while len(_catalogues) > MAX_CATALOGUES:
+                _catalogues.popitem(last=False)
+        _catalogues.move_to_end(key)
         return _catalogues[key]
 
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from . import observability, runtime, tapmeta
 from .catalogue import Catalogue, QueryError, QueryTimeout
+from .dali import UsageError
 from .web import Params, Reply, parse_maxrec
 
 SYNC_TIMEOUT = float(os.environ.get("TAP_SYNC_TIMEOUT", "25"))  # API Gateway allows 29 s
@@ -25,7 +26,7 @@ UPLOAD_LIMIT = 20 << 20  # bytes per request
 LANGS = {"ADQL", "ADQL-2.0", "ADQL-2.1"}
 
 
-class TapUsageError(ValueError):
+class TapUsageError(UsageError):
     """The caller's mistake: answered with a VOTable error and a 400."""
 
 

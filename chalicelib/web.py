@@ -6,11 +6,19 @@ multipart) alike, a repeated parameter gives several values.
 
 from __future__ import annotations
 
+import logging
 import os
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesHeaderParser
+from email.utils import collapse_rfc2231_value
 from urllib.parse import parse_qsl
+
+from .dali import UsageError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,15 +85,22 @@ def _multipart(body: bytes, content_type: str) -> tuple[list[tuple[str, str]], d
             head, sep, data = chunk.lstrip(b"\n").partition(b"\n\n")
         headers = BytesHeaderParser().parsebytes(head + b"\r\n\r\n")
         data = data[:-2] if data.endswith(b"\r\n") else data.removesuffix(b"\n")
-        name = headers.get_param("name", header="content-disposition")
+        name = _disposition(headers, "name")
         if not name:
             continue
-        filename = headers.get_param("filename", header="content-disposition")
+        filename = _disposition(headers, "filename")
         if filename is not None:
             files[name] = Upload(filename, data, headers.get_content_type())
         else:
             pairs.append((name, data.decode("utf-8", "replace")))
     return pairs, files
+
+
+def _disposition(headers: Message, param: str) -> str | None:
+    """A Content-Disposition parameter as text; RFC 2231 forms (name*=UTF-8''...) come
+    back from the email parser as (charset, language, value) tuples."""
+    value = headers.get_param(param, header="content-disposition")
+    return None if value is None else collapse_rfc2231_value(value)
 
 
 def parse_maxrec(params: Params, default: int, hard: int, error: type[Exception]) -> int:
@@ -123,13 +138,51 @@ class Reply:
         return cls(status, body, "text/xml; charset=utf-8")
 
 
-def base_url(headers: dict[str, str], stage: str | None = None) -> str:
-    """The public base URL of the API: $PUBLIC_URL, else the Host the caller used
-    (plus the API Gateway stage when called on an execute-api host)."""
+def base_url(headers: dict[str, str], context: dict | None = None) -> str:
+    """The public base URL of the API, never taken from what a client sends: $PUBLIC_URL;
+    on AWS the API's own domain (requestContext.domainName, plus the stage on an
+    execute-api host); locally the address the server is bound to, which the local server
+    writes into Host. X-Forwarded-* count only behind a proxy the operator declared
+    ($TRUSTED_PROXY=1)."""
     if os.environ.get("PUBLIC_URL"):
         return os.environ["PUBLIC_URL"].rstrip("/")
     h = {k.lower(): v for k, v in (headers or {}).items()}
-    host = h.get("x-forwarded-host") or h.get("host") or "127.0.0.1:8000"
-    proto = h.get("x-forwarded-proto") or ("https" if "amazonaws.com" in host else "http")
-    prefix = f"/{stage}" if stage and "execute-api" in host else ""
-    return f"{proto}://{host}{prefix}"
+    ctx = context or {}
+    if os.environ.get("TRUSTED_PROXY") == "1" and h.get("x-forwarded-host"):
+        return f"{h.get('x-forwarded-proto') or 'https'}://{h['x-forwarded-host']}"
+    domain = ctx.get("domainName")
+    if domain:
+        stage = ctx.get("stage")
+        return f"https://{domain}" + (f"/{stage}" if stage and "execute-api" in domain else "")
+    return f"http://{h.get('host') or '127.0.0.1:8000'}"
+
+
+# ---- errors: the one place exceptions become standard error documents -------------------
+
+VOTABLE, TEXT = "votable", "text"  # DALI's VOTable error; SODA/DataLink-style plain text
+
+
+def error_reply(form: str, status: int, message: str) -> Reply:
+    if form == VOTABLE:
+        from .votable import error_document  # deferred: the VOTable writer needs pyarrow
+
+        return Reply(status, error_document(message), "application/x-votable+xml")
+    return Reply.text(message + "\n", status)
+
+
+def guarded(form: str, call: Callable[[], Reply], request_id: str | None = None) -> Reply:
+    """Run one request: a caller's mistake (UsageError) is a 400 logged as one line; any
+    other exception is a 500 logged once with its traceback under a request id, which the
+    caller is given, never the exception's text (it may name paths, buckets, settings)."""
+    rid = request_id or uuid.uuid4().hex
+    try:
+        reply = call()
+    except UsageError as e:
+        log.info("request %s: usage error: %s", rid, e)
+        reply = error_reply(form, 400, f"UsageError: {e}")
+    except Exception:  # noqa: BLE001 - the last line of defence of a public endpoint
+        log.exception("request %s failed", rid)
+        reply = error_reply(form, 500, f"InternalError: the service failed on this request "
+                                       f"(request id {rid}); please report it with that id")
+    reply.headers.setdefault("X-Request-Id", rid)
+    return reply

@@ -128,7 +128,8 @@ def proxy_event(path: str, method: str = "GET", accept: str = "*/*",
         "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
         "pathParameters": {"proxy": path.lstrip("/")}, "stageVariables": None,
         "requestContext": {"resourcePath": "/{proxy+}", "httpMethod": method, "stage": "api",
-                           "path": "/api" + path, "requestId": "req-42"},
+                           "path": "/api" + path, "requestId": "req-42",
+                           "domainName": "abc.execute-api.us-east-1.amazonaws.com"},
         "body": None, "isBase64Encoded": False,
     }
 

@@ -12,6 +12,7 @@ import math
 from sqlglot import exp
 
 from .. import schema, sky
+from ..dali import MAX_VERTICES
 from ..sqlfunctions import PACKED
 from .calls import Call
 from .values import (
@@ -112,6 +113,8 @@ def polygon(c: Call) -> Val:
         raise c.error(f"POLYGON takes {USAGE['POLYGON']}")
     if len(pts) < 3:
         raise c.error("POLYGON needs at least three vertices")
+    if len(pts) > MAX_VERTICES:
+        raise c.error(f"POLYGON has {len(pts)} vertices; at most {MAX_VERTICES} are accepted")
     if all(p.const for p in pts):
         return const_polygon([v for p in pts for v in p.const])
     items = [e for p in pts

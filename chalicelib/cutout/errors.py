@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..dali import UsageError
 
-class CutoutError(ValueError):
+
+class CutoutError(UsageError):
     """The request cannot be served as asked; the message says what to change."""
 
 
