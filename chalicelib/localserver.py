@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import traceback
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
@@ -21,6 +22,15 @@ from chalice.local import (
     MatchResult,
     RouteMatcher,
 )
+
+
+class NoRoute(LookupError):
+    """No route matches the path: a 404. Not a ValueError, which Chalice's gateway turns
+    into a 403 and which int() and friends raise for unrelated reasons."""
+
+
+class RouteError(RuntimeError):
+    """Route matching failed for another reason: a 500, never a 404 or a 403."""
 
 
 class GreedyRouteMatcher(RouteMatcher):
@@ -42,6 +52,14 @@ class GreedyRouteMatcher(RouteMatcher):
             self._patterns.append((route, re.compile((rx or "/") + "/?$")))
 
     def match_route(self, url: str) -> MatchResult:
+        try:
+            return self._match(url)
+        except NoRoute:
+            raise
+        except Exception as e:  # the gateway would answer a ValueError with a 403
+            raise RouteError(url) from e
+
+    def _match(self, url: str) -> MatchResult:
         parsed = urlparse(url)
         query = parse_qs(parsed.query, keep_blank_values=True)
         for route, rx in self._patterns:
@@ -49,7 +67,7 @@ class GreedyRouteMatcher(RouteMatcher):
             if m:
                 captured = {k.replace("__greedy", "+"): v for k, v in m.groupdict().items()}
                 return MatchResult(route, captured, query)
-        raise ValueError(f"No matching route found for: {url}")
+        raise NoRoute(parsed.path)
 
 
 class Handler(ChaliceRequestHandler):
@@ -81,12 +99,23 @@ class Handler(ChaliceRequestHandler):
         if os.environ.get("QUIET_HTTP") != "1":
             super().log_message(fmt, *args)
 
-    def _generic_handle(self):
+    def _generic_handle(self) -> None:
         try:
             super()._generic_handle()
-        except ValueError as e:  # no route: a clean 404, not a dropped connection
-            body = f"Not found: {e}".encode()
-            self._send_http_response(404, {"Content-Type": "text/plain"}, body)
+        except NoRoute as e:  # like the deployed API (handlers._not_found)
+            self._reply(404, f"Not found: {e.args[0]}")
+        except OSError:
+            raise  # the connection broke: nobody to answer
+        except Exception:  # on stderr even when QUIET_HTTP; the client never sees it
+            traceback.print_exc()
+            self._reply(500, "Internal server error", close=True)
+
+    def _reply(self, code: int, text: str, close: bool = False) -> None:
+        """A plain-text answer; close when the request stream can no longer be trusted."""
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if close:
+            headers["Connection"] = "close"  # send_header then sets close_connection
+        self._send_http_response(code, headers, (text + "\n").encode())
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
 
