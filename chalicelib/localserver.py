@@ -23,6 +23,19 @@ from chalice.local import (
     RouteMatcher,
 )
 
+MAX_BODY = 64 * 1024 * 1024  # request bodies above this are refused with 413
+_PIECE = 1 << 20  # bodies are read this much at a time, never one size-long allocation
+_LINE = 65537  # longest chunk-size or trailer line read, like http.server's request line
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class HttpError(Exception):
+    """A request the server refuses before the app sees it; the text is the answer."""
+
+    def __init__(self, status: int, text: str):
+        super().__init__(status, text)
+        self.status, self.text = status, text
+
 
 class NoRoute(LookupError):
     """No route matches the path: a 404. Not a ValueError, which Chalice's gateway turns
@@ -77,23 +90,53 @@ class Handler(ChaliceRequestHandler):
             list(app_object.routes))
         BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
-    def _parse_payload(self):
+    def _parse_payload(self) -> tuple[dict[str, str], bytes | None]:
         """Chalice reads Content-Length only; Java clients (TOPCAT, taplint) stream
-        multipart uploads chunked."""
-        if "chunked" not in self.headers.get("transfer-encoding", "").lower():
-            return super()._parse_payload()
-        body = bytearray()
-        while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                break
-            body += self.rfile.read(size)
-            self.rfile.readline()
+        multipart uploads chunked. Both are checked against MAX_BODY before reading."""
         headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
-        headers["Content-Length"] = str(len(body))
-        return headers, bytes(body)
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            body = self._read_chunked()
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+            headers["Content-Length"] = str(len(body))
+            return headers, body
+        length = self._content_length()
+        return headers, self._read_exact(length) if length else None
+
+    def _content_length(self) -> int:
+        value = self.headers.get("content-length", "0").strip()
+        if not value.isdigit():  # also refuses a sign, which int() would accept
+            raise HttpError(400, "Content-Length is not a number")
+        if int(value) > MAX_BODY:
+            raise HttpError(413, f"request body over {MAX_BODY} bytes")
+        return int(value)
+
+    def _read_chunked(self) -> bytes:
+        body = bytearray()
+        while size := self._chunk_size():
+            if len(body) + size > MAX_BODY:  # counted as chunks arrive, before reading
+                raise HttpError(413, f"request body over {MAX_BODY} bytes")
+            body += self._read_exact(size)
+            if self.rfile.readline(_LINE) not in (b"\r\n", b"\n"):
+                raise HttpError(400, "chunk not followed by CRLF")
+        while self.rfile.readline(_LINE) not in (b"\r\n", b"\n", b""):
+            pass  # trailers
+        return bytes(body)
+
+    def _chunk_size(self) -> int:
+        line = self.rfile.readline(_LINE).split(b";")[0].strip()  # drop chunk extensions
+        if not _HEX.fullmatch(line):
+            raise HttpError(400, "malformed chunk size")
+        return int(line, 16)
+
+    def _read_exact(self, n: int) -> bytes:
+        """n bytes, read in pieces so a lying size costs no memory up front."""
+        data = bytearray()
+        while len(data) < n:
+            piece = self.rfile.read(min(_PIECE, n - len(data)))
+            if not piece:
+                raise HttpError(400, "request body shorter than announced")
+            data += piece
+        return bytes(data)
 
     def log_message(self, fmt, *args):  # one line per request, on stderr
         if os.environ.get("QUIET_HTTP") != "1":
@@ -102,6 +145,8 @@ class Handler(ChaliceRequestHandler):
     def _generic_handle(self) -> None:
         try:
             super()._generic_handle()
+        except HttpError as e:  # the rest of the request is unread or unframed: close
+            self._reply(e.status, e.text, close=True)
         except NoRoute as e:  # like the deployed API (handlers._not_found)
             self._reply(404, f"Not found: {e.args[0]}")
         except OSError:

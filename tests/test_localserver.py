@@ -59,3 +59,46 @@ def test_route_matching_error_is_a_500_without_python_text(
     monkeypatch.setattr(localserver.GreedyRouteMatcher, "_match", broken)
     r = _exchange(server, b"GET /tap/availability HTTP/1.1\r\nHost: x\r\n\r\n")
     assert _status(r) == 500 and b"secret" not in r and b"int()" not in r
+
+
+def _post(headers: str, body: bytes = b"") -> bytes:
+    return (f"POST /tap/sync HTTP/1.1\r\nHost: x\r\n{headers}\r\n\r\n").encode() + body
+
+
+@pytest.mark.parametrize("request_bytes, text", [
+    (_post("Transfer-Encoding: chunked", b"zz\r\n"), b"malformed chunk size"),
+    (_post("Transfer-Encoding: chunked", b"-1\r\n"), b"malformed chunk size"),
+    (_post("Content-Length: abc"), b"Content-Length is not a number"),
+    (_post("Content-Length: -5"), b"Content-Length is not a number"),
+])
+def test_malformed_framing_is_400_in_plain_text(server: str, request_bytes: bytes,
+                                                text: bytes) -> None:
+    r = _exchange(server, request_bytes)
+    assert _status(r) == 400 and r.endswith(text + b"\n")
+    assert b"invalid literal" not in r and b"text/plain" in r
+
+
+def test_huge_chunk_size_is_413_not_memory_error(server: str) -> None:
+    r = _exchange(server, _post("Transfer-Encoding: chunked", b"FFFFFFFFFFFF\r\n"))
+    assert _status(r) == 413 and b"Connection: close" in r
+
+
+def test_content_length_over_max_body_is_413_before_reading(server: str) -> None:
+    r = _exchange(server, _post(f"Content-Length: {localserver.MAX_BODY + 1}"))
+    assert _status(r) == 413  # answered although no body byte was sent
+
+
+def test_chunked_body_over_max_body_is_counted_as_it_arrives(
+        server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(localserver, "MAX_BODY", 1000)
+    chunk = b"258\r\n" + b"x" * 600 + b"\r\n"  # two of these pass 1000 bytes
+    r = _exchange(server, _post("Transfer-Encoding: chunked", chunk + chunk))
+    assert _status(r) == 413
+
+
+def test_chunked_body_still_reaches_the_app(server: str) -> None:
+    form = b"REQUEST=doQuery&LANG=ADQL&QUERY=SELECT+TOP+1+*+FROM+TAP_SCHEMA.tables"
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(form), form)
+    r = _exchange(server, _post("Transfer-Encoding: chunked\r\nConnection: close\r\n"
+                                "Content-Type: application/x-www-form-urlencoded", body))
+    assert _status(r) == 200 and b"<VOTABLE" in r
