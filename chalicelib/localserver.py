@@ -24,6 +24,7 @@ from chalice.local import (
 )
 
 MAX_BODY = 64 * 1024 * 1024  # request bodies above this are refused with 413
+READ_TIMEOUT = 30.0  # seconds a socket read may wait; then the connection is dropped
 _PIECE = 1 << 20  # bodies are read this much at a time, never one size-long allocation
 _LINE = 65537  # longest chunk-size or trailer line read, like http.server's request line
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -84,6 +85,10 @@ class GreedyRouteMatcher(RouteMatcher):
 
 
 class Handler(ChaliceRequestHandler):
+    # StreamRequestHandler.setup applies it to the socket: a client that stalls (a body
+    # shorter than its Content-Length, an idle kept-alive connection) frees its thread.
+    timeout = READ_TIMEOUT
+
     def __init__(self, request, client_address, server, app_object, config):
         self.local_gateway = LocalGateway(app_object, config)
         self.local_gateway.event_converter._route_matcher = GreedyRouteMatcher(
@@ -132,7 +137,10 @@ class Handler(ChaliceRequestHandler):
         """n bytes, read in pieces so a lying size costs no memory up front."""
         data = bytearray()
         while len(data) < n:
-            piece = self.rfile.read(min(_PIECE, n - len(data)))
+            try:
+                piece = self.rfile.read(min(_PIECE, n - len(data)))
+            except TimeoutError:
+                raise HttpError(408, "request body not received in time") from None
             if not piece:
                 raise HttpError(400, "request body shorter than announced")
             data += piece

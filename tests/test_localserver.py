@@ -4,6 +4,9 @@ keep-alive and concurrency, each a regression test for a defect once found."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
@@ -102,3 +105,38 @@ def test_chunked_body_still_reaches_the_app(server: str) -> None:
     r = _exchange(server, _post("Transfer-Encoding: chunked\r\nConnection: close\r\n"
                                 "Content-Type: application/x-www-form-urlencoded", body))
     assert _status(r) == 200 and b"<VOTABLE" in r
+
+
+@pytest.fixture
+def short_timeout() -> Iterator[float]:
+    """A 1 s read timeout for connections opened meanwhile (the handler reads it at setup)."""
+    old = localserver.Handler.timeout
+    localserver.Handler.timeout = 1.0
+    yield 1.0
+    localserver.Handler.timeout = old
+
+
+def _request_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if "process_request_thread" in t.name}
+
+
+def test_body_shorter_than_content_length_times_out_and_frees_the_thread(
+        server: str, short_timeout: float) -> None:
+    before = _request_threads()
+    start = time.monotonic()
+    with socket.create_connection(_addr(server), timeout=10) as s:
+        s.sendall(_post("Content-Length: 10", b"abc"))
+        r = _read_response(s)
+        assert _status(r) == 408 and r.endswith(b"request body not received in time\n")
+        assert s.recv(1) == b""  # and the server closed the connection
+    assert time.monotonic() - start < short_timeout + 5
+    deadline = time.monotonic() + 5
+    while _request_threads() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _request_threads() - before
+
+
+def test_stalled_request_line_times_out(server: str, short_timeout: float) -> None:
+    with socket.create_connection(_addr(server), timeout=10) as s:
+        s.sendall(b"GET /tap/avail")
+        assert s.recv(1) == b""  # closed: http.server drops a request that times out
