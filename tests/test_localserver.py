@@ -3,6 +3,7 @@ keep-alive and concurrency, each a regression test for a defect once found."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
 import time
@@ -140,3 +141,66 @@ def test_stalled_request_line_times_out(server: str, short_timeout: float) -> No
     with socket.create_connection(_addr(server), timeout=10) as s:
         s.sendall(b"GET /tap/avail")
         assert s.recv(1) == b""  # closed: http.server drops a request that times out
+
+
+def test_kept_alive_connection_serves_requests_in_a_row(server: str) -> None:
+    conn = http.client.HTTPConnection(*_addr(server), timeout=10)
+    try:
+        for path in ["/tap/availability", "/nope", "/tap/availability", "/tap/availability"]:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            body = r.read()
+            if path == "/nope":
+                assert r.status == 404 and body == b"Not found: /nope\n"
+            else:
+                assert r.status == 200 and b"<vosi:available>true" in body
+            assert not r.will_close
+    finally:
+        conn.close()
+
+
+def test_expect_100_continue_is_sent_before_the_body(server: str) -> None:
+    with socket.create_connection(_addr(server), timeout=10) as s:
+        s.sendall(_post("Expect: 100-continue\r\nContent-Length: 3"))
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(b"a=b")
+        assert _status(_read_response(s)) == 400  # the app's answer: no REQUEST
+
+
+def test_expect_100_continue_over_max_body_is_refused_at_once(server: str) -> None:
+    r = _exchange(server, _post("Expect: 100-continue\r\n"
+                                f"Content-Length: {localserver.MAX_BODY + 1}"))
+    assert _status(r) == 413
+
+
+class _CountingSocket(socket.socket):
+    """Counts the sends a response takes."""
+
+    sends = 0
+
+    def send(self, data, flags: int = 0) -> int:
+        self.sends += 1
+        return super().send(data, flags)
+
+    def sendall(self, data, flags: int = 0) -> None:
+        self.sends += 1
+        super().sendall(data, flags)
+
+
+def test_a_response_is_one_send_with_nagle_off() -> None:
+    from chalice.config import Config
+    from chalice.local import LocalChalice
+
+    app = LocalChalice("tiny")
+    app.route("/ping")(lambda: {"pong": True})
+    with socket.create_server(("127.0.0.1", 0)) as listener, \
+            socket.create_connection(listener.getsockname()[:2], timeout=10) as client:
+        conn, addr = listener.accept()
+        sock = _CountingSocket(fileno=conn.detach())
+        with sock:
+            client.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            localserver.Handler(sock, addr, None, app, Config.create(app_name="tiny"))
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert sock.sends == 1
+        r = _read_response(client)
+    assert _status(r) == 200 and r.endswith(b'{"pong":true}')
