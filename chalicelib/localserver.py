@@ -21,6 +21,7 @@ from chalice.local import (
     LocalGateway,
     MatchResult,
     RouteMatcher,
+    ThreadedHTTPServer,
 )
 
 MAX_BODY = 64 * 1024 * 1024  # request bodies above this are refused with 413
@@ -203,7 +204,10 @@ def make_server(archive: str | None, host: str = "127.0.0.1", port: int = 0) -> 
     app = app_module.app
     app.__class__ = LocalChalice
     config = Config.create(app_name=app.app_name, lambda_timeout=900)
-    return LocalDevServer(app, config, host, port, handler_cls=Handler)
+    # A thread per connection (Chalice's default, named so it stays so): a slow or
+    # stalled client never blocks another.
+    return LocalDevServer(app, config, host, port, handler_cls=Handler,
+                          server_cls=ThreadedHTTPServer)
 
 
 def start_background(archive: str | None, host: str = "127.0.0.1", port: int = 0):

@@ -204,3 +204,12 @@ def test_a_response_is_one_send_with_nagle_off() -> None:
             assert sock.sends == 1
         r = _read_response(client)
     assert _status(r) == 200 and r.endswith(b'{"pong":true}')
+
+
+def test_a_stalled_request_does_not_block_another(server: str) -> None:
+    with socket.create_connection(_addr(server), timeout=10) as stalled:
+        stalled.sendall(b"POST /tap/sync HTTP/1.1\r\nHost: x\r\nContent-Len")  # and stops
+        start = time.monotonic()
+        r = _exchange(server, b"GET /tap/availability HTTP/1.1\r\nHost: x\r\n"
+                              b"Connection: close\r\n\r\n", timeout=5)
+        assert _status(r) == 200 and time.monotonic() - start < 5
