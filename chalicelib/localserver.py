@@ -11,6 +11,8 @@ import os
 import re
 import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
@@ -37,6 +39,15 @@ class HttpError(Exception):
     def __init__(self, status: int, text: str):
         super().__init__(status, text)
         self.status, self.text = status, text
+
+
+@contextmanager
+def _body_timeout() -> Iterator[None]:
+    """A body read that outlasts the socket timeout is answered 408, not just dropped."""
+    try:
+        yield
+    except TimeoutError:
+        raise HttpError(408, "request body not received in time") from None
 
 
 class NoRoute(LookupError):
@@ -128,26 +139,28 @@ class Handler(ChaliceRequestHandler):
             if len(body) + size > MAX_BODY:  # counted as chunks arrive, before reading
                 raise HttpError(413, f"request body over {MAX_BODY} bytes")
             body += self._read_exact(size)
-            if self.rfile.readline(_LINE) not in (b"\r\n", b"\n"):
+            if self._readline() not in (b"\r\n", b"\n"):
                 raise HttpError(400, "chunk not followed by CRLF")
-        while self.rfile.readline(_LINE) not in (b"\r\n", b"\n", b""):
+        while self._readline() not in (b"\r\n", b"\n", b""):
             pass  # trailers
         return bytes(body)
 
     def _chunk_size(self) -> int:
-        line = self.rfile.readline(_LINE).split(b";")[0].strip()  # drop chunk extensions
+        line = self._readline().split(b";")[0].strip()  # drop chunk extensions
         if not _HEX.fullmatch(line):
             raise HttpError(400, "malformed chunk size")
         return int(line, 16)
+
+    def _readline(self) -> bytes:
+        with _body_timeout():
+            return self.rfile.readline(_LINE)
 
     def _read_exact(self, n: int) -> bytes:
         """n bytes, read in pieces so a lying size costs no memory up front."""
         data = bytearray()
         while len(data) < n:
-            try:
+            with _body_timeout():
                 piece = self.rfile.read(min(_PIECE, n - len(data)))
-            except TimeoutError:
-                raise HttpError(408, "request body not received in time") from None
             if not piece:
                 raise HttpError(400, "request body shorter than announced")
             data += piece

@@ -121,12 +121,16 @@ def _request_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if "process_request_thread" in t.name}
 
 
+@pytest.mark.parametrize("request_bytes", [
+    _post("Content-Length: 10", b"abc"),
+    _post("Transfer-Encoding: chunked", b"3\r\nabc\r\n"),  # no next chunk size
+])
 def test_body_shorter_than_content_length_times_out_and_frees_the_thread(
-        server: str, short_timeout: float) -> None:
+        server: str, short_timeout: float, request_bytes: bytes) -> None:
     before = _request_threads()
     start = time.monotonic()
     with socket.create_connection(_addr(server), timeout=10) as s:
-        s.sendall(_post("Content-Length: 10", b"abc"))
+        s.sendall(request_bytes)
         r = _read_response(s)
         assert _status(r) == 408 and r.endswith(b"request body not received in time\n")
         assert s.recv(1) == b""  # and the server closed the connection
