@@ -182,6 +182,7 @@ class Handler(ChaliceRequestHandler):
 
     def _generic_handle(self) -> None:
         try:
+            self._bound_host()
             super()._generic_handle()
         except HttpError as e:  # the rest of the request is unread or unframed: close
             self._reply(e.status, e.text, close=True)
@@ -192,6 +193,14 @@ class Handler(ChaliceRequestHandler):
         except Exception:  # on stderr even when QUIET_HTTP; the client never sees it
             traceback.print_exc()
             self._reply(500, "Internal server error", close=True)
+
+    def _bound_host(self) -> None:
+        """Host becomes the address the connection arrived on (the bound address): a
+        caller's Host header must never reach the URLs we hand out (web.base_url reads
+        Host locally)."""
+        host, port = self.connection.getsockname()[:2]
+        del self.headers["Host"]
+        self.headers["Host"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _reply(self, code: int, text: str, close: bool = False) -> None:
         """A plain-text answer; close when the request stream can no longer be trusted."""

@@ -1,0 +1,171 @@
+"""Regression tests for the defects found by hostile and unusual input (issue 16), each
+named after its item, run against the local server over the session archive."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import requests
+
+from chalicelib import dali, runtime
+
+VOTABLE_ERROR = b'name="QUERY_STATUS" value="ERROR"'
+
+
+@pytest.fixture(scope="module")
+def image_key(archive) -> str:
+    data = Path(archive.url) / "data"
+    return next(p for p in sorted(data.rglob("level2_*.fits"))).relative_to(data).as_posix()
+
+
+def _raw(base: str, request: bytes) -> bytes:
+    host, port = urlparse(base).hostname, urlparse(base).port
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(request)
+        return s.recv(65536)
+
+
+# ---- 3: the Host header is not trusted ------------------------------------------------------
+
+def test_defect_03_host_header_never_reaches_access_urls(server):
+    r = requests.get(server + "/tap/capabilities", headers={"Host": "evil.example:1234"})
+    assert r.status_code == 200 and b"evil.example" not in r.content
+    assert server.encode() in r.content
+    r = requests.get(server + "/tap/sync", headers={"Host": "evil.example:1234"},
+                     params={"LANG": "ADQL", "QUERY": "SELECT TOP 1 access_url FROM "
+                             "ivoa.obscore"})
+    assert r.status_code == 200 and b"evil.example" not in r.content
+
+
+def test_defect_03_forwarded_headers_only_behind_a_declared_proxy(server, monkeypatch):
+    fwd = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
+    assert b"evil.example" not in requests.get(server + "/sia/capabilities",
+                                               headers=fwd).content
+    monkeypatch.setenv("TRUSTED_PROXY", "1")
+    proxied = requests.get(server + "/sia/capabilities", headers={
+        "X-Forwarded-Host": "archive.example.org", "X-Forwarded-Proto": "https"})
+    assert b"https://archive.example.org/sia" in proxied.content
+
+
+def test_defect_03_catalogues_do_not_grow_with_hosts(server):
+    for i in range(12):
+        requests.get(server + "/tap/availability", headers={"Host": f"h{i}.example"})
+        requests.get(server + "/sia/query", headers={"Host": f"h{i}.example"},
+                     params={"MAXREC": "0"})
+    assert len(runtime._catalogues) <= runtime.MAX_CATALOGUES
+
+
+# ---- 4: limits checked before any work ------------------------------------------------------
+
+def _polygon(n: int) -> str:
+    return ",".join(f"{10 + 0.001 * i:.4f},{10 + (i % 2) * 0.001}" for i in range(n))
+
+
+def test_defect_04_big_polygons_and_queries_are_refused_at_once(server):
+    query = ("SELECT obs_id FROM ivoa.obscore WHERE CONTAINS(POINT('ICRS', s_ra, s_dec), "
+             f"POLYGON('ICRS', {_polygon(10_000)}))=1")
+    t0 = time.perf_counter()
+    r = requests.post(server + "/tap/sync", data={"LANG": "ADQL", "QUERY": query})
+    assert r.status_code == 400 and VOTABLE_ERROR in r.content
+    assert b"100,000 are accepted" in r.content and time.perf_counter() - t0 < 2
+    query = query.replace(_polygon(10_000), _polygon(dali.MAX_VERTICES + 1))
+    r = requests.post(server + "/tap/sync", data={"LANG": "ADQL", "QUERY": query})
+    assert r.status_code == 400 and f"at most {dali.MAX_VERTICES}".encode() in r.content
+    pos = "POLYGON " + _polygon(dali.MAX_VERTICES + 1).replace(",", " ")
+    for path in ("/sia/query", "/coverage"):
+        r = requests.post(server + path, data={"POS": pos})
+        assert r.status_code == 400 and f"at most {dali.MAX_VERTICES}".encode() in r.content
+
+
+def test_defect_04_the_largest_accepted_polygon_answers(server):
+    query = ("SELECT COUNT(*) AS n FROM ivoa.obscore WHERE INTERSECTS(s_region, "
+             f"POLYGON('ICRS', {_polygon(dali.MAX_VERTICES)}))=1")
+    r = requests.post(server + "/tap/sync", data={"LANG": "ADQL", "QUERY": query,
+                                                  "RESPONSEFORMAT": "csv"})
+    assert r.status_code == 200 and r.text.splitlines()[0] == "n"
+
+
+# ---- 8: RFC 2231 multipart field names ------------------------------------------------------
+
+def test_defect_08_rfc2231_multipart_names(server):
+    boundary = "b0undary"
+    parts = [("LANG", "ADQL"), ("QUERY", "SELECT TOP 1 obs_id FROM ivoa.obscore"),
+             ("RESPONSEFORMAT", "csv")]
+    body = "".join(f"--{boundary}\r\nContent-Disposition: form-data; name*=UTF-8''{k}"
+                   f"\r\n\r\n{v}\r\n" for k, v in parts) + f"--{boundary}--\r\n"
+    r = requests.post(server + "/tap/sync", data=body.encode(), headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 200 and r.text.splitlines()[0] == "obs_id"
+
+
+# ---- 9-11: numbers that are not finite or not in range --------------------------------------
+
+@pytest.mark.parametrize("center,size", [
+    ("10,10", "1e308"), ("1e308,0px", "10px"), ("1e20,0px", "1e308deg"),
+    ("10,10", "1e308rad"), ("inf,0", "1"), ("nan,0", "1"), ("1e308,0", "1")])
+def test_defect_09_cutout_huge_numbers(server, image_key, center, size):
+    ra, dec = center.removesuffix("px").split(",")
+    urls = [(f"{server}/data/{image_key}", {"center": center, "size": size})]
+    if not center.endswith("px"):  # the REST and descriptor syntaxes take ra, dec in deg
+        q = {"ra": ra, "dec": dec, "size": size}
+        urls += [(f"{server}/cutout/{image_key}", q),
+                 (f"{server}/cutout", {**q, "path": image_key})]
+    for url, query in urls:
+        r = requests.get(url, params=query)
+        assert r.status_code == 400 and r.text.startswith("UsageError"), (url, r.text)
+
+
+@pytest.mark.parametrize("pos", ["POLYGON 10 10 11 10 Infinity 11", "CIRCLE nan 1 1",
+                                 "CIRCLE 10 10 1e400", "POLYGON 10 10 11 10 nan 11"])
+def test_defect_10_sia_refuses_non_finite_positions(server, pos):
+    r = requests.get(server + "/sia/query", params={"POS": pos})
+    assert r.status_code == 400 and VOTABLE_ERROR in r.content
+
+
+@pytest.mark.parametrize("pos", ["CIRCLE nan 1 1", "CIRCLE 1 2 -1", "CIRCLE 1 95 1",
+                                 "POLYGON 10 10 11 10 Infinity 11", "RANGE 1 2 3 4",
+                                 "CIRCLE 1 2 200"])
+def test_defect_11_coverage_refuses_what_sia_refuses(server, pos):
+    r = requests.get(server + "/coverage", params={"POS": pos})
+    assert r.status_code == 400 and VOTABLE_ERROR in r.content, (pos, r.text)
+    if "CIRCLE" in pos and "nan" not in pos and "95" not in pos:
+        assert b" deg" in r.content and b"radian" not in r.content
+
+
+def test_defect_11_coverage_polygon_longitudes_wrap(server):
+    """RA 1000 is RA 280: the same answer as the wrapped polygon, not a 500."""
+    wrapped = requests.get(server + "/coverage", params={"POS": "POLYGON 10 10 280 10 10 11"})
+    raw = requests.get(server + "/coverage", params={"POS": "POLYGON 10 10 1000 10 10 11"})
+    assert raw.status_code == wrapped.status_code == 200 and raw.content == wrapped.content
+
+
+# ---- 13 and the class guard: one place maps exceptions to error documents -------------------
+
+def test_unexpected_errors_are_a_500_with_a_request_id_and_no_detail(server, monkeypatch,
+                                                                      caplog):
+    from chalicelib import sia
+
+    def broken(*_a, **_k):
+        raise RuntimeError("/secret/local/path s3://private-bucket AWS_SECRET")
+
+    monkeypatch.setattr(sia, "where", broken)
+    r = requests.get(server + "/sia/query", params={"POS": "CIRCLE 1 2 0.1"})
+    assert r.status_code == 500 and VOTABLE_ERROR in r.content
+    rid = r.headers["X-Request-Id"]
+    assert rid.encode() in r.content
+    for secret in (b"secret", b"private-bucket", b"AWS_SECRET", b"RuntimeError",
+                   b"Traceback"):
+        assert secret not in r.content
+    logged = [rec for rec in caplog.records if rid in rec.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+
+
+def test_caller_mistakes_are_logged_as_one_line_without_traceback(server, caplog):
+    caplog.set_level("INFO", logger="chalicelib.web")
+    r = requests.get(server + "/data/x.fits", params={"center": "1e308,0px", "size": "1"})
+    assert r.status_code in (400, 404)
+    assert not any(rec.exc_info for rec in caplog.records)
