@@ -20,18 +20,13 @@ class UploadError(ValueError):
     pass
 
 
-def _fetch(uri: str, limit: int) -> bytes:
-    import requests
+def _fetch(uri: str, name: str, limit: int) -> bytes:
+    from . import outbound
 
     try:
-        with requests.get(uri, stream=True, timeout=20) as r:
-            r.raise_for_status()
-            data = r.raw.read(limit + 1, decode_content=True)
-    except requests.RequestException as e:
-        raise UploadError(f"could not fetch the upload {uri}: {e}") from None
-    if len(data) > limit:
-        raise UploadError(f"upload {uri} exceeds the limit of {limit} bytes")
-    return data
+        return outbound.fetch(uri, limit)
+    except outbound.OutboundError as e:
+        raise UploadError(f"UPLOAD {name}: {e}") from None
 
 
 def _stored(key: str) -> bytes:
@@ -101,10 +96,8 @@ def load_uploads(params: Params, limit: int) -> tuple[dict[str, pa.Table], dict]
                 data = part.content
             elif uri.startswith("archive:uploads/") and ".." not in uri:
                 data = _stored(uri[len("archive:"):])  # an async job's inline upload
-            elif uri.startswith(("http://", "https://")):
-                data = _fetch(uri, limit)
-            else:
-                raise UploadError(f"UPLOAD {name}: only param: and http(s) URIs are accepted")
+            else:  # outbound refuses file:, ftp: ... with its one text
+                data = _fetch(uri, name, limit)
             total += len(data)
             if total > limit:
                 raise UploadError(f"uploads exceed the limit of {limit} bytes")

@@ -1,0 +1,236 @@
+"""TAP UPLOAD: the guarded outbound fetch (no SSRF), every VOTable datatype, the limits.
+
+The web server here binds 127.0.0.1 on a port picked at run time and is stopped at the
+end; it is reachable only because the tests allow it with OUTBOUND_ALLOW.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import socket
+import threading
+from contextlib import closing
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pytest
+import requests
+from astropy.io.votable import from_table
+from astropy.table import Table
+
+from chalicelib import catalogue, outbound, tap, tapupload
+from chalicelib.storage import Archive
+from chalicelib.web import Params, Upload
+
+LIMIT = 1 << 20
+
+
+def _votable(table: Table, fmt: str = "tabledata") -> bytes:
+    buf = io.BytesIO()
+    from_table(table).to_xml(buf, tabledata_format=fmt)
+    return buf.getvalue()
+
+
+SMALL = _votable(Table({"n": np.array([1, 2, 3], dtype=np.int32), "s": ["a", "b", "c"]}))
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """/table.xml: a VOTable; /redirect?to=URL: a 302; /big?n=N, /stream?n=N: N bytes
+    with and without Content-Length; else 404."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        self.server.hosts.append(self.headers["Host"])
+        if url.path == "/table.xml":
+            self._send(200, SMALL)
+        elif url.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", query["to"])
+            self.end_headers()
+        elif url.path == "/big":
+            self._send(200, b"x" * int(query["n"]))
+        elif url.path == "/stream":  # no Content-Length: the cap must hold while reading
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"x" * int(query["n"]))
+        else:
+            self._send(404, b"no such thing")
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def web():
+    """A tiny http.server on 127.0.0.1 (a free port), in a thread; yields its base URL."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.hosts = []
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def allowed(web, monkeypatch) -> str:
+    """The web server's base URL, allowed by the operator's list."""
+    base, _ = web
+    monkeypatch.setenv("OUTBOUND_ALLOW", f"elsewhere.test:80, {urlsplit(base).netloc}")
+    return base
+
+
+@pytest.fixture(scope="module")
+def cat(tmp_path_factory) -> catalogue.Catalogue:
+    """A catalogue over an empty archive: the uploads are the only tables with rows."""
+    return catalogue.Catalogue(Archive(str(tmp_path_factory.mktemp("empty-archive"))))
+
+
+def _sync(monkeypatch, cat, query: str, uploads: list[str], files: dict[str, bytes] = ()):
+    """tap.sync (the reply the HTTP layer sends) for a query with UPLOAD parameters."""
+    monkeypatch.setattr(tap.runtime, "catalogue", lambda base: cat)
+    pairs = [("LANG", "ADQL"), ("QUERY", query)] + [("UPLOAD", u) for u in uploads]
+    parts = {k: Upload(k, v) for k, v in dict(files).items()}
+    return tap.sync(Params(pairs, parts), "http://tap.test")
+
+
+def _error(reply) -> str:
+    assert reply.status == 400, reply.body[:500]
+    body = reply.body.decode()
+    assert 'name="QUERY_STATUS" value="ERROR"' in body
+    return body
+
+
+def _closed_port() -> int:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nobody listens once it is closed
+
+
+# ---- 1. UPLOAD by URL: no server-side request forgery -------------------------------------
+
+REFUSED = ["http://127.0.0.1/", "http://127.0.0.2:8080/x", "http://[::1]/", "http://10.0.0.7/",
+           "http://169.254.169.254/latest/meta-data/", "http://localhost/", "file:///etc/passwd",
+           "ftp://ftp.example.org/t.xml", "http://2130706433/", "http://[::ffff:127.0.0.1]/",
+           "http://100.64.0.1/", "http://[fd00:ec2::254]/", "http://0.0.0.0/",
+           "http://user@8.8.8.8/"]
+
+
+@pytest.mark.parametrize("url", REFUSED)
+def test_ssrf_private_and_odd_urls_are_refused_with_one_text(url):
+    with pytest.raises(outbound.OutboundError) as e:
+        outbound.fetch(url, LIMIT)
+    assert str(e.value) == outbound.public_message(LIMIT)
+
+
+def test_ssrf_addresses_embedding_private_ipv4_are_not_public():
+    private = ["::ffff:10.0.0.1", "2002:7f00:1::1", "64:ff9b::a9fe:a9fe", "fe80::1%lo",
+               "224.0.0.1", "ff0e::1", "240.0.0.1", "192.168.1.1", "172.16.0.1", "::"]
+    assert not any(outbound.is_public(a) for a in private)
+    assert all(outbound.is_public(a) for a in ["8.8.8.8", "2606:4700::1111", "64:ff9b::808:808"])
+
+
+def test_ssrf_upload_error_is_the_same_for_every_refusal(monkeypatch, cat, web):
+    """Loopback open port, loopback closed port, metadata and file: all answer one text."""
+    base, _ = web
+    urls = [f"{base}/table.xml", f"http://127.0.0.1:{_closed_port()}/table.xml",
+            "http://169.254.169.254/latest/meta-data/", "http://localhost/x",
+            "file:///etc/passwd"]
+    texts = set()
+    for url in urls:
+        reply = _sync(monkeypatch, cat, "SELECT * FROM TAP_UPLOAD.t", [f"t,{url}"])
+        texts.add(_error(reply).split('value="ERROR">', 1)[1].split("<", 1)[0])
+    assert texts == {f"UPLOAD t: {outbound.public_message(tap.UPLOAD_LIMIT)}"}, texts
+
+
+def test_ssrf_open_and_closed_allowed_ports_look_alike(allowed, monkeypatch):
+    """Even where the operator allows loopback, the text does not tell a closed port from
+    an open one answering 404."""
+    closed = _closed_port()
+    monkeypatch.setenv("OUTBOUND_ALLOW", f"{urlsplit(allowed).netloc},127.0.0.1:{closed}")
+    texts = set()
+    for url in (f"{allowed}/nothing-here", f"http://127.0.0.1:{closed}/table.xml"):
+        with pytest.raises(outbound.OutboundError) as e:
+            outbound.fetch(url, LIMIT)
+        texts.add(str(e.value))
+    assert texts == {outbound.public_message(LIMIT)}
+
+
+def test_ssrf_redirect_to_a_private_address_is_refused(allowed):
+    assert outbound.fetch(f"{allowed}/redirect?to=/table.xml", LIMIT) == SMALL
+    for target in ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.2/",
+                   "file:///etc/passwd"):
+        with pytest.raises(outbound.OutboundError):
+            outbound.fetch(f"{allowed}/redirect?to={target}", LIMIT)
+
+
+def test_ssrf_redirects_are_followed_at_most_three_times(allowed):
+    def chain(n: int) -> str:
+        url = "/table.xml"
+        for _ in range(n):
+            url = f"{allowed}/redirect?to={requests.utils.quote(url, safe='')}"
+        return url
+
+    assert outbound.fetch(chain(3), LIMIT) == SMALL
+    with pytest.raises(outbound.OutboundError):
+        outbound.fetch(chain(4), LIMIT)
+
+
+def test_ssrf_the_vetted_address_is_the_one_connected(allowed, web, monkeypatch):
+    """The name is resolved once (DNS rebinding cannot swap the address after the check)
+    and the request still carries the URL's host."""
+    port = urlsplit(allowed).port
+    real, calls = socket.getaddrinfo, []
+
+    def resolve(host, *args, **kw):
+        if host == "rebind.test":
+            calls.append(host)
+            host = "127.0.0.1" if len(calls) == 1 else "10.9.9.9"
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    monkeypatch.setenv("OUTBOUND_ALLOW", f"rebind.test:{port}")
+    assert outbound.fetch(f"http://rebind.test:{port}/table.xml", LIMIT) == SMALL
+    assert calls == ["rebind.test"] and web[1].hosts[-1] == f"rebind.test:{port}"
+
+
+def test_ssrf_allow_list_is_exact_host_and_port(web, monkeypatch):
+    base, _ = web
+    port = urlsplit(base).port
+    monkeypatch.setenv("OUTBOUND_ALLOW", f"127.0.0.1:{port + 1},localhost:{port}")
+    with pytest.raises(outbound.OutboundError):
+        outbound.fetch(f"{base}/table.xml", LIMIT)
+
+
+@pytest.mark.parametrize("path", ["big", "stream"])
+def test_ssrf_size_cap_holds_while_streaming(allowed, path):
+    assert len(outbound.fetch(f"{allowed}/{path}?n=1000", 1000)) == 1000
+    with pytest.raises(outbound.OutboundError):
+        outbound.fetch(f"{allowed}/{path}?n={(1 << 20) + 1}", 1000)
+    with pytest.raises(outbound.OutboundError):
+        outbound.fetch(f"{allowed}/{path}?n=1001", 1000)
+
+
+def test_ssrf_allowed_url_upload_works_end_to_end(allowed):
+    tables, described = tapupload.load_uploads(
+        Params([("UPLOAD", f"Mine,{allowed}/table.xml")]), LIMIT)
+    assert tables["mine"].to_pydict() == {"n": [1, 2, 3], "s": ["a", "b", "c"]}
+    assert described["mine"].name == "TAP_UPLOAD.mine"
+
+
+def test_ssrf_allowed_url_upload_over_http(allowed, server):
+    """Through the real server: a URL upload joined in a query."""
+    r = requests.post(server + "/tap/sync", data={
+        "LANG": "ADQL", "QUERY": "SELECT n, s FROM TAP_UPLOAD.t ORDER BY n DESC",
+        "UPLOAD": f"t,{allowed}/table.xml", "RESPONSEFORMAT": "csv"})
+    assert r.status_code == 200, r.text[:500]
+    assert r.text.split() == ["n,s", "3,c", "2,b", "1,a"]
