@@ -19,6 +19,14 @@ if TYPE_CHECKING:  # astropy loads on first upload only
     from astropy.io.votable.tree import TableElement as VOTable
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+UPLOAD_MAX_TABLES = 10  # per request
+UPLOAD_MAX_ROWS = 1_000_000  # per table
+UPLOAD_MAX_COLUMNS = 1000  # per table
+# for counting before parsing (tags may carry a namespace prefix)
+_DATA = re.compile(rb"<(?:[\w.-]+:)?DATA[\s>]")
+_FIELD = re.compile(rb"<(?:[\w.-]+:)?FIELD[\s/>]")
+_TR = re.compile(rb"<(?:[\w.-]+:)?TR[\s>]")
+_NROWS = re.compile(rb"<(?:[\w.-]+:)?TABLE\s[^>]*?nrows\s*=\s*[\"'](\d+)")
 
 
 # VOTable numeric datatype -> the Arrow type DuckDB holds it in (unsignedByte widened:
@@ -51,16 +59,39 @@ def _stored(key: str) -> bytes:
         raise UploadError(f"the uploaded table {key} is gone") from None
 
 
+def _limits(name: str, columns: int, rows: int) -> None:
+    if columns > UPLOAD_MAX_COLUMNS:
+        raise UploadError(f"UPLOAD {name}: {columns} columns; the limit (UPLOAD_MAX_COLUMNS) "
+                          f"is {UPLOAD_MAX_COLUMNS} per table")
+    if rows > UPLOAD_MAX_ROWS:
+        raise UploadError(f"UPLOAD {name}: {rows} rows; the limit (UPLOAD_MAX_ROWS) is "
+                          f"{UPLOAD_MAX_ROWS} per table")
+
+
+def _prescan(data: bytes, name: str) -> None:
+    """Refuse an over-limit table before astropy parses all of it: the FIELDs before the
+    first DATA, the declared nrows and TABLEDATA's rows (BINARY rows are only counted
+    once parsed)."""
+    found = _DATA.search(data)
+    head = found.start() if found else len(data)
+    columns = len(_FIELD.findall(data, 0, head))
+    nrows = _NROWS.search(data, 0, head)
+    rows = max(int(nrows.group(1)) if nrows else 0, sum(1 for _ in _TR.finditer(data)))
+    _limits(name, columns, rows)
+
+
 def _parse(data: bytes, name: str) -> VOTable:
-    """The first VOTable TABLE."""
+    """The first VOTable TABLE, refused before any conversion when over the limits."""
     from astropy.io.votable import parse_single_table
 
+    _prescan(data, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             vt = parse_single_table(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - any parse failure is the caller's document
         raise UploadError(f"upload {name!r} is not a readable VOTable: {e}") from None
+    _limits(name, len(vt.fields), len(vt.array))
     return vt
 
 
@@ -164,6 +195,9 @@ def load_uploads(params: Params, limit: int) -> tuple[dict[str, pa.Table], dict]
 
     tables, described = {}, {}
     specs = [s for v in params.getall("UPLOAD") for s in v.split(";") if s.strip()]
+    if len(specs) > UPLOAD_MAX_TABLES:  # before anything is read or fetched
+        raise TapUsageError(f"UPLOAD: {len(specs)} tables; the limit (UPLOAD_MAX_TABLES) is "
+                            f"{UPLOAD_MAX_TABLES} per request")
     total = 0
     for spec in specs:
         name, _, uri = spec.partition(",")

@@ -343,3 +343,65 @@ def test_column_names_repeating_in_another_case_are_refused(monkeypatch, cat):
     doc = _votable(Table({"ra": [1.0], "RA": [2.0]}))
     reply = _sync(monkeypatch, cat, "SELECT * FROM TAP_UPLOAD.t", ["t,param:t"], {"t": doc})
     assert "unique" in _error(reply)
+
+
+# ---- 3. limits, checked before the work and named in the error ---------------------------
+
+
+def _tabledata(fields: int, rows: int, nrows: str = "") -> bytes:
+    head = "".join(f'<FIELD name="c{i}" datatype="short"/>' for i in range(fields))
+    row = "<TR>" + "<TD>1</TD>" * fields + "</TR>"
+    return (f'<?xml version="1.0"?><VOTABLE version="1.4" '
+            f'xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE><TABLE{nrows}>{head}'
+            f"<DATA><TABLEDATA>").encode() + row.encode() * rows + \
+        b"</TABLEDATA></DATA></TABLE></RESOURCE></VOTABLE>"
+
+
+@pytest.fixture
+def no_parsing(monkeypatch):
+    """Fails a test whose upload reaches astropy's parser."""
+    import astropy.io.votable
+
+    def refuse(*args, **kw):
+        raise AssertionError("the upload was parsed")
+
+    monkeypatch.setattr(astropy.io.votable, "parse_single_table", refuse)
+
+
+def test_upload_max_rows_refused_before_parsing(monkeypatch, cat, no_parsing):
+    doc = _tabledata(1, tapupload.UPLOAD_MAX_ROWS + 1)
+    assert tapupload.UPLOAD_MAX_ROWS == 1_000_000 and len(doc) < tap.UPLOAD_LIMIT
+    reply = _sync(monkeypatch, cat, "SELECT * FROM TAP_UPLOAD.t", ["t,param:t"], {"t": doc})
+    assert "UPLOAD_MAX_ROWS) is 1000000" in _error(reply)
+    reply = _sync(monkeypatch, cat, "SELECT * FROM TAP_UPLOAD.t", ["t,param:t"],
+                  {"t": _tabledata(1, 1, ' nrows="2000000"')})
+    assert "2000000 rows" in _error(reply)
+
+
+def test_upload_max_columns_refused_before_parsing(monkeypatch, cat, no_parsing):
+    doc = _tabledata(tapupload.UPLOAD_MAX_COLUMNS + 1, 1)
+    reply = _sync(monkeypatch, cat, "SELECT * FROM TAP_UPLOAD.t", ["t,param:t"], {"t": doc})
+    assert "1001 columns; the limit (UPLOAD_MAX_COLUMNS) is 1000" in _error(reply)
+
+
+def test_upload_limits_hold_for_binary_tables(monkeypatch, cat):
+    """BINARY2 rows cannot be counted unparsed: refused after parsing, before conversion."""
+    monkeypatch.setattr(tapupload, "UPLOAD_MAX_ROWS", 4)
+    monkeypatch.setattr(tapupload, "UPLOAD_MAX_COLUMNS", 2)
+    monkeypatch.setattr(tapupload, "_column", lambda *a: pytest.fail("converted"))
+    wide, tall = Table({"a": [1], "b": [2], "c": [3]}), Table({"a": np.arange(5)})
+    for table, message in ((wide, "UPLOAD_MAX_COLUMNS) is 2"), (tall, "UPLOAD_MAX_ROWS) is 4")):
+        reply = _sync(monkeypatch, cat, "SELECT * FROM TAP_UPLOAD.t", ["t,param:t"],
+                      {"t": _votable(table, "binary2")})
+        assert message in _error(reply)
+
+
+def test_upload_max_tables_refused_before_any_fetch(monkeypatch, cat, allowed, web):
+    n = tapupload.UPLOAD_MAX_TABLES + 1
+    before = len(web[1].hosts)
+    uploads = [";".join(f"t{i},{allowed}/table.xml" for i in range(n))]
+    reply = _sync(monkeypatch, cat, "SELECT * FROM TAP_UPLOAD.t0", uploads)
+    assert "11 tables; the limit (UPLOAD_MAX_TABLES) is 10" in _error(reply)
+    assert len(web[1].hosts) == before
+    ten = [f"t{i},{allowed}/table.xml" for i in range(n - 1)]
+    assert _sync(monkeypatch, cat, "SELECT * FROM TAP_UPLOAD.t9", ten).status == 200
