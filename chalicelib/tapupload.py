@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -13,25 +14,40 @@ import pyarrow as pa
 from . import schema
 from .web import Params
 
+if TYPE_CHECKING:  # astropy loads on first upload only
+    from astropy.io.votable.tree import Field
+    from astropy.io.votable.tree import TableElement as VOTable
+
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+UPLOAD_MAX_TABLES = 10  # per request
+UPLOAD_MAX_ROWS = 1_000_000  # per table
+UPLOAD_MAX_COLUMNS = 1000  # per table
+# for counting before parsing (tags may carry a namespace prefix)
+_DATA = re.compile(rb"<(?:[\w.-]+:)?DATA[\s>]")
+_FIELD = re.compile(rb"<(?:[\w.-]+:)?FIELD[\s/>]")
+_TR = re.compile(rb"<(?:[\w.-]+:)?TR[\s>]")
+_NROWS = re.compile(rb"<(?:[\w.-]+:)?TABLE\s[^>]*?nrows\s*=\s*[\"'](\d+)")
+
+
+# VOTable numeric datatype -> the Arrow type DuckDB holds it in (unsignedByte widened:
+# the schema layer has no uint8 column, and is served back as unsignedByte)
+_HELD = {"unsignedByte": pa.int16(), "short": pa.int16(), "int": pa.int32(),
+         "long": pa.int64(), "float": pa.float32(), "double": pa.float64()}
+_TEXT = {"char", "unicodeChar"}
+_BOOL = {"boolean", "bit"}
 
 
 class UploadError(ValueError):
     pass
 
 
-def _fetch(uri: str, limit: int) -> bytes:
-    import requests
+def _fetch(uri: str, name: str, limit: int) -> bytes:
+    from . import outbound
 
     try:
-        with requests.get(uri, stream=True, timeout=20) as r:
-            r.raise_for_status()
-            data = r.raw.read(limit + 1, decode_content=True)
-    except requests.RequestException as e:
-        raise UploadError(f"could not fetch the upload {uri}: {e}") from None
-    if len(data) > limit:
-        raise UploadError(f"upload {uri} exceeds the limit of {limit} bytes")
-    return data
+        return outbound.fetch(uri, limit)
+    except outbound.OutboundError as e:
+        raise UploadError(f"UPLOAD {name}: {e}") from None
 
 
 def _stored(key: str) -> bytes:
@@ -43,42 +59,134 @@ def _stored(key: str) -> bytes:
         raise UploadError(f"the uploaded table {key} is gone") from None
 
 
-def _to_arrow(data: bytes, name: str) -> tuple[pa.Table, dict[str, dict]]:
-    """The rows, and each column's VOTable metadata (kept on the result FIELDs)."""
+def _limits(name: str, columns: int, rows: int) -> None:
+    if columns > UPLOAD_MAX_COLUMNS:
+        raise UploadError(f"UPLOAD {name}: {columns} columns; the limit (UPLOAD_MAX_COLUMNS) "
+                          f"is {UPLOAD_MAX_COLUMNS} per table")
+    if rows > UPLOAD_MAX_ROWS:
+        raise UploadError(f"UPLOAD {name}: {rows} rows; the limit (UPLOAD_MAX_ROWS) is "
+                          f"{UPLOAD_MAX_ROWS} per table")
+
+
+def _prescan(data: bytes, name: str) -> None:
+    """Refuse an over-limit table before astropy parses all of it: the FIELDs before the
+    first DATA, the declared nrows and TABLEDATA's rows (BINARY rows are only counted
+    once parsed)."""
+    found = _DATA.search(data)
+    head = found.start() if found else len(data)
+    columns = len(_FIELD.findall(data, 0, head))
+    nrows = _NROWS.search(data, 0, head)
+    rows = max(int(nrows.group(1)) if nrows else 0, sum(1 for _ in _TR.finditer(data)))
+    _limits(name, columns, rows)
+
+
+def _parse(data: bytes, name: str) -> VOTable:
+    """The first VOTable TABLE, refused before any conversion when over the limits."""
     from astropy.io.votable import parse_single_table
 
+    _prescan(data, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             vt = parse_single_table(io.BytesIO(data))
-            table = vt.to_table(use_names_over_ids=True)
     except Exception as e:  # noqa: BLE001 - any parse failure is the caller's document
         raise UploadError(f"upload {name!r} is not a readable VOTable: {e}") from None
-    meta = {f.name.lower(): {"xtype": f.xtype, "unit": str(f.unit) if f.unit else None,
-                             "ucd": f.ucd, "utype": f.utype} for f in vt.fields}
-    cols = {}
-    for col in table.itercols():
-        values = np.ma.getdata(col)
-        mask = np.ma.getmaskarray(col) if np.ma.isMaskedArray(col) else None
-        if values.dtype.kind in "SUO":
-            arr = pa.array([None if (mask is not None and m) else str(v)
-                            for v, m in zip(values, mask if mask is not None else
-                                            [False] * len(values))], pa.string())
-        else:
-            arr = pa.array(values, mask=mask)
-        cols[col.name.lower()] = arr
-    return pa.table(cols), meta
+    _limits(name, len(vt.fields), len(vt.array))
+    return vt
 
 
-def _describe(name: str, table: pa.Table, meta: dict[str, dict]) -> schema.Table:
-    cols = tuple(schema.Column(n, t if t in _ARROW_OK else pa.string(), f"uploaded column {n}",
-                               **meta.get(n, {}))
-                 for n, t in zip(table.column_names, table.schema.types))
-    return schema.Table(f"TAP_UPLOAD.{name}", "uploaded table", cols, physical="")
+def _to_arrow(data: bytes, name: str) -> tuple[pa.Table, schema.Table]:
+    """The rows as DuckDB will hold them, and the table's description."""
+    vt = _parse(data, name)
+    table = vt.to_table(use_names_over_ids=True)
+    arrays, cols = {}, []
+    for f, col in zip(vt.fields, table.itercols()):
+        key = col.name.lower()
+        if key in arrays:
+            raise UploadError(f"UPLOAD {name}: column names must be unique regardless of "
+                              f"case ({col.name!r} repeats)")
+        arrays[key], column = _column(f, col, key)
+        cols.append(column)
+    described = schema.Table(f"TAP_UPLOAD.{name.lower()}", "uploaded table", tuple(cols),
+                             physical="")
+    return pa.table(arrays), described
 
 
-_ARROW_OK = {pa.int16(), pa.int32(), pa.int64(), pa.float32(), pa.float64(), pa.bool_(),
-             pa.string()}
+def _column(f: Field, col: Any, key: str) -> tuple[pa.Array, schema.Column]:
+    """One uploaded column: numbers and booleans as themselves, numeric arrays as Arrow
+    lists (served back with their datatype, arraysize *), text as text, and what the
+    schema layer has no type for (complex, boolean arrays) as its TABLEDATA text."""
+    meta = {"unit": str(f.unit) if f.unit else None, "ucd": f.ucd, "utype": f.utype}
+    desc = f"uploaded column {key}"
+    scalar = col.ndim == 1 and col.dtype.kind != "O"
+    held = _HELD.get(f.datatype)
+    if f.datatype in _TEXT:
+        return _strings(col), schema.Column(key, pa.string(), desc, xtype=f.xtype, **meta)
+    if held is not None and scalar:
+        served = "unsignedByte" if f.datatype == "unsignedByte" else None
+        return (_scalars(col, held),
+                schema.Column(key, held, desc, xtype=f.xtype, served_as=served, **meta))
+    if held is not None:
+        return (_lists(col, held), schema.Column(key, pa.list_(pa.float64()), desc,
+                                                 xtype=f.xtype, served_as=f.datatype, **meta))
+    if f.datatype in _BOOL and scalar:  # described as a number: ADQL reads a boolean column
+        # as a condition, which cannot be selected; served back as boolean
+        return _scalars(col, pa.bool_()), schema.Column(key, pa.int16(), desc,
+                                                        served_as="boolean", **meta)
+    return _texts(col), schema.Column(key, pa.string(), desc, **meta)
+
+
+def _mask(col: Any) -> np.ndarray | None:
+    return np.ma.getmaskarray(col) if np.ma.isMaskedArray(col) else None
+
+
+def _scalars(col: Any, t: pa.DataType) -> pa.Array:
+    return pa.array(np.ma.getdata(col), mask=_mask(col)).cast(t)
+
+
+def _strings(col: Any) -> pa.Array:
+    return pa.array([None if v is None else v.decode("utf-8", "replace")
+                     if isinstance(v, bytes) else str(v) for v in _cells(col)], pa.string())
+
+
+def _cells(col: Any) -> list[Any]:
+    """Each row's cell, None when null; a fixed-size array column gives one (masked)
+    array per row."""
+    if col.ndim > 1:  # (-1 cannot be inferred for 0 rows)
+        cells = np.ma.masked_array(np.ma.getdata(col), _mask(col))
+        return list(cells.reshape(len(col), int(np.prod(col.shape[1:]))))
+    mask = _mask(col)
+    nulls = mask if mask is not None else np.zeros(len(col), bool)
+    return [None if m or v is None or v is np.ma.masked else v
+            for v, m in zip(np.ma.getdata(col), nulls)]
+
+
+def _items(cell: Any) -> list[tuple[Any, bool]]:
+    """(value, masked) of each element of an array cell, flattened."""
+    flat = np.ma.ravel(cell)
+    return list(zip(np.ma.getdata(flat).tolist(), np.ma.getmaskarray(flat).tolist()))
+
+
+def _lists(col: Any, t: pa.DataType) -> pa.Array:
+    return pa.array([None if c is None else [None if m else v for v, m in _items(c)]
+                     for c in _cells(col)], pa.list_(t))
+
+
+def _texts(col: Any) -> pa.Array:
+    """VOTable TABLEDATA text of each cell: complex as 're im', booleans as T/F, a null
+    element as NaN."""
+    return pa.array([None if c is None else " ".join(_token(v, m) for v, m in _items(c))
+                     for c in _cells(col)], pa.string())
+
+
+def _token(v: Any, masked: bool) -> str:
+    if masked:
+        return "NaN"
+    if isinstance(v, complex):
+        return f"{v.real!r} {v.imag!r}"
+    if isinstance(v, bool):
+        return "T" if v else "F"
+    return str(v)
 
 
 def load_uploads(params: Params, limit: int) -> tuple[dict[str, pa.Table], dict]:
@@ -87,6 +195,9 @@ def load_uploads(params: Params, limit: int) -> tuple[dict[str, pa.Table], dict]
 
     tables, described = {}, {}
     specs = [s for v in params.getall("UPLOAD") for s in v.split(";") if s.strip()]
+    if len(specs) > UPLOAD_MAX_TABLES:  # before anything is read or fetched
+        raise TapUsageError(f"UPLOAD: {len(specs)} tables; the limit (UPLOAD_MAX_TABLES) is "
+                            f"{UPLOAD_MAX_TABLES} per request")
     total = 0
     for spec in specs:
         name, _, uri = spec.partition(",")
@@ -94,26 +205,23 @@ def load_uploads(params: Params, limit: int) -> tuple[dict[str, pa.Table], dict]
         if not NAME.match(name) or not uri:
             raise TapUsageError(f"UPLOAD {spec!r}: expected name,URI with a plain table name")
         try:
-            if uri.startswith("param:"):
-                part = params.files.get(uri[6:])
-                if part is None:
-                    raise UploadError(f"UPLOAD {name}: no multipart part named {uri[6:]!r}")
-                data = part.content
-            elif uri.startswith("archive:uploads/") and ".." not in uri:
-                data = _stored(uri[len("archive:"):])  # an async job's inline upload
-            elif uri.startswith(("http://", "https://")):
-                data = _fetch(uri, limit)
-            else:
-                raise UploadError(f"UPLOAD {name}: only param: and http(s) URIs are accepted")
+            data = _data(params, name, uri, limit)
             total += len(data)
             if total > limit:
                 raise UploadError(f"uploads exceed the limit of {limit} bytes")
-            arrow, meta = _to_arrow(data, name)
+            key = name.lower()
+            tables[key], described[key] = _to_arrow(data, name)
         except UploadError as e:
             raise TapUsageError(str(e)) from None
-        key = name.lower()
-        tables[key] = arrow.cast(pa.schema([(n, t if t in _ARROW_OK else pa.string())
-                                            for n, t in zip(arrow.column_names,
-                                                            arrow.schema.types)]))
-        described[key] = _describe(key, tables[key], meta)
     return tables, described
+
+
+def _data(params: Params, name: str, uri: str, limit: int) -> bytes:
+    if uri.startswith("param:"):
+        part = params.files.get(uri[6:])
+        if part is None:
+            raise UploadError(f"UPLOAD {name}: no multipart part named {uri[6:]!r}")
+        return part.content
+    if uri.startswith("archive:uploads/") and ".." not in uri:
+        return _stored(uri[len("archive:"):])  # an async job's inline upload
+    return _fetch(uri, name, limit)  # which refuses file:, ftp: ... with its one text
