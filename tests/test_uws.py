@@ -21,7 +21,6 @@ import boto3
 import pytest
 import requests
 import urllib3
-from moto.dynamodb.models import DynamoDBBackend
 from pyvo.dal import AsyncTAPJob
 from pyvo.io.uws import parse_job, parse_job_list
 
@@ -43,6 +42,7 @@ from chalicelib.uws import (
     parse_time,
 )
 from chalicelib.uws.model import utcnow
+from tests.moto_dynamodb import atomic_requests
 
 BASE = "http://uws.test/tap/async"
 ACTIVE = {"PENDING", "QUEUED", "EXECUTING"}
@@ -52,28 +52,13 @@ ACTIVE = {"PENDING", "QUEUED", "EXECUTING"}
 
 @pytest.fixture(scope="module")
 def moto(moto_endpoint: str) -> Iterator[str]:
-    """The shared moto server (conftest). moto does not serialise concurrent conditional
-    writes the way DynamoDB does (two racing UpdateItems can both pass the condition);
-    a lock around its write calls restores DynamoDB's per-item atomicity, so the tests
-    check our ConditionExpressions rather than moto's threading."""
+    """The shared moto server (conftest), with DynamoDB's per-item atomicity restored
+    (tests/moto_dynamodb.py): two racing UpdateItems cannot both pass their condition,
+    and a read never sees half an UpdateItem, so the tests check our ConditionExpressions
+    and write grouping rather than moto's threading."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    lock = threading.Lock()
-    originals = {name: getattr(DynamoDBBackend, name)
-                 for name in ("put_item", "update_item", "delete_item")}
-
-    def locked(method: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                return method(*args, **kwargs)
-        return call
-
-    for name, method in originals.items():
-        setattr(DynamoDBBackend, name, locked(method))
-    try:
+    with atomic_requests():
         yield moto_endpoint
-    finally:
-        for name, method in originals.items():
-            setattr(DynamoDBBackend, name, method)
 
 
 def aws_client(service: str, endpoint: str) -> Any:
