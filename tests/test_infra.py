@@ -31,6 +31,7 @@ from moto.awslambda.models import LambdaFunction
 from moto.stepfunctions.models import stepfunctions_backends
 
 from chalicelib import handlers, jobs, uws
+from tests.moto_dynamodb import atomic_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -288,7 +289,9 @@ def stack() -> Iterator[dict[str, str]]:
               ["Command"][0] for f in resources(load_template(), "AWS::Lambda::Function").values()}
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
-    with pytest.MonkeyPatch.context() as mp, \
+    # Executions run in moto's threads while the tests poll the job table: DynamoDB's
+    # atomic UpdateItem is what makes a polled phase ERROR come with its errorSummary.
+    with pytest.MonkeyPatch.context() as mp, atomic_requests(), \
             mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         for key, value in env.items():
             mp.setenv(key, value)

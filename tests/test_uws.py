@@ -21,10 +21,11 @@ import boto3
 import pytest
 import requests
 import urllib3
-from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.parsing.executors import SetExecutor
 from pyvo.dal import AsyncTAPJob
 from pyvo.io.uws import parse_job, parse_job_list
 
+from chalicelib import handlers
 from chalicelib.uws import (
     ANY,
     DirectoryResultSink,
@@ -39,10 +40,13 @@ from chalicelib.uws import (
     UWSService,
     UWSUsageError,
     create_table,
+    fail_job,
     format_time,
     parse_time,
+    run_job,
 )
 from chalicelib.uws.model import utcnow
+from tests.moto_dynamodb import atomic_requests
 
 BASE = "http://uws.test/tap/async"
 ACTIVE = {"PENDING", "QUEUED", "EXECUTING"}
@@ -52,28 +56,13 @@ ACTIVE = {"PENDING", "QUEUED", "EXECUTING"}
 
 @pytest.fixture(scope="module")
 def moto(moto_endpoint: str) -> Iterator[str]:
-    """The shared moto server (conftest). moto does not serialise concurrent conditional
-    writes the way DynamoDB does (two racing UpdateItems can both pass the condition);
-    a lock around its write calls restores DynamoDB's per-item atomicity, so the tests
-    check our ConditionExpressions rather than moto's threading."""
+    """The shared moto server (conftest), with DynamoDB's per-item atomicity restored
+    (tests/moto_dynamodb.py): two racing UpdateItems cannot both pass their condition,
+    and a read never sees half an UpdateItem, so the tests check our ConditionExpressions
+    and write grouping rather than moto's threading."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    lock = threading.Lock()
-    originals = {name: getattr(DynamoDBBackend, name)
-                 for name in ("put_item", "update_item", "delete_item")}
-
-    def locked(method: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                return method(*args, **kwargs)
-        return call
-
-    for name, method in originals.items():
-        setattr(DynamoDBBackend, name, locked(method))
-    try:
+    with atomic_requests():
         yield moto_endpoint
-    finally:
-        for name, method in originals.items():
-            setattr(DynamoDBBackend, name, method)
 
 
 def aws_client(service: str, endpoint: str) -> Any:
@@ -571,6 +560,106 @@ def concurrent_runs(store: Any, tmp_path: Path, threads: int = 8) -> tuple[int, 
 def test_concurrent_run_starts_one_execution(store: Any, tmp_path: Path) -> None:
     for _ in range(3):
         assert concurrent_runs(store, tmp_path) == (1, 1, "COMPLETED")
+
+
+def test_a_reader_never_sees_error_without_its_summary(
+        store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fail_job makes phase ERROR and errorSummary visible together, however a reader
+    interleaves. moto gets a wide window between the SET actions of one UpdateItem: without
+    DynamoDB's atomicity (tests/moto_dynamodb.py) a poll read ERROR and no errorSummary,
+    which is how test_infra's job machine test once failed."""
+    set_one = SetExecutor.execute
+
+    def slow_set(self: SetExecutor, item: Any) -> None:
+        set_one(self, item)
+        time.sleep(0.005)
+
+    monkeypatch.setattr(SetExecutor, "execute", slow_set)
+    created: list[str] = []
+    done = threading.Event()
+    torn: list[Job] = []
+    errors_seen = 0
+
+    def poll() -> None:
+        nonlocal errors_seen
+        while True:
+            finished = done.is_set()
+            for job_id in list(created):
+                job = store.get(job_id)
+                if job is not None and job.phase == "ERROR":
+                    errors_seen += 1
+                    if not job.error_summary:
+                        torn.append(job)
+            if finished:
+                return
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        for i in range(8):
+            store.create(Job(job_id=f"f{i}", service="tap", phase="EXECUTING",
+                             start_time=utcnow()))
+            created.append(f"f{i}")
+            assert fail_job(store, f"f{i}", f"failure {i}")
+    finally:
+        done.set()
+        reader.join()
+    assert not torn, f"phase ERROR without errorSummary: {torn[0]}"
+    assert errors_seen >= 8
+
+
+class InvariantStore:
+    """A store that, after every write, checks what any reader would now see: a job
+    in ERROR has its errorSummary (a two-step write would show ERROR alone)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def update_if(self, job_id: str, *args: Any, **kwargs: Any) -> bool:
+        changed = self.inner.update_if(job_id, *args, **kwargs)
+        job = self.inner.get(job_id)
+        self.writes += 1
+        assert job is None or job.phase != "ERROR" or job.error_summary, job
+        return changed
+
+
+def test_every_failure_path_writes_phase_and_summary_together(
+        local_store: LocalJobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = InvariantStore(local_store)
+    monkeypatch.setattr(handlers, "job_store", lambda: store)
+
+    def executing(job_id: str, **fields: Any) -> Job:
+        job = Job(job_id=job_id, service="tap", phase="EXECUTING", start_time=utcnow(),
+                  **fields)
+        local_store.create(job)
+        return job
+
+    def boom(job: Job, ctx: RunContext) -> None:
+        raise ValueError("no such column: foo")
+
+    run_job(RunContext(store, executing("runner")), boom)
+    handlers.fail_job({"job_id": executing("catch").job_id,
+                       "error": {"Error": "States.Timeout", "Cause": ""}})
+    cancel = threading.Event()
+    deadline = type("Context", (), {"get_remaining_time_in_millis":
+                                    lambda self: handlers.DEADLINE_MARGIN_S * 1000})()
+    handlers._watchdog(executing("watchdog"), deadline, cancel)
+    assert cancel.wait(5)
+    long_ago = utcnow() - timedelta(seconds=5)
+    local_store.create(Job(job_id="overran", service="tap", phase="EXECUTING",
+                           start_time=long_ago, execution_duration=1,
+                           destruction=utcnow() + timedelta(hours=1)))
+    executor = LocalExecutor(store)
+    UWSService(store, executor, service_name="tap")._enforce(local_store.get("overran"))
+    executor.shutdown()
+    jobs = {job.job_id: job for job in local_store.list()}
+    assert {job.phase for job in jobs.values()} == {"ERROR"}, jobs
+    assert all(job.error_summary["message"] for job in jobs.values())
+    assert store.writes >= 4
 
 
 def test_local_store_is_shared_across_processes(local_store: LocalJobStore) -> None:
