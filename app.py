@@ -8,7 +8,7 @@ from typing import Any
 from chalice import Chalice, Response
 
 from chalicelib import landing, runtime
-from chalicelib.web import TEXT, VOTABLE, Params, Reply, base_url, guarded
+from chalicelib.web import TEXT, VOTABLE, Params, Reply, base_url, guarded, identify
 
 app = Chalice(app_name="spherex-archive")
 app.api.binary_types.extend([
@@ -41,7 +41,9 @@ def _request():
 def _serve(form: str, view: Callable[[Any, Params, str], Reply]) -> Response:
     """Every route goes through here: errors become the route's standard error form."""
     req = app.current_request
-    reply = guarded(form, lambda: view(*_request()), (req.context or {}).get("requestId"))
+    context = req.context or {}
+    reply = guarded(form, lambda: view(*_request()), context.get("requestId"),
+                    identify(dict(req.headers), context))
     headers = {"Content-Type": reply.content_type, **reply.headers}
     return Response(body=reply.body, status_code=reply.status, headers=headers)
 

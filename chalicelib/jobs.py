@@ -122,18 +122,20 @@ def reset() -> None:
 
 
 def local_result(path: str):
-    """Serve results/<service>/<job>/<id> from a local archive (S3 uses presigned URLs)."""
-    from .web import Reply
+    """Serve results/<service>/<job>/<id> from a local archive (S3 uses presigned URLs)
+    to whoever may see the job."""
+    from .uws.service import may_see
+    from .web import Reply, current_caller
 
     parts = path.split("/")
     arch = runtime.archive()
     if arch.is_s3 or len(parts) != 3 or any(p in ("", ".", "..") for p in parts):
         return Reply.text("Not found", 404)
     key = "results/" + path
-    if not arch.exists(key):
-        return Reply.text("Not found", 404)
     job = store().get(parts[1])
-    mime = next((r.get("mime_type") for r in (job.results if job else [])
+    if job is None or not may_see(job, current_caller()) or not arch.exists(key):
+        return Reply.text("Not found", 404)
+    mime = next((r.get("mime_type") for r in job.results
                  if r.get("href", "").endswith(key)), None)
     return Reply(200, arch.read_bytes(key), mime or "application/octet-stream")
 
@@ -153,9 +155,17 @@ def keep_uploads(params) -> dict[str, list[str]]:
 
 
 def handle_uws(name: str, method: str, sub: str, params, base: str, list_url: str):
-    """One async service's UWS request, as a web Reply."""
-    from .web import Reply
+    """One async service's UWS request, as a web Reply, on behalf of the current caller.
+    A caller without an identity creating a job gets an owner token (a cookie) so that
+    its job list shows its own jobs."""
+    from .web import Reply, anonymous_owner, current_caller, new_owner_token, owner_cookie
 
-    resp = service(name, base).handle(method, sub, keep_uploads(params), None, None, list_url)
+    owner, token = current_caller(), None
+    if owner is None and method.upper() == "POST" and not sub.strip("/"):
+        token = new_owner_token()
+        owner = anonymous_owner(token)
+    resp = service(name, base).handle(method, sub, keep_uploads(params), None, owner, list_url)
     headers = {k: v for k, v in resp.headers.items() if k != "Content-Type"}
+    if token and resp.status < 400:
+        headers["Set-Cookie"] = owner_cookie(token, base)
     return Reply(resp.status, resp.body, resp.content_type, headers)

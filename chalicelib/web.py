@@ -6,17 +6,23 @@ multipart) alike, a repeated parameter gives several values.
 
 from __future__ import annotations
 
+import contextvars
+import hashlib
 import logging
 import os
+import re
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import collapse_rfc2231_value
+from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl
 
 from .dali import UsageError
+from .uws.service import ANONYMOUS
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +163,55 @@ def base_url(headers: dict[str, str], context: dict | None = None) -> str:
     return f"http://{h.get('host') or '127.0.0.1:8000'}"
 
 
+# ---- callers: who owns a job ------------------------------------------------------------
+
+OWNER_COOKIE = "uws_owner"
+OWNER_HEADER = "x-owner-token"
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
+_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", default=None)
+
+
+def identify(headers: dict[str, str], context: dict | None = None) -> str | None:
+    """The caller as a job owner: the identity API Gateway vouches for (Cognito, a custom
+    authorizer, IAM, an API key), else the hash of an owner token the caller holds (the
+    cookie minted with its first job, or X-Owner-Token), else None."""
+    ctx = context or {}
+    auth, ident = ctx.get("authorizer") or {}, ctx.get("identity") or {}
+    for kind, value in (("cognito", (auth.get("claims") or {}).get("sub")),
+                        ("authorizer", auth.get("principalId")),
+                        ("iam", ident.get("userArn")),
+                        ("cognito-identity", ident.get("cognitoIdentityId")),
+                        ("apikey", ident.get("apiKeyId"))):
+        if value:
+            return f"{kind}:{value}"
+    h = {k.lower(): v for k, v in (headers or {}).items()}
+    token = h.get(OWNER_HEADER)
+    if token is None and h.get("cookie"):
+        morsel = SimpleCookie(h["cookie"]).get(OWNER_COOKIE)
+        token = morsel.value if morsel else None
+    return anonymous_owner(token) if token and _TOKEN.match(token) else None
+
+
+def anonymous_owner(token: str) -> str:
+    """Stored owners are hashes: a leaked job record does not give away the token."""
+    return ANONYMOUS + hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+def new_owner_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def owner_cookie(token: str, base: str) -> str:
+    secure = "; Secure" if base.startswith("https://") else ""
+    return (f"{OWNER_COOKIE}={token}; Path=/; Max-Age=31536000; HttpOnly; "
+            f"SameSite=Lax{secure}")
+
+
+def current_caller() -> str | None:
+    """The owner identity of the request being served (set by serving)."""
+    return _caller.get()
+
+
 # ---- errors: the one place exceptions become standard error documents -------------------
 
 VOTABLE, TEXT = "votable", "text"  # DALI's VOTable error; SODA/DataLink-style plain text
@@ -170,11 +225,13 @@ def error_reply(form: str, status: int, message: str) -> Reply:
     return Reply.text(message + "\n", status)
 
 
-def guarded(form: str, call: Callable[[], Reply], request_id: str | None = None) -> Reply:
+def guarded(form: str, call: Callable[[], Reply], request_id: str | None = None,
+            caller: str | None = None) -> Reply:
     """Run one request: a caller's mistake (UsageError) is a 400 logged as one line; any
     other exception is a 500 logged once with its traceback under a request id, which the
     caller is given, never the exception's text (it may name paths, buckets, settings)."""
     rid = request_id or uuid.uuid4().hex
+    token = _caller.set(caller)
     try:
         reply = call()
     except UsageError as e:
@@ -184,5 +241,7 @@ def guarded(form: str, call: Callable[[], Reply], request_id: str | None = None)
         log.exception("request %s failed", rid)
         reply = error_reply(form, 500, f"InternalError: the service failed on this request "
                                        f"(request id {rid}); please report it with that id")
+    finally:
+        _caller.reset(token)
     reply.headers.setdefault("X-Request-Id", rid)
     return reply

@@ -169,3 +169,67 @@ def test_caller_mistakes_are_logged_as_one_line_without_traceback(server, caplog
     r = requests.get(server + "/data/x.fits", params={"center": "1e308,0px", "size": "1"})
     assert r.status_code in (400, 404)
     assert not any(rec.exc_info for rec in caplog.records)
+
+
+# ---- 1: jobs have owners ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("service,form", [
+    ("tap", {"LANG": "ADQL", "QUERY": "SELECT TOP 1 obs_id FROM ivoa.obscore"}),
+    ("soda", {"ID": "ivo://nowhere?x", "CIRCLE": "1 2 0.1"}),
+    ("spectrophotometry", {"POINT": "1.0,2.0"})])
+def test_defect_01_jobs_are_private(server, service, form):
+    alice, bob = requests.Session(), requests.Session()
+    url = f"{server}/{service}/async"
+    created = alice.post(url, data=form, allow_redirects=False)
+    if created.status_code == 400:  # a validator refused the form: nothing to own
+        pytest.skip(created.text)
+    assert created.status_code == 303 and "uws_owner" in alice.cookies
+    job_url = created.headers["Location"]
+    job_id = job_url.rsplit("/", 1)[1]
+    assert job_id in alice.get(url).text
+    bob.post(url, data=form, allow_redirects=False)  # bob becomes a caller with a token
+    assert job_id not in bob.get(url).text
+    assert job_id not in requests.get(url).text  # a stranger without a token lists nothing
+    for method, sub, data in (("GET", "", None), ("GET", "/parameters", None),
+                              ("GET", "/results", None), ("POST", "/phase", {"PHASE": "RUN"}),
+                              ("POST", "/destruction", {"DESTRUCTION": "2030-01-01T00:00:00Z"}),
+                              ("POST", "", {"ACTION": "DELETE"}), ("DELETE", "", None)):
+        r = bob.request(method, job_url + sub, data=data, allow_redirects=False)
+        assert r.status_code == 404, (method, sub, r.status_code)
+    assert alice.get(job_url).status_code == 200  # bob's attempts changed nothing
+    assert b"PENDING" in alice.get(job_url + "/phase").content
+    # a client that keeps no cookie (TOPCAT, taplint) reaches the job by its URL alone
+    assert requests.get(job_url).status_code == 200
+    assert alice.delete(job_url, allow_redirects=False).status_code == 303
+
+
+def test_defect_01_owner_token_header_and_gateway_identities():
+    from chalicelib.web import anonymous_owner, identify
+
+    token = "t" * 32
+    assert identify({"X-Owner-Token": token}) == anonymous_owner(token)
+    assert identify({"Cookie": f"a=b; uws_owner={token}"}) == anonymous_owner(token)
+    assert identify({"X-Owner-Token": "short"}) is None
+    assert identify({}, {"identity": {"userArn": "arn:aws:iam::1:user/al"}}) == \
+        "iam:arn:aws:iam::1:user/al"
+    assert identify({"X-Owner-Token": token},
+                    {"authorizer": {"claims": {"sub": "u-1"}}}) == "cognito:u-1"
+    assert identify({}, {"identity": {"apiKeyId": "k1", "sourceIp": "1.2.3.4"}}) == "apikey:k1"
+    assert token not in anonymous_owner(token)
+
+
+def test_defect_01_results_are_served_to_their_owner_only(server):
+    alice = requests.Session()
+    r = alice.post(server + "/tap/async", data={
+        "LANG": "ADQL", "QUERY": "SELECT TOP 1 obs_id FROM ivoa.obscore", "PHASE": "RUN"})
+    job_url = r.url
+    for _ in range(100):
+        if b"COMPLETED" in alice.get(job_url + "/phase").content:
+            break
+        time.sleep(0.1)
+    result = alice.get(job_url + "/results/result", allow_redirects=False)
+    href = result.headers["Location"]
+    assert alice.get(href).status_code == 200
+    bob = requests.Session()
+    bob.post(server + "/tap/async", data={"LANG": "ADQL", "QUERY": "SELECT 1"})
+    assert bob.get(href).status_code == 404

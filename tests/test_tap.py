@@ -106,10 +106,13 @@ def test_async_job_runs_and_result_is_named_result(tap, planes):
 
 def test_async_job_list_filters(server, tap):
     job = tap.submit_job("SELECT TOP 1 obs_id FROM ivoa.obscore")
-    r = requests.get(server + "/tap/async", params={"PHASE": "PENDING"})
+    mine = tap._session  # pyvo's session keeps the owner cookie of the job it created
+    r = mine.get(server + "/tap/async", params={"PHASE": "PENDING"})
     assert r.status_code == 200 and job.job_id in r.text
-    r = requests.get(server + "/tap/async", params={"PHASE": "COMPLETED"})
+    r = mine.get(server + "/tap/async", params={"PHASE": "COMPLETED"})
     assert job.job_id not in r.text
+    stranger = requests.get(server + "/tap/async", params={"PHASE": "PENDING"})
+    assert stranger.status_code == 200 and job.job_id not in stranger.text
     job.delete()
 
 

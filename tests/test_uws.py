@@ -426,10 +426,10 @@ def test_validator_rejects_before_creation_and_on_update(
     assert response.status == 400 and b"PENDING" in response.body
 
 
-def test_other_owners_jobs_are_forbidden_and_unlisted(harness: Callable[..., Harness]) -> None:
+def test_other_owners_jobs_are_not_found_and_unlisted(harness: Callable[..., Harness]) -> None:
     h = harness()
     mine = h.create(owner="alice")
-    assert h.call("GET", mine, owner="bob").status == 403
+    assert h.call("GET", mine, owner="bob").status == 404
     assert h.call("GET", mine, owner="alice").status == 200
     assert parse_job(io.BytesIO(h.call("GET", mine, owner="alice").body)).ownerid == "alice"
     assert h.call("GET", "", owner="bob").body.count(b"<uws:jobref") == 0

@@ -65,6 +65,18 @@ class NotFound(LookupError):
     pass
 
 
+# Owners minted for callers without an identity start with this. A caller that keeps no
+# cookie (TOPCAT, taplint) reaches such a job by its unguessable URL alone, like a
+# capability; any caller with an identity sees its own jobs only.
+ANONYMOUS = "anon:"
+
+
+def may_see(job: Job, owner: str | None) -> bool:
+    if job.owner_id is None or job.owner_id == owner:
+        return True
+    return owner is None and job.owner_id.startswith(ANONYMOUS)
+
+
 class Forbidden(PermissionError):
     pass
 
@@ -177,12 +189,11 @@ class UWSService:
         return self.store.get(job.job_id) or job
 
     def get_job(self, job_id: str, owner: str | None = None) -> Job:
-        """The job (NotFound / Forbidden otherwise), with executionDuration enforced."""
+        """The job, with executionDuration enforced; NotFound unless the caller may see it
+        (another caller's job is not found either: its existence is not disclosed)."""
         job = self.store.get(job_id)
-        if job is None or job.service != self.service_name:
+        if job is None or job.service != self.service_name or not may_see(job, owner):
             raise NotFound(f"no job {job_id!r}")
-        if job.owner_id is not None and job.owner_id != owner:
-            raise Forbidden(f"job {job_id!r} belongs to someone else")
         return self._enforce(job)
 
     def run(self, job_id: str) -> bool:
