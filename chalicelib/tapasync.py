@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from . import jobs, runtime
+from .catalogue import QueryTimeout
+from .uws import UWSUsageError
 from .web import Params, Reply
 
 SERVICE = "tap"
@@ -10,14 +12,16 @@ SERVICE = "tap"
 
 def run(job, ctx) -> None:
     """Run the query of a job and store the result named `result` (what pyvo fetches)."""
-    from .tap import ASYNC_TIMEOUT, TapUsageError, run_query
+    from .tap import ASYNC_TIMEOUT, run_query
 
     params = Params([(k, v) for k, vs in job.parameters.items() for v in vs])
     cat = runtime.catalogue(runtime.public_base())
-    try:
-        res = run_query(params, cat, min(ASYNC_TIMEOUT, job.execution_duration or ASYNC_TIMEOUT))
-    except TapUsageError as e:
-        raise ValueError(str(e)) from None
+    limit = min(ASYNC_TIMEOUT, job.execution_duration or ASYNC_TIMEOUT)
+    try:  # a TapUsageError is the caller's mistake: the job's errorSummary is its message
+        res = run_query(params, cat, limit)
+    except QueryTimeout:
+        raise UWSUsageError(f"The query ran longer than the limit of {limit:g} s; ask for "
+                            f"less (TOP, a narrower region) or split it") from None
     ctx.set_progress(1.0, f"{res.rows} rows{' (truncated at MAXREC)' if res.overflow else ''}")
     ctx.add_result("result", res.body, res.content_type)
 

@@ -233,3 +233,55 @@ def test_defect_01_results_are_served_to_their_owner_only(server):
     bob = requests.Session()
     bob.post(server + "/tap/async", data={"LANG": "ADQL", "QUERY": "SELECT 1"})
     assert bob.get(href).status_code == 404
+
+
+# ---- 13: async errors speak to the caller, not in Python ---------------------------------
+
+def _finished(session: requests.Session, job_url: str) -> bytes:
+    for _ in range(200):
+        phase = session.get(job_url + "/phase").content
+        if phase not in (b"PENDING", b"QUEUED", b"EXECUTING"):
+            return phase
+        time.sleep(0.05)
+    raise AssertionError("the job did not finish")
+
+
+def test_defect_13_async_usage_errors_have_no_class_names_or_tracebacks(server, caplog):
+    caplog.set_level("INFO")
+    s = requests.Session()
+    r = s.post(server + "/tap/async", data={"LANG": "ADQL", "PHASE": "RUN",
+                                           "QUERY": "SELECT nosuch FROM ivoa.obscore"})
+    assert _finished(s, r.url) == b"ERROR"
+    error = s.get(r.url + "/error").text
+    assert "Invalid ADQL" in error and "nosuch" in error
+    assert "ValueError" not in error and "Traceback" not in error
+    assert not [rec for rec in caplog.records if rec.exc_info]
+    assert any("usage error" in rec.getMessage() for rec in caplog.records)
+
+
+# ---- 2 (class guard): outbound HTTP only through the guarded client -------------------------
+
+NETWORK_MODULES = {"requests", "urllib3", "urllib.request", "http.client", "httpx", "aiohttp",
+                   "socket"}
+
+
+def test_defect_02_outbound_fetches_only_through_one_guarded_client():
+    """Any module of the service that could open a connection to a URL a caller names
+    must be chalicelib/outbound.py (developer tooling, which serves or drives the local
+    server, is not part of the service)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "chalicelib"
+    tooling = ("benchmarks", "synth", "devtools", "localserver.py", "demo.py", "__main__.py")
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        if rel == "outbound.py" or rel.endswith("/outbound.py") or rel.startswith(tooling) \
+                or any(f"/{t}" in f"/{rel}" for t in tooling):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{rel}: {n}" for n in names
+                          if n in NETWORK_MODULES or n.split(".")[0] in {"requests", "urllib3"}]
+    assert offenders == []

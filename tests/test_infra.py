@@ -416,7 +416,7 @@ def test_uws_job_machine_completes_fails_and_catches(
         ctx.add_result("result", b"<VOTABLE/>", "application/x-votable+xml")
 
     def bad(job: Any, ctx: Any) -> None:
-        raise ValueError("no such column: foo")
+        raise uws.UWSUsageError("no such column: foo")  # a caller mistake: said as is
 
     def sink(job: Any, result_id: str, content: bytes, mime_type: str) -> str:
         # chalicelib.jobs.result_sink writes through s3fs, which moto's in-process mock

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..dali import UsageError
 from .model import (
     COMPLETED,
     ERROR,
@@ -28,7 +29,6 @@ from .model import (
     Job,
     JobAborted,
     TransientJobError,
-    UWSUsageError,
     error_summary,
     utcnow,
 )
@@ -156,14 +156,18 @@ def fail_job(store: JobStore, job_id: str, message: str, kind: str = "fatal",
                            error_summary=error_summary(message, kind, detail))
 
 
+INTERNAL = "InternalError: the job failed on our side; please report it with the job id"
+
+
 def describe_failure(exc: BaseException) -> tuple[str, str]:
-    """(message, errorSummary type) for a runner exception."""
-    if isinstance(exc, UWSUsageError):
+    """(message, errorSummary type) for a runner exception. A caller's mistake says what
+    was wrong; our own failure says only that it happened (its text may name paths,
+    buckets or settings: it goes to the log, not to the caller)."""
+    if isinstance(exc, UsageError):
         return str(exc), "fatal"
     if isinstance(exc, TransientJobError):
         return str(exc) or "temporary failure, try again later", "transient"
-    text = str(exc)
-    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__), "fatal"
+    return INTERNAL, "fatal"
 
 
 def run_job(ctx: RunContext, runner: Callable[[Job, RunContext], Any]) -> None:
@@ -178,7 +182,10 @@ def run_job(ctx: RunContext, runner: Callable[[Job, RunContext], Any]) -> None:
     except JobAborted:
         pass
     except Exception as exc:  # a runner bug or bad data: the job fails, the pool lives on
-        log.exception("UWS job %s failed", ctx.job_id)
+        if isinstance(exc, UsageError):  # the caller's mistake: one line, no traceback
+            log.info("UWS job %s: usage error: %s", ctx.job_id, exc)
+        else:
+            log.exception("UWS job %s failed", ctx.job_id)
         message, kind = describe_failure(exc)
         fail_job(ctx.store, ctx.job_id, message, kind)
         return

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..dali import UsageError
+
 PENDING = "PENDING"
 QUEUED = "QUEUED"
 EXECUTING = "EXECUTING"
@@ -31,7 +33,7 @@ STARTABLE_PHASES = frozenset({PENDING, HELD})
 ABORTABLE_PHASES = frozenset({PENDING, QUEUED, EXECUTING, HELD, SUSPENDED})
 
 
-class UWSUsageError(ValueError):
+class UWSUsageError(UsageError):
     """The caller's mistake: becomes HTTP 400 with this message."""
 
 
