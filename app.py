@@ -8,13 +8,24 @@ from typing import Any
 from chalice import Chalice, Response
 
 from chalicelib import landing, runtime
-from chalicelib.web import TEXT, VOTABLE, Params, Reply, base_url, guarded, identify
+from chalicelib.web import (
+    TEXT,
+    VOTABLE,
+    Params,
+    Reply,
+    base_url,
+    client_key,
+    guarded,
+    identify,
+    rate_limiter_from_env,
+)
 
 app = Chalice(app_name="spherex-archive")
 app.api.binary_types.extend([
     "application/fits", "application/gzip", "application/x-gzip", "image/png",
     "application/octet-stream", "application/vnd.apache.parquet", "multipart/form-data",
 ])
+LIMITER = rate_limiter_from_env()
 ANY = ["GET", "POST"]
 # DALI: POST is a form (urlencoded or multipart for uploads); Chalice accepts JSON only
 # unless told otherwise
@@ -39,11 +50,18 @@ def _request():
 
 
 def _serve(form: str, view: Callable[[Any, Params, str], Reply]) -> Response:
-    """Every route goes through here: errors become the route's standard error form."""
+    """Every route goes through here: a caller over its rate gets a 429, and errors
+    become the route's standard error form."""
     req = app.current_request
-    context = req.context or {}
-    reply = guarded(form, lambda: view(*_request()), context.get("requestId"),
-                    identify(dict(req.headers), context))
+    context, headers = req.context or {}, dict(req.headers)
+    caller = identify(headers, context)
+
+    def run() -> Reply:
+        if LIMITER is not None:
+            LIMITER.admit(client_key(headers, context, caller))
+        return view(*_request())
+
+    reply = guarded(form, run, context.get("requestId"), caller)
     headers = {"Content-Type": reply.content_type, **reply.headers}
     return Response(body=reply.body, status_code=reply.status, headers=headers)
 

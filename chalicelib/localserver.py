@@ -182,7 +182,7 @@ class Handler(ChaliceRequestHandler):
 
     def _generic_handle(self) -> None:
         try:
-            self._bound_host()
+            self._trusted_headers()
             super()._generic_handle()
         except HttpError as e:  # the rest of the request is unread or unframed: close
             self._reply(e.status, e.text, close=True)
@@ -194,13 +194,15 @@ class Handler(ChaliceRequestHandler):
             traceback.print_exc()
             self._reply(500, "Internal server error", close=True)
 
-    def _bound_host(self) -> None:
-        """Host becomes the address the connection arrived on (the bound address): a
-        caller's Host header must never reach the URLs we hand out (web.base_url reads
-        Host locally)."""
+    def _trusted_headers(self) -> None:
+        """Headers the app trusts are written here, never taken from the caller: Host
+        becomes the address the connection arrived on (web.base_url reads Host locally,
+        and a caller's Host must never reach the URLs we hand out), X-Client-Address the
+        peer's address (what rate limits count against)."""
         host, port = self.connection.getsockname()[:2]
-        del self.headers["Host"]
+        del self.headers["Host"], self.headers["X-Client-Address"]
         self.headers["Host"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.headers["X-Client-Address"] = str(self.client_address[0])
 
     def _reply(self, code: int, text: str, close: bool = False) -> None:
         """A plain-text answer; close when the request stream can no longer be trusted."""

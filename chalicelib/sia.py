@@ -12,7 +12,7 @@ import os
 from . import dali, observability, runtime, schema, sky
 from .catalogue import Catalogue, QueryError, QueryTimeout
 from .sqlfunctions import sql_str
-from .web import Params, Reply, parse_maxrec
+from .web import Params, Reply, parse_maxrec, sync_slot
 
 DEFAULT_MAXREC = int(os.environ.get("SIA_DEFAULT_MAXREC", "10000"))
 HARD_MAXREC = int(os.environ.get("SIA_HARD_MAXREC", "1000000"))
@@ -147,7 +147,8 @@ def query(params: Params, base: str) -> Reply:
         cols = ", ".join(c.name for c in TABLE.served)
         sql = (f"SELECT {cols} FROM ivoa.obscore WHERE {where(params, cat)} "
                "ORDER BY t_min, obs_publisher_did")
-        table = cat.query(sql, timeout=TIMEOUT, max_rows=maxrec + 1)
+        with sync_slot():
+            table = cat.query(sql, timeout=TIMEOUT, max_rows=maxrec + 1)
     except (SiaUsageError, votable.UnsupportedFormat, QueryError) as e:
         return Reply(400, votable.error_document(f"UsageError: {e}"),
                      "application/x-votable+xml")

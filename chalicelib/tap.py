@@ -16,7 +16,7 @@ import pyarrow as pa
 from . import observability, runtime, tapmeta
 from .catalogue import Catalogue, QueryError, QueryTimeout
 from .dali import UsageError
-from .web import Params, Reply, parse_maxrec
+from .web import Params, Reply, parse_maxrec, sync_slot
 
 SYNC_TIMEOUT = float(os.environ.get("TAP_SYNC_TIMEOUT", "25"))  # API Gateway allows 29 s
 ASYNC_TIMEOUT = float(os.environ.get("TAP_ASYNC_TIMEOUT", "600"))
@@ -111,7 +111,8 @@ def _rename(table: pa.Table, names: list[str]) -> pa.Table:
 def sync(params: Params, base: str) -> Reply:
     cat = runtime.catalogue(base)
     try:
-        res = run_query(params, cat, SYNC_TIMEOUT)
+        with sync_slot():
+            res = run_query(params, cat, SYNC_TIMEOUT)
     except TapUsageError as e:
         return _error(str(e))
     except QueryTimeout:

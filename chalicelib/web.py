@@ -6,14 +6,19 @@ multipart) alike, a repeated parameter gives several values.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import logging
+import math
 import os
 import re
 import secrets
+import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -212,6 +217,82 @@ def current_caller() -> str | None:
     return _caller.get()
 
 
+# ---- load: per-caller rate limits and refusals when full ----------------------------------
+
+class ServiceBusy(Exception):
+    """Our capacity, not the caller's mistake: 503 with Retry-After (429 when the caller
+    went over its own rate)."""
+
+    def __init__(self, message: str, retry_after: float, status: int = 503):
+        super().__init__(message)
+        self.retry_after, self.status = retry_after, status
+
+
+# Synchronous queries run at once per process, beyond which callers are refused (503 and
+# Retry-After) rather than queued until their time limit: twice the cores of a Lambda or
+# of this machine, since a query spends part of its time waiting on storage.
+SYNC_SLOTS = int(os.environ.get("SYNC_SLOTS", str(2 * (os.cpu_count() or 2))))
+SYNC_WAIT_S = 2.0
+_sync_slots = threading.BoundedSemaphore(SYNC_SLOTS)
+
+
+@contextlib.contextmanager
+def sync_slot(wait: float = SYNC_WAIT_S) -> Iterator[None]:
+    """Hold one of the process's synchronous query slots, or raise ServiceBusy."""
+    if not _sync_slots.acquire(timeout=wait):
+        raise ServiceBusy(f"all {SYNC_SLOTS} synchronous query slots are busy; retry "
+                          f"shortly, or submit the query as an asynchronous job", 5.0)
+    try:
+        yield
+    finally:
+        _sync_slots.release()
+
+
+def rate_limiter_from_env() -> RateLimiter | None:
+    """RATE_LIMIT requests a second per caller (bursts of RATE_BURST); 0 turns it off.
+    On AWS, API Gateway's stage throttling and usage plans limit first."""
+    rate = float(os.environ.get("RATE_LIMIT", "50"))
+    return RateLimiter(rate, float(os.environ.get("RATE_BURST", "200"))) if rate > 0 else None
+
+
+class RateLimiter:
+    """A token bucket per caller: `rate` requests a second on average, bursts of `burst`.
+    At most `max_callers` buckets are kept (the least recently seen are forgotten: a
+    forgotten caller starts with a full bucket, which only errs on the generous side)."""
+
+    def __init__(self, rate: float, burst: float, max_callers: int = 10_000):
+        self.rate, self.burst, self.max_callers = rate, burst, max_callers
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def admit(self, caller: str, now: float | None = None) -> None:
+        """Take one token for `caller`, or raise ServiceBusy(429) saying when to retry."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.pop(caller, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            admitted = tokens >= 1.0
+            self._buckets[caller] = (tokens - 1.0 if admitted else tokens, now)
+            while len(self._buckets) > self.max_callers:
+                self._buckets.popitem(last=False)
+        if not admitted:
+            wait = (1.0 - tokens) / self.rate
+            raise ServiceBusy(f"too many requests from this client: at most {self.rate:g} a "
+                              f"second (bursts of {self.burst:g}); retry in {wait:.1f} s",
+                              wait, 429)
+
+
+def client_key(headers: dict[str, str], context: dict | None, caller: str | None) -> str:
+    """Who a rate limit counts against: the caller's identity, else its address (API
+    Gateway's sourceIp; the local server's X-Client-Address, which it sets itself)."""
+    if caller:
+        return caller
+    h = {k.lower(): v for k, v in (headers or {}).items()}
+    ip = ((context or {}).get("identity") or {}).get("sourceIp")
+    local = h.get("x-client-address")
+    return "ip:" + str(local if local and ip in (None, "127.0.0.1") else ip)
+
+
 # ---- errors: the one place exceptions become standard error documents -------------------
 
 VOTABLE, TEXT = "votable", "text"  # DALI's VOTable error; SODA/DataLink-style plain text
@@ -237,6 +318,11 @@ def guarded(form: str, call: Callable[[], Reply], request_id: str | None = None,
     except UsageError as e:
         log.info("request %s: usage error: %s", rid, e)
         reply = error_reply(form, 400, f"UsageError: {e}")
+    except ServiceBusy as e:
+        log.info("request %s: refused (%d): %s", rid, e.status, e)
+        word = "ServiceBusy" if e.status == 503 else "TooManyRequests"
+        reply = error_reply(form, e.status, f"{word}: {e}")
+        reply.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
     except Exception:  # noqa: BLE001 - the last line of defence of a public endpoint
         log.exception("request %s failed", rid)
         reply = error_reply(form, 500, f"InternalError: the service failed on this request "

@@ -285,3 +285,54 @@ def test_defect_02_outbound_fetches_only_through_one_guarded_client():
             offenders += [f"{rel}: {n}" for n in names
                           if n in NETWORK_MODULES or n.split(".")[0] in {"requests", "urllib3"}]
     assert offenders == []
+
+
+# ---- load: rate limits per caller (429) and refusals when full (503) ------------------------
+
+def test_rate_limiter_token_bucket():
+    from chalicelib.web import RateLimiter, ServiceBusy
+
+    lim = RateLimiter(rate=2.0, burst=3.0, max_callers=2)
+    for _ in range(3):
+        lim.admit("a", now=100.0)
+    with pytest.raises(ServiceBusy) as refused:
+        lim.admit("a", now=100.0)
+    assert refused.value.status == 429 and refused.value.retry_after == pytest.approx(0.5)
+    lim.admit("a", now=100.5)  # one token back after 1/rate seconds
+    lim.admit("b", now=100.5)  # another caller has its own bucket
+    lim.admit("c", now=100.5)
+    assert len(lim._buckets) == 2  # bounded: the least recently seen is forgotten
+
+
+def test_callers_over_their_rate_get_429_and_cannot_spoof_their_address(server, monkeypatch):
+    import app as app_module
+    from chalicelib.web import RateLimiter
+
+    monkeypatch.setattr(app_module, "LIMITER", RateLimiter(rate=0.01, burst=3))
+    codes = [requests.get(server + "/tap/availability",
+                          headers={"X-Client-Address": f"10.0.0.{i}"}).status_code
+             for i in range(5)]
+    assert codes[:3] == [200] * 3 and codes[3:] == [429, 429]
+    r = requests.get(server + "/tap/sync", params={"LANG": "ADQL", "QUERY": "SELECT 1"})
+    assert r.status_code == 429 and VOTABLE_ERROR in r.content
+    assert int(r.headers["Retry-After"]) >= 1 and b"TooManyRequests" in r.content
+    identified = requests.get(server + "/tap/availability", headers={"X-Owner-Token": "o" * 30})
+    assert identified.status_code == 200  # an identified caller counts on its own
+
+
+def test_sync_queries_beyond_capacity_get_503_with_retry_after(server, monkeypatch):
+    import threading
+
+    from chalicelib import web
+
+    monkeypatch.setattr(web, "_sync_slots", threading.BoundedSemaphore(1))
+    with web.sync_slot():  # the only slot is taken
+        t0 = time.perf_counter()
+        r = requests.get(server + "/tap/sync", params={"LANG": "ADQL", "QUERY": "SELECT 1"})
+        assert r.status_code == 503 and VOTABLE_ERROR in r.content
+        assert r.headers["Retry-After"] == "5" and time.perf_counter() - t0 < 10
+        r = requests.get(server + "/sia/query", params={"POS": "CIRCLE 1 2 0.1"})
+        assert r.status_code == 503
+    ok = requests.get(server + "/tap/sync", params={
+        "LANG": "ADQL", "QUERY": "SELECT TOP 1 obs_id FROM ivoa.obscore"})
+    assert ok.status_code == 200
