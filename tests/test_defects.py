@@ -11,7 +11,8 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from chalicelib import dali, runtime
+from chalicelib import dali
+from chalicelib.query import runtime
 
 VOTABLE_ERROR = b'name="QUERY_STATUS" value="ERROR"'
 
@@ -147,7 +148,7 @@ def test_defect_11_coverage_polygon_longitudes_wrap(server):
 
 def test_unexpected_errors_are_a_500_with_a_request_id_and_no_detail(server, monkeypatch,
                                                                       caplog):
-    from chalicelib import sia
+    from chalicelib.services import sia
 
     def broken(*_a, **_k):
         raise RuntimeError("/secret/local/path s3://private-bucket AWS_SECRET")
@@ -204,7 +205,7 @@ def test_defect_01_jobs_are_private(server, service, form):
 
 
 def test_defect_01_owner_token_header_and_gateway_identities():
-    from chalicelib.web import anonymous_owner, identify
+    from chalicelib.web.params import anonymous_owner, identify
 
     token = "t" * 32
     assert identify({"X-Owner-Token": token}) == anonymous_owner(token)

@@ -30,7 +30,9 @@ from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 from moto.stepfunctions.models import stepfunctions_backends
 
-from chalicelib import handlers, jobs, uws
+from chalicelib.jobs import runtime as jobs
+from chalicelib.jobs import uws
+from chalicelib.lambdas import handlers
 from tests.moto_dynamodb import atomic_requests
 
 ROOT = Path(__file__).resolve().parents[1]

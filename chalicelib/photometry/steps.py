@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .. import dali, runtime, votable
-from ..catalogue import Catalogue
-from ..sqlfunctions import sql_in
-from ..storage import Archive
-from ..uws import UWSUsageError
+from .. import dali
+from ..jobs.uws import UWSUsageError
+from ..lake.storage import Archive
+from ..query import runtime
+from ..query.catalogue import Catalogue
+from ..query.sqlfunctions import sql_in
+from ..render import votable
 from . import engine
 
 SERVICE = "spectrophotometry"
@@ -103,9 +105,9 @@ def _uploaded(params: dict[str, list[str]], first_id: int) -> list[dict]:
     """Sources of UPLOAD=name,uri VOTables (columns ra, dec in deg; source_id optional)."""
     if not params.get("upload"):
         return []
-    from ..tap import TapUsageError
-    from ..tapupload import load_uploads
-    from ..web import Params
+    from ..query.uploads import load_uploads
+    from ..services.tap.sync import TapUsageError
+    from ..web.params import Params
 
     try:
         tables, _ = load_uploads(Params([("UPLOAD", v) for v in params["upload"]]),
@@ -411,8 +413,8 @@ def measure(event: dict[str, Any]) -> dict[str, Any]:
 
 def assemble(event: dict[str, Any]) -> dict[str, Any]:
     """Gather every batch (failed ones as flagged rows), write the results, complete the job."""
-    from .. import jobs
-    from ..uws.executor import JobAborted, RunContext, complete_job
+    from ..jobs import runtime as jobs
+    from ..jobs.uws.executor import JobAborted, RunContext, complete_job
 
     arch = runtime.archive()
     state = _load_plan(event["job_id"])
