@@ -104,14 +104,14 @@ def results():
 
 @app.route("/coverage", methods=ANY, content_types=FORMS)
 def coverage_search():
-    from chalicelib.lake import moc as coverage_service
+    from chalicelib.services import coverage as coverage_service
 
     return _serve(VOTABLE, lambda req, params, base: coverage_service.search(params, base))
 
 
 @app.route("/coverage/{collection}", methods=["GET"])
 def coverage_moc(collection):
-    from chalicelib.lake import moc as coverage_service
+    from chalicelib.services import coverage as coverage_service
 
     return _serve(TEXT, lambda req, params, base: coverage_service.moc(
         collection, params, base))

@@ -22,9 +22,9 @@ from astropy.coordinates import SkyCoord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.geometry import sky
+from chalicelib.geometry import sky, sqlfunctions
 from chalicelib.lake import schema
-from chalicelib.query import catalogue, sqlfunctions
+from chalicelib.query import catalogue
 from chalicelib.query.adql import AdqlError, translate
 from chalicelib.query.adql.dialect import parse
 

@@ -68,7 +68,7 @@ def test_obscore_has_the_mandatory_columns_filled(archive, deliveries):
 
 
 def test_rows_are_ordered_by_healpix_in_each_file(archive):
-    from chalicelib.ingest.delivery import open_table
+    from chalicelib.lake.tables import open_table
 
     dt = open_table(archive, "ivoa.obscore")
     for uri in dt.file_uris():
@@ -159,7 +159,7 @@ def test_compaction_keeps_an_unreleased_run_out_of_sight(tmp_path, deliveries, m
             ingest(deliveries[1], arch)
     n0 = _records(deliveries[0], "plane").num_rows
     compact(arch)
-    from chalicelib.ingest.delivery import open_table
+    from chalicelib.lake.tables import open_table
 
     hidden = [f for f in open_table(arch, "ivoa.obscore").file_uris()
               if "delivery=_compacted" not in f]
@@ -223,7 +223,7 @@ def test_s3_ingest_and_query_through_moto(s3_archive, deliveries):
     assert s3_archive.exists("data/" + key)
     assert ingest(deliveries[0], s3_archive).skipped
     compact(s3_archive)  # DuckDB sorts, reading S3 through httpfs; deltalake writes
-    from chalicelib.ingest.delivery import open_table
+    from chalicelib.lake.tables import open_table
 
     assert all("delivery=_compacted-" in f
                for f in open_table(s3_archive, "ivoa.obscore").file_uris())
@@ -248,7 +248,7 @@ def test_compact_keeps_rows_and_visibility(tmp_path, deliveries):
     assert "release 3" in report
     after = Catalogue(arch).query("SELECT obs_publisher_did FROM ivoa.obscore ORDER BY 1")
     assert before.equals(after)
-    from chalicelib.ingest.delivery import open_table
+    from chalicelib.lake.tables import open_table
 
     files = open_table(arch, "ivoa.obscore").file_uris()
     assert all("delivery=_compacted" in f for f in files)  # one sky-sorted partition
@@ -300,7 +300,7 @@ def test_new_weeks_merge_into_tiers_then_compact_into_one(tmp_path):
     release ever sees a row twice or loses one."""
     from chalicelib.devtools.synth import synthesize
     from chalicelib.ingest import maintenance
-    from chalicelib.ingest.delivery import open_table
+    from chalicelib.lake.tables import open_table
 
     arch = Archive.from_env(str(tmp_path / "arch"))
     weeks = synthesize(tmp_path / "in", 5, images_per_week=1500, metadata_only=True)

@@ -8,8 +8,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
 
-from chalicelib.geometry import sky
-from chalicelib.query import sqlfunctions
+from chalicelib.geometry import sky, sqlfunctions
 
 
 def _footprint(ra, dec, size=3.485, rot=30.0):

@@ -20,13 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import TableNotFoundError
 from tqdm import tqdm
 
 from ..geometry import sky
 from ..lake import moc as coverage
 from ..lake import releases, schema
 from ..lake.storage import Archive, file_md5, region
+from ..lake.tables import open_table, table_uri
 
 SCIENCE_HDUS = ["PRIMARY", "IMAGE", "FLAGS", "VARIANCE", "ZODI", "PSF", "WCS-WAVE"]
 DATALINK_FORMAT = "application/x-votable+xml;content=datalink"
@@ -292,23 +292,6 @@ def caom_rows(rec: dict[str, pa.Table], delivery: str, run: str) -> dict[str, pa
 
 
 # ---- writing ----------------------------------------------------------------------------
-
-
-def table_uri(archive: Archive, name: str) -> str:
-    return archive.path(f"tables/{name}")
-
-
-def has_column(dt: DeltaTable, name: str) -> bool:
-    """Does the table's schema (as of its loaded version) have this column yet?"""
-    return any(f.name == name for f in dt.schema().fields)
-
-
-def open_table(archive: Archive, name: str, version: int | None = None) -> DeltaTable | None:
-    try:
-        return DeltaTable(table_uri(archive, name), version=version,
-                          storage_options=archive.storage_options)
-    except TableNotFoundError:
-        return None
 
 
 # file statistics on every column (Delta's default stops at 32): the pruning needs the

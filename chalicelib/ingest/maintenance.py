@@ -26,13 +26,12 @@ import pyarrow as pa
 from deltalake import WriterProperties, write_deltalake
 
 from ..geometry import sky
+from ..geometry.sqlfunctions import sql_in, sql_list, sql_str
 from ..lake import releases, schema
 from ..lake.storage import Archive, duckdb_s3
-from ..query.sqlfunctions import sql_in, sql_list, sql_str
-from .delivery import ROW_GROUP_ROWS, current_versions, has_column, open_table, table_uri
+from ..lake.tables import COMPACTED, COMPACTED_PARTITION, has_column, open_table, table_uri
+from .delivery import ROW_GROUP_ROWS, current_versions
 
-COMPACTED = "_compacted"  # prefix of tier partitions
-COMPACTED_PARTITION = f"delivery={COMPACTED}"  # their files hold released rows only
 SPATIAL = ("ivoa.obscore",)  # re-clustered across deliveries
 # Each re-clustered file is a run of the HEALPix order, so the catalogue skips whole files
 # by their statistics before DuckDB opens them; DuckDB's cost grows with the row groups

@@ -29,7 +29,7 @@ def duckdb_s3(con) -> None:
     caller's AWS credentials (or the S3_ENDPOINT_URL of moto/MinIO)."""
     import duckdb_extension_httpfs
 
-    from ..query.sqlfunctions import sql_str as q
+    from ..geometry.sqlfunctions import sql_str as q
 
     ext = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("*.duckdb_extension"))
     con.execute(f"LOAD {q(str(ext))}")

@@ -21,11 +21,11 @@ import numpy as np
 import pyarrow as pa
 
 from .. import dali
+from ..geometry.sqlfunctions import sql_in
 from ..jobs.uws import UWSUsageError
 from ..lake.storage import Archive
 from ..query import runtime
 from ..query.catalogue import Catalogue
-from ..query.sqlfunctions import sql_in
 from ..render import votable
 from . import engine
 

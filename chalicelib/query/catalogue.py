@@ -15,13 +15,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ..geometry import sky
-from ..ingest.delivery import has_column, open_table
-from ..ingest.maintenance import COMPACTED_PARTITION
+from ..geometry import sky, sqlfunctions
+from ..geometry.sqlfunctions import sql_in, sql_list, sql_str
 from ..lake import releases, schema
 from ..lake.storage import Archive, duckdb_s3
-from . import sqlfunctions
-from .sqlfunctions import sql_in, sql_list, sql_str
+from ..lake.tables import COMPACTED_PARTITION, has_column, open_table
 
 THREADS = 2  # a Lambda of 3,538 MB or more has two vCPUs
 

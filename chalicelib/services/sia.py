@@ -11,10 +11,10 @@ import os
 
 from .. import dali
 from ..geometry import sky
+from ..geometry.sqlfunctions import sql_str
 from ..lake import schema
 from ..query import runtime
 from ..query.catalogue import Catalogue, QueryError, QueryTimeout
-from ..query.sqlfunctions import sql_str
 from ..web import observability
 from ..web.params import Params, Reply, parse_maxrec
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sqlglot import exp
 
-from ..sqlfunctions import PACKED
+from ...geometry.sqlfunctions import PACKED
 from . import geometry, units
 from .calls import Call
 from .values import (

@@ -13,8 +13,8 @@ from sqlglot import exp
 
 from ...dali import MAX_VERTICES
 from ...geometry import sky
+from ...geometry.sqlfunctions import PACKED
 from ...lake import schema
-from ..sqlfunctions import PACKED
 from .calls import Call
 from .values import (
     CIRCLE,

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..geometry import sky
+from . import sky
 
 DOUBLE, BOOL, BIGINT = "DOUBLE", "BOOLEAN", "BIGINT"
 LIST = "DOUBLE[]"
