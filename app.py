@@ -65,7 +65,7 @@ def tap_root():
 
 @app.route("/tap/{rest+}", methods=["GET", "POST", "DELETE"], content_types=FORMS)
 def tap():
-    from chalicelib.services.tap import sync as tap_service
+    from chalicelib.services.tap import routes as tap_service
 
     rest = _greedy()
     return _serve(VOTABLE, lambda req, params, base: tap_service.handle(
@@ -96,10 +96,10 @@ def datalink_links():
 
 @app.route("/results/{rest+}", methods=["GET"])
 def results():
-    from chalicelib.jobs import runtime as jobs
+    from chalicelib.services import uws
 
     rest = _greedy()
-    return _serve(TEXT, lambda req, params, base: jobs.local_result(rest))
+    return _serve(TEXT, lambda req, params, base: uws.local_result(rest))
 
 
 @app.route("/coverage", methods=ANY, content_types=FORMS)

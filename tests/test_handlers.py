@@ -12,10 +12,10 @@ import logging
 import sys
 import threading
 import time
-import types
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from chalice import Chalice, Response
 from chalicelib.jobs import uws
 from chalicelib.lambdas import handlers
 from chalicelib.query import runtime
+from chalicelib.services.registry import JOBS
 from chalicelib.web import observability as obs
 
 # ---- observability ------------------------------------------------------------------------
@@ -208,10 +209,7 @@ def executing_job(store: uws.LocalJobStore, service: str = "tap", duration: int 
 
 
 def use_runner(monkeypatch: pytest.MonkeyPatch, runner: Callable[..., Any]) -> None:
-    monkeypatch.setitem(handlers.RUNNERS, "tap", "test_runner_module:run")
-    module = types.ModuleType("test_runner_module")
-    module.run = runner  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "test_runner_module", module)
+    monkeypatch.setitem(JOBS, "tap", replace(JOBS["tap"], runner=runner))
 
 
 def test_run_job_stores_results_and_counts_failures(

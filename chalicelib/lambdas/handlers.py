@@ -12,7 +12,6 @@ results in the archive under results/<service>/<job id>/).
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -131,22 +130,18 @@ def api(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
 # ---- UWS jobs ----------------------------------------------------------------------------
 
-# service -> "module:function" of its UWS runner run(job, ctx); imported on first use (the
-# modules also register themselves with chalicelib.jobs, which the API uses).
-RUNNERS: dict[str, str] = {
-    "tap": "chalicelib.services.tap.asyncjobs:run",
-    "soda": "chalicelib.services.soda:run",
-}
 # Leave this much of the Lambda time to record the outcome.
 DEADLINE_MARGIN_S = 15.0
 
 
 def runner_for(service: str) -> Callable[..., Any]:
-    target = RUNNERS.get(service)
-    if target is None:
-        raise LookupError(f"no UWS runner for service {service!r}; known: {sorted(RUNNERS)}")
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
+    """The runner run(job, ctx) of a service, from the one registry of async services."""
+    from ..services.registry import JOBS  # deferred: only workers load every async service
+
+    kind = JOBS.get(service)
+    if kind is None:
+        raise LookupError(f"no UWS runner for service {service!r}; known: {sorted(JOBS)}")
+    return kind.runner
 
 
 def _limit_seconds(job: Any, context: Any) -> tuple[float, str] | None:

@@ -26,6 +26,7 @@ from ..jobs.uws import UWSUsageError
 from ..lake.storage import Archive
 from ..query import runtime
 from ..query.catalogue import Catalogue
+from ..query.uploads import UploadRequest, UploadUsageError, load_uploads
 from ..render import votable
 from . import engine
 
@@ -105,14 +106,9 @@ def _uploaded(params: dict[str, list[str]], first_id: int) -> list[dict]:
     """Sources of UPLOAD=name,uri VOTables (columns ra, dec in deg; source_id optional)."""
     if not params.get("upload"):
         return []
-    from ..query.uploads import load_uploads
-    from ..services.tap.sync import TapUsageError
-    from ..web.params import Params
-
     try:
-        tables, _ = load_uploads(Params([("UPLOAD", v) for v in params["upload"]]),
-                                 UPLOAD_LIMIT)
-    except TapUsageError as e:
+        tables, _ = load_uploads(UploadRequest(params["upload"]), UPLOAD_LIMIT)
+    except UploadUsageError as e:
         raise UWSUsageError(str(e)) from None
     out: list[dict] = []
     for name, table in tables.items():

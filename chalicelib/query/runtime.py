@@ -8,9 +8,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from functools import lru_cache
 
-from ..lake.storage import Archive
+from ..lake.current import archive
 from .catalogue import Catalogue
 
 _lock = threading.Lock()
@@ -18,11 +17,6 @@ _lock = threading.Lock()
 # configuration, so there are one or two (a custom domain and execute-api); bounded anyway.
 _catalogues: OrderedDict[tuple[str, str], Catalogue] = OrderedDict()
 MAX_CATALOGUES = 4
-
-
-@lru_cache(maxsize=1)
-def archive() -> Archive:
-    return Archive.from_env()
 
 
 def catalogue(base_url: str) -> Catalogue:

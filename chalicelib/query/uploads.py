@@ -6,13 +6,16 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
+from .. import outbound
+from ..dali import UsageError
 from ..lake import schema
-from ..web.params import Params
+from . import runtime
 
 if TYPE_CHECKING:  # astropy loads on first upload only
     from astropy.io.votable.tree import Field
@@ -41,9 +44,22 @@ class UploadError(ValueError):
     pass
 
 
-def _fetch(uri: str, name: str, limit: int) -> bytes:
-    from .. import outbound
+class UploadUsageError(UsageError):
+    """A bad UPLOAD: the caller's mistake (TAP answers it as its own usage error)."""
 
+
+@dataclass
+class UploadRequest:
+    """What load_uploads reads of a request: its UPLOAD values and multipart files (an
+    HTTP request's Params serves as one too)."""
+    uploads: list[str]
+    files: dict[str, Any] = field(default_factory=dict)
+
+    def getall(self, name: str) -> list[str]:
+        return list(self.uploads) if name.upper() == "UPLOAD" else []
+
+
+def _fetch(uri: str, name: str, limit: int) -> bytes:
     try:
         return outbound.fetch(uri, limit)
     except outbound.OutboundError as e:
@@ -51,8 +67,6 @@ def _fetch(uri: str, name: str, limit: int) -> bytes:
 
 
 def _stored(key: str) -> bytes:
-    from . import runtime
-
     try:
         return runtime.archive().read_bytes(key)
     except FileNotFoundError:
@@ -189,21 +203,19 @@ def _token(v: Any, masked: bool) -> str:
     return str(v)
 
 
-def load_uploads(params: Params, limit: int) -> tuple[dict[str, pa.Table], dict]:
+def load_uploads(params: UploadRequest, limit: int) -> tuple[dict[str, pa.Table], dict]:
     """Parse UPLOAD=name,uri[;name,uri] into Arrow tables and their descriptions."""
-    from ..services.tap.sync import TapUsageError
-
     tables, described = {}, {}
     specs = [s for v in params.getall("UPLOAD") for s in v.split(";") if s.strip()]
     if len(specs) > UPLOAD_MAX_TABLES:  # before anything is read or fetched
-        raise TapUsageError(f"UPLOAD: {len(specs)} tables; the limit (UPLOAD_MAX_TABLES) is "
+        raise UploadUsageError(f"UPLOAD: {len(specs)} tables; the limit (UPLOAD_MAX_TABLES) is "
                             f"{UPLOAD_MAX_TABLES} per request")
     total = 0
     for spec in specs:
         name, _, uri = spec.partition(",")
         name, uri = name.strip(), uri.strip()
         if not NAME.match(name) or not uri:
-            raise TapUsageError(f"UPLOAD {spec!r}: expected name,URI with a plain table name")
+            raise UploadUsageError(f"UPLOAD {spec!r}: expected name,URI with a plain table name")
         try:
             data = _data(params, name, uri, limit)
             total += len(data)
@@ -212,11 +224,11 @@ def load_uploads(params: Params, limit: int) -> tuple[dict[str, pa.Table], dict]
             key = name.lower()
             tables[key], described[key] = _to_arrow(data, name)
         except UploadError as e:
-            raise TapUsageError(str(e)) from None
+            raise UploadUsageError(str(e)) from None
     return tables, described
 
 
-def _data(params: Params, name: str, uri: str, limit: int) -> bytes:
+def _data(params: UploadRequest, name: str, uri: str, limit: int) -> bytes:
     if uri.startswith("param:"):
         part = params.files.get(uri[6:])
         if part is None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from ..jobs import runtime as jobs
+from ..jobs.runtime import JobKind
 from ..photometry import steps
 from ..query import runtime
 from ..web.params import Params, Reply
+from . import uws
 
 SERVICE = steps.SERVICE
 LOCAL_THREADS = 2
@@ -55,7 +56,7 @@ def run(job, ctx) -> None:
                           f"{summary['sources']} sources", **summary)
 
 
-jobs.register(SERVICE, run, validate, max_duration=3600)
+JOB = JobKind(SERVICE, run, validate, max_duration=3600)
 
 
 def capabilities(base: str) -> str:
@@ -72,6 +73,6 @@ def handle(rest: str, method: str, params: Params, base: str) -> Reply:
     if rest == "capabilities":
         return Reply.xml(capabilities(base))
     if rest.split("/", 1)[0] == "async":
-        return jobs.handle_uws(SERVICE, method, rest[len("async"):], params, base,
+        return uws.handle_uws(JOB, method, rest[len("async"):], params, base,
                                f"{base}/spectrophotometry/async")
     return Reply.text(f"Not found: /spectrophotometry/{rest}", 404)

@@ -210,7 +210,7 @@ def capabilities(base: str) -> str:
 
 
 def handle(rest: str, method: str, params: Params, base: str) -> Reply:
-    from .tap.sync import availability
+    from .tap.meta import availability
 
     rest = rest.strip("/")
     if rest in ("query", ""):

@@ -8,10 +8,11 @@ concurrently by the range-reading cutout engine.
 from __future__ import annotations
 
 from ..cutout import CutoutError, MultiValued, NoOverlap, cutout, cutout_many, parse_soda_params
-from ..jobs import runtime as jobs
+from ..jobs.runtime import JobKind
 from ..jobs.uws import UWSUsageError
 from ..query import products, runtime
 from ..web.params import Params, Reply
+from . import uws
 
 SERVICE = "soda"
 MAX_ASYNC_CUTOUTS = 2000
@@ -91,7 +92,7 @@ def run(job, ctx) -> None:
     ctx.set_progress(1.0, f"{len(names) - len(skipped)} cutouts", skipped=skipped[:100])
 
 
-jobs.register(SERVICE, run, _validate, max_duration=3600)
+JOB = JobKind(SERVICE, run, _validate, max_duration=3600)
 
 
 def handle(rest: str, method: str, params: Params, base: str) -> Reply:
@@ -99,6 +100,6 @@ def handle(rest: str, method: str, params: Params, base: str) -> Reply:
     if rest == "sync":
         return sync(params, base)
     if rest.split("/", 1)[0] == "async":
-        return jobs.handle_uws(SERVICE, method, rest[len("async"):], params, base,
+        return uws.handle_uws(JOB, method, rest[len("async"):], params, base,
                                f"{base}/soda/async")
     return Reply.text(f"Not found: /soda/{rest}", 404)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from ...jobs import runtime as jobs
+from ...jobs.runtime import JobKind
 from ...query import runtime
+from ...render.votable import error_document
 from ...web.params import Params, Reply
+from .. import uws
+from .errors import ASYNC_TIMEOUT, TapUsageError
+from .sync import run_query
 
 SERVICE = "tap"
 
 
 def run(job, ctx) -> None:
     """Run the query of a job and store the result named `result` (what pyvo fetches)."""
-    from .sync import ASYNC_TIMEOUT, TapUsageError, run_query
-
     params = Params([(k, v) for k, vs in job.parameters.items() for v in vs])
     cat = runtime.catalogue(runtime.public_base())
     try:
@@ -25,13 +27,11 @@ def run(job, ctx) -> None:
 
 # No validation at creation: TAP reports a bad query through the job (phase ERROR and a
 # VOTable /error), which is what clients and taplint expect after a 303.
-jobs.register(SERVICE, run, None, max_duration=3600)
+JOB = JobKind(SERVICE, run, None, max_duration=3600)
 
 
 def handle_async(sub: str, method: str, params: Params, base: str) -> Reply:
-    from ...render.votable import error_document
-
-    reply = jobs.handle_uws(SERVICE, method, sub, params, base, f"{base}/tap/async")
+    reply = uws.handle_uws(JOB, method, sub, params, base, f"{base}/tap/async")
     if sub.rstrip("/").endswith("/error") and reply.status == 200:  # TAP: a VOTable error
         return Reply(200, error_document(reply.body.decode() or "no error"),
                      "application/x-votable+xml", reply.headers)

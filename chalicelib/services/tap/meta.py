@@ -10,6 +10,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ...lake import schema
 from ...query.catalogue import TAP_SCHEMA_TABLES
+from ...web.params import Reply
+from . import errors as tap
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 TR = "ivo://ivoa.net/std/TAPRegExt"
@@ -63,8 +65,6 @@ def _outputs() -> str:
 
 
 def capabilities(base: str) -> str:
-    from . import sync as tap
-
     tap_url = f"{base}/tap"
     limits = (
         f'<uploadMethod ivo-id="{TR}#upload-inline"/>'
@@ -203,3 +203,11 @@ def examples(base: str) -> str:
             '<html xmlns="http://www.w3.org/1999/xhtml"><head><title>TAP examples</title>'
             f'</head><body vocab="ivo://ivoa.net/std/DALI-examples#"><h1>Examples for '
             f"{escape(base)}/tap</h1>{items}</body></html>")
+
+
+def availability() -> Reply:
+    return Reply.xml(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<vosi:availability xmlns:vosi="http://www.ivoa.net/xml/VOSIAvailability/v1.0">'
+        "<vosi:available>true</vosi:available>"
+        "<vosi:note>The service is accepting queries</vosi:note></vosi:availability>")

@@ -6,30 +6,28 @@ catalogue, and leaves through chalicelib.votable in the requested format.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from xml.sax.saxutils import escape
 
 import pyarrow as pa
 
-from ...dali import UsageError
-from ...query import runtime
+from ...query import adql, runtime
 from ...query.catalogue import Catalogue, QueryError, QueryTimeout
+from ...query.uploads import UploadUsageError, load_uploads
+from ...render import votable
 from ...web import observability
 from ...web.params import Params, Reply, parse_maxrec
+from ..datalink import bind_fields, descriptors
 from . import meta as tapmeta
-
-SYNC_TIMEOUT = float(os.environ.get("TAP_SYNC_TIMEOUT", "25"))  # API Gateway allows 29 s
-ASYNC_TIMEOUT = float(os.environ.get("TAP_ASYNC_TIMEOUT", "600"))
-DEFAULT_MAXREC = int(os.environ.get("TAP_DEFAULT_MAXREC", "100000"))
-HARD_MAXREC = int(os.environ.get("TAP_HARD_MAXREC", "5000000"))
-UPLOAD_LIMIT = 20 << 20  # bytes per request
-LANGS = {"ADQL", "ADQL-2.0", "ADQL-2.1"}
-
-
-class TapUsageError(UsageError):
-    """The caller's mistake: answered with a VOTable error and a 400."""
+from .errors import (
+    ASYNC_TIMEOUT,
+    DEFAULT_MAXREC,
+    HARD_MAXREC,
+    LANGS,
+    SYNC_TIMEOUT,
+    UPLOAD_LIMIT,
+    TapUsageError,
+)
 
 
 @dataclass
@@ -42,9 +40,7 @@ class QueryResult:
 
 
 def _error(message: str, status: int = 400) -> Reply:
-    from ...render.votable import error_document
-
-    return Reply(status, error_document(message), "application/x-votable+xml")
+    return Reply(status, votable.error_document(message), "application/x-votable+xml")
 
 
 def _check_lang(params: Params) -> str:
@@ -64,10 +60,6 @@ def _check_lang(params: Params) -> str:
 
 def run_query(params: Params, cat: Catalogue, timeout: float) -> QueryResult:
     """Translate, run and serialise one TAP query; raises TapUsageError for bad input."""
-    from ...query import adql
-    from ...query.uploads import load_uploads
-    from ...render import votable
-
     t0 = time.perf_counter()
     query = _check_lang(params)
     try:
@@ -75,7 +67,10 @@ def run_query(params: Params, cat: Catalogue, timeout: float) -> QueryResult:
     except votable.UnsupportedFormat as e:
         raise TapUsageError(str(e)) from None
     maxrec = parse_maxrec(params, DEFAULT_MAXREC, HARD_MAXREC, TapUsageError)
-    uploads, upload_tables = load_uploads(params, UPLOAD_LIMIT)
+    try:
+        uploads, upload_tables = load_uploads(params, UPLOAD_LIMIT)
+    except UploadUsageError as e:
+        raise TapUsageError(str(e)) from None
     tables = tapmeta.all_tables()
     try:
         tr = adql.translate(query, tables, box_sql=cat.box_sql, uploads=upload_tables)
@@ -91,8 +86,6 @@ def run_query(params: Params, cat: Catalogue, timeout: float) -> QueryResult:
     table = _rename(table, [f.name for f in fields])
     extra = []
     if any(f.name == "obs_publisher_did" for f in fields):  # the same DataLink as SIA
-        from ..datalink import bind_fields, descriptors
-
         fields, extra = bind_fields(fields), descriptors(cat.base_url)
     body, ctype = votable.write(table, fields, fmt, overflow=overflow, resources_after=extra,
                                 infos=[("release", str(cat.release.number), None)])
@@ -100,11 +93,9 @@ def run_query(params: Params, cat: Catalogue, timeout: float) -> QueryResult:
 
 
 def _field(rc, arrow_type: pa.DataType):
-    from ...render.votable import Field
-
     if rc.column is not None:
-        return Field.from_column(rc.column, name=rc.name)
-    return Field.from_arrow(rc.name, arrow_type, geometry=rc.geometry)
+        return votable.Field.from_column(rc.column, name=rc.name)
+    return votable.Field.from_arrow(rc.name, arrow_type, geometry=rc.geometry)
 
 
 def _rename(table: pa.Table, names: list[str]) -> pa.Table:
@@ -124,35 +115,3 @@ def sync(params: Params, base: str) -> Reply:
     observability.add(rows=res.rows, overflow=res.overflow)
     return Reply(200, res.body, res.content_type,
                  {"X-Rows": str(res.rows), "X-Query-Seconds": f"{res.seconds:.3f}"})
-
-
-def availability() -> Reply:
-    return Reply.xml(
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<vosi:availability xmlns:vosi="http://www.ivoa.net/xml/VOSIAvailability/v1.0">'
-        "<vosi:available>true</vosi:available>"
-        "<vosi:note>The service is accepting queries</vosi:note></vosi:availability>")
-
-
-def handle(rest: str, method: str, params: Params, base: str) -> Reply:
-    rest = rest.strip("/")
-    head = rest.split("/", 1)[0]
-    if rest == "sync":
-        return sync(params, base)
-    if head == "async":
-        from .asyncjobs import handle_async
-
-        return handle_async(rest[len("async"):], method, params, base)
-    if rest == "availability":
-        return availability()
-    if rest == "capabilities":
-        return Reply.xml(tapmeta.capabilities(base))
-    if rest == "tables":
-        return Reply.xml(tapmeta.tableset(params.get("detail")))
-    if head == "tables":
-        xml = tapmeta.table_document(rest.split("/", 1)[1])
-        return Reply.xml(xml) if xml else Reply.text(f"no table {rest[7:]!r}", 404)
-    if rest == "examples":
-        return Reply(200, tapmeta.examples(base), "application/xhtml+xml")
-    return Reply.text(f"Not found: /tap/{escape(rest)}", 404)
-
