@@ -357,8 +357,8 @@ def cap_bounds(ra: float, dec: float, radius: float) -> tuple[float, float, list
 
 def healpix(ra, dec, order: int = 12) -> np.ndarray:
     """Nested HEALPix index of each position: the spatial sort key of the tables."""
-    import cdshealpix
-    from astropy.coordinates import Latitude, Longitude
+    import cdshealpix  # deferred: cold start (astropy)
+    from astropy.coordinates import Latitude, Longitude  # deferred: cold start (astropy)
 
     return cdshealpix.lonlat_to_healpix(Longitude(np.asarray(ra, float), "deg"),
                                         Latitude(np.asarray(dec, float), "deg"),
@@ -391,9 +391,9 @@ def cap_cells(ra: float, dec: float, radius: float, order: int = 12,
     within max_ranges. None when the cap is most of the sky."""
     if radius >= 60.0:
         return None
-    import astropy.units as u
-    from astropy.coordinates import Latitude, Longitude
-    from mocpy import MOC
+    import astropy.units as u  # deferred: cold start (astropy)
+    from astropy.coordinates import Latitude, Longitude  # deferred: cold start (astropy)
+    from mocpy import MOC  # deferred: cold start (astropy)
 
     depth = min(order, max(0, int(math.log2(117.0 / max(radius, 1e-6)))))
     while True:

@@ -152,7 +152,7 @@ def _check_files(folder: Path, manifest: dict, artifact: pa.Table, progress) -> 
     for uri in artifact["uri"].to_pylist():
         if uri not in listed:
             raise DeliveryError(f"artifact {uri} is not in the manifest's files")
-    from astropy.io import fits
+    from astropy.io import fits  # deferred: cold start (astropy)
 
     for f in progress(manifest["files"], "checking files"):
         path = folder / "data" / f["key"]

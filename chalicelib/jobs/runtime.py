@@ -46,7 +46,7 @@ def store():
         if "store" not in _state:
             table = os.environ.get("JOBS_TABLE")
             if table:
-                import boto3
+                import boto3  # deferred: AWS path only
 
                 _state["store"] = DynamoJobStore(table, boto3.client("dynamodb"))
             else:
@@ -69,7 +69,7 @@ def result_sink(job: Job, result_id: str, content: bytes, mime_type: str) -> str
 def _executor(kind: JobKind):
     arn = os.environ.get(f"{kind.name.upper()}_STATE_MACHINE_ARN")
     if arn:
-        import boto3
+        import boto3  # deferred: AWS path only
 
         return StepFunctionsExecutor(arn, boto3.client("stepfunctions"))
     with _lock:

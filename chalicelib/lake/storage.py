@@ -27,9 +27,9 @@ def region() -> str:
 def duckdb_s3(con) -> None:
     """S3 for a DuckDB connection: httpfs from its PyPI package (no download) and the
     caller's AWS credentials (or the S3_ENDPOINT_URL of moto/MinIO)."""
-    import duckdb_extension_httpfs
+    import duckdb_extension_httpfs  # deferred: AWS path only
 
-    from ..geometry.sqlfunctions import sql_str as q
+    from ..geometry.sqlfunctions import sql_str as q  # deferred: numba kernels
 
     ext = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("*.duckdb_extension"))
     con.execute(f"LOAD {q(str(ext))}")
@@ -82,7 +82,7 @@ class Archive:
     @cached_property
     def fs(self) -> fsspec.AbstractFileSystem:
         if self.is_s3:
-            import s3fs
+            import s3fs  # deferred: AWS path only
 
             kw = {"client_kwargs": {"region_name": region()}}
             if s3_endpoint():
@@ -146,7 +146,7 @@ class Archive:
     def create_exclusive(self, key: str, data: bytes) -> None:
         """Write only if absent (S3 If-None-Match, O_EXCL locally): the commit primitive."""
         if self.is_s3:
-            import botocore.exceptions
+            import botocore.exceptions  # deferred: AWS path only
 
             try:
                 self._s3_client.put_object(Bucket=self.bucket, Key=self._s3_key(key),
@@ -188,8 +188,8 @@ class Archive:
 
     @cached_property
     def _s3_client(self):
-        import boto3
-        from botocore.config import Config
+        import boto3  # deferred: AWS path only
+        from botocore.config import Config  # deferred: AWS path only
 
         # SigV4: S3 refuses SigV2 presigned URLs on new buckets
         return boto3.client("s3", endpoint_url=s3_endpoint(), region_name=region(),

@@ -38,7 +38,7 @@ if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # in Lambda: every log line is J
 
 @cache
 def _client(service: str) -> Any:
-    import boto3
+    import boto3  # deferred: AWS path only
 
     endpoint = s3_endpoint() if service == "s3" else None
     return boto3.client(service, region_name=region(), endpoint_url=endpoint)
@@ -46,15 +46,15 @@ def _client(service: str) -> Any:
 
 def job_store() -> Any:
     """The UWS job store the API uses too (DynamoDB when JOBS_TABLE is set)."""
-    from ..jobs import runtime as jobs
+    from ..jobs import runtime as jobs  # deferred: per function
 
     return jobs.store()
 
 
 def reset() -> None:
     """Forget cached clients and stores (tests switch endpoints and tables)."""
-    from ..jobs import runtime as jobs
-    from ..query import runtime
+    from ..jobs import runtime as jobs  # deferred: per function
+    from ..query import runtime  # deferred: per function
 
     _client.cache_clear()
     jobs.reset()
@@ -90,7 +90,8 @@ def resolve_route(routes: dict[str, Any], path: str) -> tuple[str, dict[str, str
 
 
 def _chalice_app() -> Any:
-    import app  # app.py sits next to chalicelib/ in LAMBDA_TASK_ROOT
+    # app.py sits next to chalicelib/ in LAMBDA_TASK_ROOT
+    import app  # deferred: app.py imports chalicelib
 
     return app.app
 
@@ -136,7 +137,7 @@ DEADLINE_MARGIN_S = 15.0
 
 def runner_for(service: str) -> Callable[..., Any]:
     """The runner run(job, ctx) of a service, from the one registry of async services."""
-    from ..services.registry import JOBS  # deferred: only workers load every async service
+    from ..services.registry import JOBS  # deferred: only workers load every service
 
     kind = JOBS.get(service)
     if kind is None:
@@ -146,7 +147,7 @@ def runner_for(service: str) -> Callable[..., Any]:
 
 def _limit_seconds(job: Any, context: Any) -> tuple[float, str] | None:
     """Seconds until the job must stop, and why: the Lambda deadline or executionDuration."""
-    from ..jobs.uws.executor import overran_message
+    from ..jobs.uws.executor import overran_message  # deferred: per function
 
     limits = []
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
@@ -161,7 +162,7 @@ def _limit_seconds(job: Any, context: Any) -> tuple[float, str] | None:
 
 def _watchdog(job: Any, context: Any, cancel: threading.Event) -> threading.Timer | None:
     """End the job (ERROR) and raise its cancel flag before the Lambda is killed."""
-    from ..jobs.uws import fail_job as uws_fail
+    from ..jobs.uws import fail_job as uws_fail  # deferred: per function
 
     limit = _limit_seconds(job, context)
     if limit is None:
@@ -189,8 +190,8 @@ def _job_outcome(job_id: str, service: str) -> dict[str, Any]:
 
 def run_job(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Step Functions task: run one UWS job to COMPLETED or ERROR (never over ABORTED)."""
-    from ..jobs import runtime as jobs
-    from ..jobs import uws
+    from ..jobs import runtime as jobs  # deferred: per function
+    from ..jobs import uws  # deferred: per function
 
     job_id, store = event["job_id"], job_store()
     job = uws.mark_executing(store, job_id)
@@ -236,7 +237,7 @@ def describe_error(error: dict[str, Any]) -> tuple[str, str]:
 
 def fail_job(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Catch target of every state machine: the job ends in ERROR with a useful message."""
-    from ..jobs.uws import fail_job as uws_fail
+    from ..jobs.uws import fail_job as uws_fail  # deferred: per function
 
     job_id = event["job_id"]
     error = event.get("error") or {}
@@ -251,7 +252,7 @@ def fail_job(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
 
 def _step(name: str, event: dict[str, Any]) -> Any:
-    from ..photometry import steps
+    from ..photometry import steps  # deferred: per function
 
     start = time.perf_counter()
     out = getattr(steps, name)(event)
@@ -332,7 +333,7 @@ def download(bucket: str, prefix: str, folder: Path, workers: int = 16) -> int:
 
 def local_path(folder: Path, relative: str) -> Path:
     """Where an object goes under folder; S3 keys may contain '..', paths may not escape."""
-    from ..ingest.delivery import DeliveryError
+    from ..ingest.delivery import DeliveryError  # deferred: per function
 
     root = folder.resolve()
     dest = (root / relative).resolve()
@@ -343,9 +344,9 @@ def local_path(folder: Path, relative: str) -> Path:
 
 def _released_as(bucket: str, prefix: str) -> tuple[str, int] | None:
     """(delivery, release) if the manifest names a delivery the archive already has."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError  # deferred: AWS path only
 
-    from ..lake import releases
+    from ..lake import releases  # deferred: per function
 
     try:
         body = _client("s3").get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
@@ -358,7 +359,7 @@ def _released_as(bucket: str, prefix: str) -> tuple[str, int] | None:
 
 def _run_ingest(bucket: str, prefix: str, status: dict[str, Any], start: float) -> None:
     """Fill status with the outcome of a successful (or skipped) ingest."""
-    from ..ingest.delivery import ingest
+    from ..ingest.delivery import ingest  # deferred: per function
 
     released = _released_as(bucket, prefix)
     if released is not None:  # a duplicate event or a re-upload: skip the download
@@ -384,7 +385,7 @@ def _run_ingest(bucket: str, prefix: str, status: dict[str, Any], start: float) 
 def _maintain() -> str | None:
     """Merge the new weeks into a sky-sorted tier when due. The delivery is committed
     whatever happens here: a failure is reported and the next ingest tries again."""
-    from ..ingest import maintenance
+    from ..ingest import maintenance  # deferred: per function
 
     try:
         every = os.environ.get("MERGE_EVERY")
@@ -395,7 +396,7 @@ def _maintain() -> str | None:
 
 
 def _ingest_delivery(bucket: str, prefix: str, request_id: str | None) -> dict[str, Any]:
-    from ..ingest.delivery import DeliveryError
+    from ..ingest.delivery import DeliveryError  # deferred: per function
 
     status: dict[str, Any] = {"source": f"s3://{bucket}/{prefix}", "state": "running",
                               "started": _now(), "request_id": request_id}

@@ -22,7 +22,9 @@ import pyarrow as pa
 
 from .. import dali
 from ..geometry.sqlfunctions import sql_in
+from ..jobs import runtime as jobs
 from ..jobs.uws import UWSUsageError
+from ..jobs.uws.executor import JobAborted, RunContext, complete_job
 from ..lake.storage import Archive
 from ..query import runtime
 from ..query.catalogue import Catalogue
@@ -310,10 +312,10 @@ def source_table(sources: list[dict], per: list[list[dict]]) -> pa.Table:
 
 def plot_png(source: dict, group: list[dict]) -> bytes:
     """The measured spectrum of one source (clean points filled, flagged ones open)."""
-    import matplotlib
+    import matplotlib  # deferred: cold start (matplotlib)
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: cold start (matplotlib)
 
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
@@ -409,9 +411,6 @@ def measure(event: dict[str, Any]) -> dict[str, Any]:
 
 def assemble(event: dict[str, Any]) -> dict[str, Any]:
     """Gather every batch (failed ones as flagged rows), write the results, complete the job."""
-    from ..jobs import runtime as jobs
-    from ..jobs.uws.executor import JobAborted, RunContext, complete_job
-
     arch = runtime.archive()
     state = _load_plan(event["job_id"])
     rows: list[dict] = []

@@ -96,7 +96,7 @@ def _prescan(data: bytes, name: str) -> None:
 
 def _parse(data: bytes, name: str) -> VOTable:
     """The first VOTable TABLE, refused before any conversion when over the limits."""
-    from astropy.io.votable import parse_single_table
+    from astropy.io.votable import parse_single_table  # deferred: cold start (astropy)
 
     _prescan(data, name)
     try:

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from chalicelib.geometry import sky
 
 if TYPE_CHECKING:
-    from chalicelib.render.votable import Field
+    from chalicelib.render.fields import Field
 
 # VOTable numeric datatype -> (arrow type, big-endian numpy dtype, FITS TFORM letter)
 NUMERIC: dict[str, tuple[pa.DataType, str, str]] = {
@@ -447,7 +447,7 @@ def fits_bytes(table: pa.Table, fields: list[Field]) -> bytes:
     """A FITS binary table written with numpy (astropy's writer is 5x slower on strings):
     TUNITn, TNULLn, variable arrays in the heap, and UCD/utype/description as
     TUCDn/TUTYPn/TCOMMn (the STIL convention TOPCAT reads)."""
-    from astropy.io import fits
+    from astropy.io import fits  # deferred: cold start (astropy)
 
     n = table.num_rows
     cols = [_fits_column(c.combine_chunks(), f) for c, f in zip(table.columns, fields)]
@@ -552,7 +552,7 @@ def _padded_bytes(col: pa.Array) -> np.ndarray:
 
 def parquet_bytes(table: pa.Table, header_xml: str) -> bytes:
     """VOParquet 1.0: the data-less VOTable rides in the file's key-value metadata."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # deferred: Parquet output only
 
     meta = {b"IVOA.VOTable-Parquet.version": b"1.0",
             b"IVOA.VOTable-Parquet.content": header_xml.encode()}

@@ -17,8 +17,8 @@ FORMATS = {"fits": "application/fits", "json": "application/json", "ascii": "tex
 
 
 def _region_moc(pos: str) -> MOC:
-    import astropy.units as u  # deferred: astropy costs ~1 s of cold start
-    from astropy.coordinates import Latitude, Longitude  # deferred: as above
+    import astropy.units as u  # deferred: cold start (astropy)
+    from astropy.coordinates import Latitude, Longitude  # deferred: cold start (astropy)
 
     kind, v = shape(pos, "POS", kinds=("CIRCLE", "POLYGON"))
     if kind == "CIRCLE":

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 import pyarrow as pa
 
+from ..geometry import sky
 from ..query import products, runtime
+from ..render import votable
+from ..render.votable import Field, Param, service_descriptor
 from ..web.params import Params, Reply
 
 MAX_IDS = int(os.environ.get("DATALINK_MAX_IDS", "10000"))
@@ -40,8 +44,6 @@ COLUMNS = [
 
 
 def _fields():
-    from ..render.votable import Field
-
     return [Field(name, dt, arraysize=size, ucd=ucd, description=desc,
                   unit="byte" if name == "content_length" else None, id=f"dl_{name}")
             for name, dt, size, ucd, desc in COLUMNS]
@@ -98,9 +100,6 @@ def _rows_for(did: str, plane: dict | None, cals: list[dict], base: str, sd: str
 
 
 def _soda_descriptor(base: str, suffix: str, plane: dict | None, did: str | None) -> str:
-    from ..geometry import sky
-    from ..render.votable import Param, service_descriptor
-
     id_param = Param("ID", "char", arraysize="*", value=did or "",
                      ref=None if did else "dl_ID", ucd="meta.id;meta.dataset")
     params = [id_param]
@@ -137,8 +136,6 @@ def _soda_descriptor(base: str, suffix: str, plane: dict | None, did: str | None
 
 
 def _cutout_descriptor(base: str, suffix: str, uri: str | None) -> str:
-    from ..render.votable import Param, service_descriptor
-
     # per image the file key is fixed; a shared descriptor binds the ID column instead
     first = (Param("path", "char", arraysize="*", value=uri, description="file key") if uri
              else Param("ID", "char", arraysize="*", ref="dl_ID", description="dataset ID"))
@@ -155,8 +152,6 @@ def _cutout_descriptor(base: str, suffix: str, uri: str | None) -> str:
 
 def bind_fields(fields: list) -> list:
     """Give the obs_publisher_did FIELD the ID the descriptors' ref= points to."""
-    from dataclasses import replace
-
     return [replace(f, id="obs_publisher_did") if f.name == "obs_publisher_did" else f
             for f in fields]
 
@@ -164,8 +159,6 @@ def bind_fields(fields: list) -> list:
 def descriptors(base: str) -> list[str]:
     """Descriptors for ObsCore results (SIA, TAP): DataLink and SODA bound to the
     obs_publisher_did column by ref."""
-    from ..render.votable import Param, service_descriptor
-
     dl = service_descriptor("datalink", f"{base}/datalink/links", DATALINK,
                             [Param("ID", "char", arraysize="*", ref="obs_publisher_did",
                                    ucd="meta.id;meta.main")],
@@ -199,8 +192,6 @@ def _answer(did: str, plane: dict | None, cals: list[dict], base: str,
 
 
 def links(params: Params, base: str) -> Reply:
-    from ..render import votable
-
     ids = [i for v in params.getall("ID") for i in [v.strip()] if i]
     if not ids:
         return Reply(400, votable.error_document("UsageFault: no ID given"),

@@ -12,6 +12,7 @@ import io
 import numpy as np
 
 from ..cutout import CutoutError, NoOverlap, cutout, parse_archive_params
+from ..cutout.fitsrange import RangeReader, read_layout
 from ..cutout.region import parse_gzip
 from ..query import products, runtime
 from ..web import observability
@@ -91,12 +92,10 @@ def preview(key: str, base: str) -> Reply:
 
 
 def _render_png(arch, key: str) -> bytes:
-    import matplotlib
+    import matplotlib  # deferred: cold start (matplotlib)
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from ..cutout.fitsrange import RangeReader, read_layout
+    from matplotlib import pyplot as plt  # deferred: cold start (matplotlib)
 
     reader = RangeReader(arch, key)
     layout = read_layout(reader)

@@ -14,6 +14,7 @@ from ..photometry import steps
 from ..query import runtime
 from ..web.params import Params, Reply
 from . import uws
+from .tap.meta import vosi_capabilities
 
 SERVICE = steps.SERVICE
 LOCAL_THREADS = 2
@@ -60,8 +61,6 @@ JOB = JobKind(SERVICE, run, validate, max_duration=3600)
 
 
 def capabilities(base: str) -> str:
-    from .tap.meta import vosi_capabilities
-
     return vosi_capabilities(f"{base}/spectrophotometry", [
         ("ivo://ivoa.net/std/UWS#async-1.1", "async", ' role="std" version="1.1"'),
         ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", "")])

@@ -15,8 +15,12 @@ from ..geometry.sqlfunctions import sql_str
 from ..lake import schema
 from ..query import runtime
 from ..query.catalogue import Catalogue, QueryError, QueryTimeout
+from ..render import votable
+from ..render.votable import Param, service_descriptor
 from ..web import observability
 from ..web.params import Params, Reply, parse_maxrec
+from . import datalink
+from .tap.meta import availability, vosi_capabilities
 
 DEFAULT_MAXREC = int(os.environ.get("SIA_DEFAULT_MAXREC", "10000"))
 HARD_MAXREC = int(os.environ.get("SIA_HARD_MAXREC", "1000000"))
@@ -136,9 +140,6 @@ def where(params: Params, cat: Catalogue) -> str:
 
 
 def query(params: Params, base: str) -> Reply:
-    from ..render import votable
-    from . import datalink
-
     cat = runtime.catalogue(base)
     try:
         fmt = votable.parse_format(params.get("RESPONSEFORMAT"))
@@ -168,8 +169,6 @@ def query(params: Params, base: str) -> Reply:
 
 def self_description(base: str) -> str:
     """MAXREC=0: the service's own input parameters as a service descriptor."""
-    from ..render.votable import Param, service_descriptor
-
     p = [
         Param("POS", "char", arraysize="*", description="CIRCLE ra dec r | RANGE ra1 ra2 "
               "dec1 dec2 | POLYGON ra1 dec1 ... (deg, ICRS)"),
@@ -201,8 +200,6 @@ def self_description(base: str) -> str:
 
 
 def capabilities(base: str) -> str:
-    from .tap.meta import vosi_capabilities
-
     return vosi_capabilities(f"{base}/sia", [
         ("ivo://ivoa.net/std/SIA#query-2.0", "query", ' role="std" version="2.0"'),
         ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", ""),
@@ -210,8 +207,6 @@ def capabilities(base: str) -> str:
 
 
 def handle(rest: str, method: str, params: Params, base: str) -> Reply:
-    from .tap.meta import availability
-
     rest = rest.strip("/")
     if rest in ("query", ""):
         return query(params, base)

@@ -219,7 +219,7 @@ VOTABLE, TEXT = "votable", "text"  # DALI's VOTable error; SODA/DataLink-style p
 
 def error_reply(form: str, status: int, message: str) -> Reply:
     if form == VOTABLE:
-        from ..render.votable import error_document  # deferred: the VOTable writer needs pyarrow
+        from ..render.votable import error_document  # deferred: the writer needs pyarrow
 
         return Reply(status, error_document(message), "application/x-votable+xml")
     return Reply.text(message + "\n", status)

@@ -18,7 +18,7 @@ _FIXED = {"fn:distance": "deg", "fn:coord": "deg", "fn:area": "deg2", "fn:degree
 @lru_cache(maxsize=256)
 def parse_unit(text: str):
     """A VOUnit string as an astropy unit (generic syntax as a fallback)."""
-    import astropy.units as u  # heavy import: only when IN_UNIT is used
+    import astropy.units as u  # deferred: heavy import, only when IN_UNIT is used
 
     for fmt in ("vounit", "generic"):
         try:
@@ -30,7 +30,7 @@ def parse_unit(text: str):
 
 def unit_of(v: Val):
     """The astropy unit of a value, or None when it cannot be told."""
-    import astropy.units as u
+    import astropy.units as u  # deferred: cold start (astropy)
 
     if v.op == "col":
         if v.column is not None:

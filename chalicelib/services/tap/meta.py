@@ -9,6 +9,7 @@ from __future__ import annotations
 from xml.sax.saxutils import escape, quoteattr
 
 from ...lake import schema
+from ...query.adql import LANGUAGE_FEATURES
 from ...query.catalogue import TAP_SCHEMA_TABLES
 from ...web.params import Reply
 from . import errors as tap
@@ -40,8 +41,6 @@ def _interface(url: str, role: bool = False) -> str:
 
 
 def _language() -> str:
-    from ...query.adql import LANGUAGE_FEATURES  # what the translator implements and tests
-
     feats = "".join(
         f'<languageFeatures type="{kind}">' + "".join(
             f"<feature><form>{escape(form)}</form>"
