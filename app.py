@@ -7,8 +7,9 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from chalicelib import landing, runtime
-from chalicelib.web import (
+from chalicelib.query import runtime
+from chalicelib.services import landing
+from chalicelib.web.params import (
     TEXT,
     VOTABLE,
     Params,
@@ -82,7 +83,7 @@ def tap_root():
 
 @app.route("/tap/{rest+}", methods=["GET", "POST", "DELETE"], content_types=FORMS)
 def tap():
-    from chalicelib import tap as tap_service
+    from chalicelib.services.tap import routes as tap_service
 
     rest = _greedy()
     return _serve(VOTABLE, lambda req, params, base: tap_service.handle(
@@ -97,7 +98,7 @@ def sia_root():
 
 @app.route("/sia/{rest+}", methods=ANY, content_types=FORMS)
 def sia():
-    from chalicelib import sia as sia_service
+    from chalicelib.services import sia as sia_service
 
     rest = _greedy()
     return _serve(VOTABLE, lambda req, params, base: sia_service.handle(
@@ -106,29 +107,29 @@ def sia():
 
 @app.route("/datalink/links", methods=ANY, content_types=FORMS)
 def datalink_links():
-    from chalicelib import datalink
+    from chalicelib.services import datalink
 
     return _serve(VOTABLE, lambda req, params, base: datalink.links(params, base))
 
 
 @app.route("/results/{rest+}", methods=["GET"])
 def results():
-    from chalicelib import jobs
+    from chalicelib.services import uws
 
     rest = _greedy()
-    return _serve(TEXT, lambda req, params, base: jobs.local_result(rest))
+    return _serve(TEXT, lambda req, params, base: uws.local_result(rest))
 
 
 @app.route("/coverage", methods=ANY, content_types=FORMS)
 def coverage_search():
-    from chalicelib import coverage as coverage_service
+    from chalicelib.services import coverage as coverage_service
 
     return _serve(VOTABLE, lambda req, params, base: coverage_service.search(params, base))
 
 
 @app.route("/coverage/{collection}", methods=["GET"])
 def coverage_moc(collection):
-    from chalicelib import coverage as coverage_service
+    from chalicelib.services import coverage as coverage_service
 
     return _serve(TEXT, lambda req, params, base: coverage_service.moc(
         collection, params, base))
@@ -136,7 +137,7 @@ def coverage_moc(collection):
 
 @app.route("/soda/{rest+}", methods=["GET", "POST", "DELETE"], content_types=FORMS)
 def soda():
-    from chalicelib import soda as soda_service
+    from chalicelib.services import soda as soda_service
 
     rest = _greedy()
     return _serve(TEXT, lambda req, params, base: soda_service.handle(
@@ -145,7 +146,7 @@ def soda():
 
 @app.route("/data/{path+}", methods=["GET"])
 def data_file():
-    from chalicelib import files
+    from chalicelib.services import files
 
     key = _greedy("path")
     return _serve(TEXT, lambda req, params, base: files.data(key, params, base))
@@ -153,14 +154,14 @@ def data_file():
 
 @app.route("/cutout", methods=ANY, content_types=FORMS)
 def cutout_by_param():
-    from chalicelib import files
+    from chalicelib.services import files
 
     return _serve(TEXT, lambda req, params, base: files.cutout_route(None, params, base))
 
 
 @app.route("/cutout/{path+}", methods=["GET"])
 def cutout_by_path():
-    from chalicelib import files
+    from chalicelib.services import files
 
     key = _greedy("path")
     return _serve(TEXT, lambda req, params, base: files.cutout_route(key, params, base))
@@ -168,7 +169,7 @@ def cutout_by_path():
 
 @app.route("/preview/{path+}", methods=["GET"])
 def preview():
-    from chalicelib import files
+    from chalicelib.services import files
 
     key = _greedy("path")
     return _serve(TEXT, lambda req, params, base: files.preview(key, base))
@@ -177,7 +178,7 @@ def preview():
 @app.route("/spectrophotometry/{rest+}", methods=["GET", "POST", "DELETE"],
            content_types=FORMS)
 def spectrophotometry():
-    from chalicelib.photometry import service
+    from chalicelib.services import photometry as service
 
     rest = _greedy()
     return _serve(TEXT, lambda req, params, base: service.handle(

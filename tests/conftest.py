@@ -21,7 +21,7 @@ os.environ["QUIET_HTTP"] = "1"
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """Two weekly deliveries of small FITS images (64 px, the field stays 3.485 deg)."""
-    from chalicelib.synth import synthesize
+    from chalicelib.devtools.synth import synthesize
 
     out = tmp_path_factory.mktemp("synth")
     synthesize(out, weeks=2, image_size=64, images_per_week=24, seed=7)
@@ -36,8 +36,8 @@ def deliveries(synth_dir) -> list[Path]:
 @pytest.fixture(scope="session")
 def archive(tmp_path_factory, deliveries):
     """A local archive with both synthetic deliveries ingested."""
-    from chalicelib.ingest import ingest
-    from chalicelib.storage import Archive
+    from chalicelib.ingest.delivery import ingest
+    from chalicelib.lake.storage import Archive
 
     arch = Archive.from_env(str(tmp_path_factory.mktemp("archive")))
     for d in deliveries:
@@ -69,7 +69,7 @@ def s3_archive(moto_endpoint):
     """An empty archive under a fresh bucket on the moto server."""
     import boto3
 
-    from chalicelib.storage import Archive
+    from chalicelib.lake.storage import Archive
 
     bucket = f"archive-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
@@ -79,7 +79,7 @@ def s3_archive(moto_endpoint):
 @pytest.fixture(scope="session")
 def server(archive):
     """The Chalice app served locally over the session archive; yields its base URL."""
-    from chalicelib.localserver import start_background
+    from chalicelib.devtools.localserver import start_background
 
     srv, base = start_background(archive.url)
     yield base

@@ -22,9 +22,11 @@ from astropy.coordinates import SkyCoord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib import catalogue, schema, sky, sqlfunctions
-from chalicelib.adql import AdqlError, translate
-from chalicelib.adql.dialect import parse
+from chalicelib.geometry import sky, sqlfunctions
+from chalicelib.lake import schema
+from chalicelib.query import catalogue
+from chalicelib.query.adql import AdqlError, translate
+from chalicelib.query.adql.dialect import parse
 
 TABLES = {**schema.TABLES, **catalogue.TAP_SCHEMA_TABLES}
 UPLOAD = schema.Table("TAP_UPLOAD.mine", "an upload", (
@@ -965,7 +967,7 @@ def test_output_contains_only_declared_functions(db):
     names = set()
     for _, adql in CASES["valid"]:
         names |= {m.lower() for m in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\(", tr(adql).sql)}
-    from chalicelib.adql.functions import EMITTED
+    from chalicelib.query.adql.functions import EMITTED
     assert names <= EMITTED | {"cast", "count", "exists", "in", "and", "or", "not", "as",
                                "select", "from", "between", "union", "except", "intersect",
                                "on", "like", "ilike", "when", "then", "else", "end", "case",
@@ -992,7 +994,7 @@ def test_translation_is_fast():
 
 def test_declared_features_work(db):
     """Every TAPRegExt feature /capabilities will declare translates and runs."""
-    from chalicelib.adql import LANGUAGE_FEATURES
+    from chalicelib.query.adql import LANGUAGE_FEATURES
 
     uses = {
         "ivo_healpix_index": None,  # see test_lyonetia_valid's xfail
@@ -1052,7 +1054,7 @@ def test_every_served_column_is_usable_unquoted(db):
 
 def test_runs_on_the_catalogue(tmp_path):
     """The emitted names match the lead's Catalogue views (an empty archive: release 0)."""
-    from chalicelib.storage import Archive
+    from chalicelib.lake.storage import Archive
 
     cat = catalogue.Catalogue(Archive(str(tmp_path)))
     upload = {"mine": pa.table({"name": ["x"], "ra": [1.0], "dec": [2.0]})}

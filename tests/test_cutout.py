@@ -17,7 +17,6 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from chalicelib import sky
 from chalicelib.cutout import (
     CenterBox,
     Circle,
@@ -35,8 +34,9 @@ from chalicelib.cutout import (
     parse_soda_params,
 )
 from chalicelib.cutout.fitsrange import clear_caches
-from chalicelib.storage import Archive
-from chalicelib.web import Params
+from chalicelib.geometry import sky
+from chalicelib.lake.storage import Archive
+from chalicelib.web.params import Params
 
 N = 160  # synthetic image size: the 3.485 deg field at 78 arcsec per pixel
 IMAGE_HDUS = ("IMAGE", "FLAGS", "VARIANCE", "ZODI")
@@ -47,7 +47,7 @@ IMAGE_HDUS = ("IMAGE", "FLAGS", "VARIANCE", "ZODI")
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> tuple[Archive, list[str]]:
     """A local archive holding one synthetic week's six Level 2 images."""
-    from chalicelib.synth import synthesize
+    from chalicelib.devtools.synth import synthesize
 
     out = tmp_path_factory.mktemp("synth")
     folder = synthesize(out, weeks=1, image_size=N, images_per_week=6, seed=3)[0]
@@ -419,7 +419,7 @@ def test_cutout_many(parent, files):
 @pytest.fixture(scope="module")
 def big_files(tmp_path_factory) -> tuple[Archive, list[str]]:
     """512 px images: big enough that a 40-row cutout is a small part of the file."""
-    from chalicelib.synth import synthesize
+    from chalicelib.devtools.synth import synthesize
 
     out = tmp_path_factory.mktemp("synth512")
     folder = synthesize(out, weeks=1, image_size=512, images_per_week=6, seed=4)[0]

@@ -11,7 +11,8 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from chalicelib import dali, runtime
+from chalicelib import dali
+from chalicelib.query import runtime
 
 VOTABLE_ERROR = b'name="QUERY_STATUS" value="ERROR"'
 
@@ -147,7 +148,7 @@ def test_defect_11_coverage_polygon_longitudes_wrap(server):
 
 def test_unexpected_errors_are_a_500_with_a_request_id_and_no_detail(server, monkeypatch,
                                                                       caplog):
-    from chalicelib import sia
+    from chalicelib.services import sia
 
     def broken(*_a, **_k):
         raise RuntimeError("/secret/local/path s3://private-bucket AWS_SECRET")
@@ -204,7 +205,7 @@ def test_defect_01_jobs_are_private(server, service, form):
 
 
 def test_defect_01_owner_token_header_and_gateway_identities():
-    from chalicelib.web import anonymous_owner, identify
+    from chalicelib.web.params import anonymous_owner, identify
 
     token = "t" * 32
     assert identify({"X-Owner-Token": token}) == anonymous_owner(token)
@@ -290,7 +291,7 @@ def test_defect_02_outbound_fetches_only_through_one_guarded_client():
 # ---- load: rate limits per caller (429) and refusals when full (503) ------------------------
 
 def test_rate_limiter_token_bucket():
-    from chalicelib.web import RateLimiter, ServiceBusy
+    from chalicelib.web.params import RateLimiter, ServiceBusy
 
     lim = RateLimiter(rate=2.0, burst=3.0, max_callers=2)
     for _ in range(3):
@@ -306,7 +307,7 @@ def test_rate_limiter_token_bucket():
 
 def test_callers_over_their_rate_get_429_and_cannot_spoof_their_address(server, monkeypatch):
     import app as app_module
-    from chalicelib.web import RateLimiter
+    from chalicelib.web.params import RateLimiter
 
     monkeypatch.setattr(app_module, "LIMITER", RateLimiter(rate=0.01, burst=3))
     codes = [requests.get(server + "/tap/availability",
@@ -323,7 +324,7 @@ def test_callers_over_their_rate_get_429_and_cannot_spoof_their_address(server, 
 def test_sync_queries_beyond_capacity_get_503_with_retry_after(server, monkeypatch):
     import threading
 
-    from chalicelib import web
+    from chalicelib.web import params as web
 
     monkeypatch.setattr(web, "_sync_slots", threading.BoundedSemaphore(1))
     with web.sync_slot():  # the only slot is taken

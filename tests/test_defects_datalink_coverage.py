@@ -85,7 +85,7 @@ def test_datalink_batch_isolates_unknown_id(server, cal_rows, science_id):
 
 def test_datalink_failing_dataset_gets_error_row_not_500(server, science_id, cal_rows,
                                                          monkeypatch):
-    from chalicelib import datalink
+    from chalicelib.services import datalink
 
     real = datalink._rows_for
     cal_id = cal_rows[0]["obs_publisher_did"]

@@ -12,10 +12,10 @@ import logging
 import sys
 import threading
 import time
-import types
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,11 @@ import boto3
 import pytest
 from chalice import Chalice, Response
 
-from chalicelib import handlers, runtime, uws
-from chalicelib import observability as obs
+from chalicelib.jobs import uws
+from chalicelib.lambdas import handlers
+from chalicelib.query import runtime
+from chalicelib.services.registry import JOBS
+from chalicelib.web import observability as obs
 
 # ---- observability ------------------------------------------------------------------------
 
@@ -96,7 +99,7 @@ def test_outside_lambda_lines_go_to_the_logger(caplog: pytest.LogCaptureFixture,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
     monkeypatch.delenv("OBSERVABILITY_STDOUT", raising=False)
-    with caplog.at_level(logging.INFO, logger="chalicelib.observability"):
+    with caplog.at_level(logging.INFO, logger="chalicelib.web.observability"):
         obs.metric("JobFailures", 0)
     assert capsys.readouterr().out == ""
     assert json.loads(caplog.records[0].getMessage())["JobFailures"] == 0
@@ -206,10 +209,7 @@ def executing_job(store: uws.LocalJobStore, service: str = "tap", duration: int 
 
 
 def use_runner(monkeypatch: pytest.MonkeyPatch, runner: Callable[..., Any]) -> None:
-    monkeypatch.setitem(handlers.RUNNERS, "tap", "test_runner_module:run")
-    module = types.ModuleType("test_runner_module")
-    module.run = runner  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "test_runner_module", module)
+    monkeypatch.setitem(JOBS, "tap", replace(JOBS["tap"], runner=runner))
 
 
 def test_run_job_stores_results_and_counts_failures(
@@ -300,7 +300,7 @@ def test_delivery_prefix(key: str, prefix: str | None) -> None:
 
 
 def test_object_keys_cannot_escape_the_download_folder(tmp_path: Path) -> None:
-    from chalicelib.ingest import DeliveryError
+    from chalicelib.ingest.delivery import DeliveryError
 
     assert handlers.local_path(tmp_path, "data/qr2/x.fits") == tmp_path / "data/qr2/x.fits"
     for bad in ("../../etc/passwd", "data/../../x", ""):
@@ -329,7 +329,7 @@ def inbox(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
 @pytest.fixture(scope="module")
 def delivery(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
-        from chalicelib.synth import synthesize
+        from chalicelib.devtools.synth import synthesize
     except ImportError as exc:  # written in parallel by another engineer
         pytest.skip(f"chalicelib.synth not available yet: {exc}")
     [folder] = synthesize(tmp_path_factory.mktemp("synth"), weeks=1, image_size=64,
@@ -457,8 +457,8 @@ def test_a_manifest_without_its_tables_is_rejected(inbox: tuple[Any, str],
 
 def test_ingest_lambda_merges_due_weeks_and_survives_a_failed_merge(tmp_path, deliveries,
                                                                      monkeypatch):
-    from chalicelib import maintenance
-    from chalicelib.ingest import ingest
+    from chalicelib.ingest import maintenance
+    from chalicelib.ingest.delivery import ingest
 
     arch = handlers.Archive.from_env(str(tmp_path / "arch"))
     ingest(deliveries[0], arch)

@@ -19,6 +19,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,10 @@ from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 from moto.stepfunctions.models import stepfunctions_backends
 
-from chalicelib import handlers, jobs, uws
+from chalicelib.jobs import runtime as jobs
+from chalicelib.jobs import uws
+from chalicelib.lambdas import handlers
+from chalicelib.services.registry import JOBS
 from tests.moto_dynamodb import atomic_requests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -428,8 +432,8 @@ def test_uws_job_machine_completes_fails_and_catches(
 
     monkeypatch.setattr(jobs, "result_sink", sink)
     _fake_module(monkeypatch, "fake_runners", good=good, bad=bad)
-    monkeypatch.setitem(handlers.RUNNERS, "tap", "fake_runners:good")
-    monkeypatch.setitem(handlers.RUNNERS, "soda", "fake_runners:bad")
+    monkeypatch.setitem(JOBS, "tap", replace(JOBS["tap"], runner=sys.modules["fake_runners"].good))
+    monkeypatch.setitem(JOBS, "soda", replace(JOBS["soda"], runner=sys.modules["fake_runners"].bad))
     service, store, sfn = _service(stack, "tap", "UwsJobStateMachineArn")
 
     job = _wait(store, service.create_job({"QUERY": "SELECT 1", "PHASE": "RUN"}).job_id)

@@ -12,11 +12,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from chalicelib import coverage, releases, schema
-from chalicelib.catalogue import Catalogue
-from chalicelib.ingest import DeliveryError, ingest
-from chalicelib.maintenance import compact
-from chalicelib.storage import Archive
+from chalicelib.ingest.delivery import DeliveryError, ingest
+from chalicelib.ingest.maintenance import compact
+from chalicelib.lake import moc as coverage
+from chalicelib.lake import releases, schema
+from chalicelib.lake.storage import Archive
+from chalicelib.query.catalogue import Catalogue
 
 
 def _records(delivery, kind):
@@ -67,7 +68,7 @@ def test_obscore_has_the_mandatory_columns_filled(archive, deliveries):
 
 
 def test_rows_are_ordered_by_healpix_in_each_file(archive):
-    from chalicelib.ingest import open_table
+    from chalicelib.lake.tables import open_table
 
     dt = open_table(archive, "ivoa.obscore")
     for uri in dt.file_uris():
@@ -158,7 +159,7 @@ def test_compaction_keeps_an_unreleased_run_out_of_sight(tmp_path, deliveries, m
             ingest(deliveries[1], arch)
     n0 = _records(deliveries[0], "plane").num_rows
     compact(arch)
-    from chalicelib.ingest import open_table
+    from chalicelib.lake.tables import open_table
 
     hidden = [f for f in open_table(arch, "ivoa.obscore").file_uris()
               if "delivery=_compacted" not in f]
@@ -222,7 +223,7 @@ def test_s3_ingest_and_query_through_moto(s3_archive, deliveries):
     assert s3_archive.exists("data/" + key)
     assert ingest(deliveries[0], s3_archive).skipped
     compact(s3_archive)  # DuckDB sorts, reading S3 through httpfs; deltalake writes
-    from chalicelib.ingest import open_table
+    from chalicelib.lake.tables import open_table
 
     assert all("delivery=_compacted-" in f
                for f in open_table(s3_archive, "ivoa.obscore").file_uris())
@@ -231,7 +232,7 @@ def test_s3_ingest_and_query_through_moto(s3_archive, deliveries):
 
 def test_s3_release_commit_is_exclusive(s3_archive):
     s3_archive.create_exclusive("x/one", b"1")
-    from chalicelib.storage import PreconditionFailed
+    from chalicelib.lake.storage import PreconditionFailed
 
     with pytest.raises(PreconditionFailed):
         s3_archive.create_exclusive("x/one", b"2")
@@ -247,7 +248,7 @@ def test_compact_keeps_rows_and_visibility(tmp_path, deliveries):
     assert "release 3" in report
     after = Catalogue(arch).query("SELECT obs_publisher_did FROM ivoa.obscore ORDER BY 1")
     assert before.equals(after)
-    from chalicelib.ingest import open_table
+    from chalicelib.lake.tables import open_table
 
     files = open_table(arch, "ivoa.obscore").file_uris()
     assert all("delivery=_compacted" in f for f in files)  # one sky-sorted partition
@@ -261,10 +262,10 @@ def test_cone_queries_skip_whole_files_and_lose_no_row(tmp_path, monkeypatch):
     """After compaction every file is a run of the HEALPix order: a cone names only the
     files its cap can touch (from the Delta statistics), and finds exactly the rows the
     exact test finds over every row of every file."""
-    from chalicelib import maintenance
-    from chalicelib.adql import translate
-    from chalicelib.synth import synthesize
-    from chalicelib.tapmeta import all_tables
+    from chalicelib.devtools.synth import synthesize
+    from chalicelib.ingest import maintenance
+    from chalicelib.query.adql import translate
+    from chalicelib.services.tap.meta import all_tables
 
     arch = Archive.from_env(str(tmp_path / "arch"))
     for d in synthesize(tmp_path / "in", 2, images_per_week=6000, metadata_only=True):
@@ -297,9 +298,9 @@ def test_new_weeks_merge_into_tiers_then_compact_into_one(tmp_path):
     """after_ingest merges only the weeks delivered since the last merge into a new
     HEALPix-sorted tier, compacts the tiers into one when there are too many, and no
     release ever sees a row twice or loses one."""
-    from chalicelib import maintenance
-    from chalicelib.ingest import open_table
-    from chalicelib.synth import synthesize
+    from chalicelib.devtools.synth import synthesize
+    from chalicelib.ingest import maintenance
+    from chalicelib.lake.tables import open_table
 
     arch = Archive.from_env(str(tmp_path / "arch"))
     weeks = synthesize(tmp_path / "in", 5, images_per_week=1500, metadata_only=True)

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from chalicelib import localserver
+from chalicelib.devtools import localserver
 
 
 def _addr(base: str) -> tuple[str, int]:

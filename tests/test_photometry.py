@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from chalicelib.uws import UWSUsageError
+from chalicelib.jobs.uws import UWSUsageError
 
 BASE = "http://phot.test"
 
@@ -20,10 +20,11 @@ BASE = "http://phot.test"
 def phot_env(tmp_path_factory):
     """One week of 256 px images (the 64 px session archive undersamples the PSF too much
     for a 3 % check), ingested into its own archive that runtime and jobs point at."""
-    from chalicelib import jobs, runtime
-    from chalicelib.ingest import ingest
-    from chalicelib.storage import Archive
-    from chalicelib.synth import synthesize
+    from chalicelib.devtools.synth import synthesize
+    from chalicelib.ingest.delivery import ingest
+    from chalicelib.jobs import runtime as jobs
+    from chalicelib.lake.storage import Archive
+    from chalicelib.query import runtime
 
     out = tmp_path_factory.mktemp("phot-synth")
     synthesize(out, weeks=1, image_size=256, images_per_week=24, seed=7)
@@ -43,7 +44,7 @@ def phot_env(tmp_path_factory):
 
 
 def _catalogue():
-    from chalicelib import runtime
+    from chalicelib.query import runtime
 
     return runtime.catalogue(BASE)
 
@@ -81,7 +82,7 @@ def test_fluxes_match_truth(phot_env) -> None:
 
 
 def _wait(job_id: str, timeout: float = 60):
-    from chalicelib import jobs
+    from chalicelib.jobs import runtime as jobs
 
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -101,8 +102,8 @@ def test_job_end_to_end(phot_env) -> None:
     from astropy.io.votable import parse
     from pyvo.dal.query import DALResults
 
-    from chalicelib.photometry import service
-    from chalicelib.web import Params
+    from chalicelib.services import photometry as service
+    from chalicelib.web.params import Params
 
     rows = phot_env["truth"].to_pylist()[:4]
     pairs = [("POINT", f"{r['ra']},{r['dec']}") for r in rows] + [("PHASE", "RUN")]
@@ -131,8 +132,8 @@ def test_job_end_to_end(phot_env) -> None:
 
 
 def test_capabilities_and_validation_over_http(phot_env) -> None:
-    from chalicelib.photometry import service
-    from chalicelib.web import Params
+    from chalicelib.services import photometry as service
+    from chalicelib.web.params import Params
 
     assert "UWS#async-1.1" in service.handle("capabilities", "GET", Params(), BASE).body
     assert service.handle("async", "POST", Params([("PHASE", "RUN")]), BASE).status == 400
@@ -241,9 +242,10 @@ def test_step_functions_steps(phot_env) -> None:
     calls them; the failed batch becomes flagged rows and the job completes."""
     from astropy.io.votable import parse
 
-    from chalicelib import jobs
-    from chalicelib.photometry import engine, service, steps
-    from chalicelib.web import Params
+    from chalicelib.jobs import runtime as jobs
+    from chalicelib.photometry import engine, steps
+    from chalicelib.services import photometry as service
+    from chalicelib.web.params import Params
 
     rows = phot_env["truth"].to_pylist()[:12]
     pairs = [("POINT", f"{r['ra']},{r['dec']}") for r in rows]
@@ -325,8 +327,8 @@ def _votable(rows: list[dict], ids: bool) -> bytes:
 def test_upload_of_a_source_table(phot_env) -> None:
     from astropy.io.votable import parse
 
-    from chalicelib.photometry import service
-    from chalicelib.web import Params, Upload
+    from chalicelib.services import photometry as service
+    from chalicelib.web.params import Params, Upload
 
     rows = phot_env["truth"].to_pylist()[:3]
     files = {"src": Upload("src.xml", _votable(rows, ids=True))}
@@ -343,8 +345,8 @@ def test_upload_of_a_source_table(phot_env) -> None:
 
 
 def test_upload_errors(phot_env) -> None:
-    from chalicelib.photometry import service
-    from chalicelib.web import Params, Upload
+    from chalicelib.services import photometry as service
+    from chalicelib.web.params import Params, Upload
 
     rows = phot_env["truth"].to_pylist()[:2]
     bad = [({"src": Upload("x", b"not a votable")}, "not a readable VOTable"),

@@ -30,7 +30,7 @@ def proxy(shared_proxy):
 def _new_archive(proxy):
     import boto3
 
-    from chalicelib.storage import Archive
+    from chalicelib.lake.storage import Archive
 
     bucket = f"faults-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=proxy.url).create_bucket(Bucket=bucket)
@@ -78,7 +78,7 @@ def test_whole_reads_and_writes_retry(faulty_archive, proxy, kind):
 def test_commit_point_is_never_doubled_by_a_retry(faulty_archive, proxy):
     """A conditional write whose answer was lost may have happened: its retry must not
     be taken for a lost race that leaves the release uncommitted, nor write twice."""
-    from chalicelib.storage import PreconditionFailed
+    from chalicelib.lake.storage import PreconditionFailed
 
     proxy.inject("PUT", "503", times=1)
     faulty_archive.create_exclusive("tables/_releases/00000001.json", b"{}")
@@ -103,7 +103,7 @@ def _obscore(cat) -> tuple[int, int]:
 
 def _ingest_until_done(delivery, archive, proxy) -> int:
     """Ingest; a failure is retried once with the faults gone (an operator's rerun)."""
-    from chalicelib.ingest import ingest
+    from chalicelib.ingest.delivery import ingest
 
     try:
         ingest(delivery, archive)
@@ -121,9 +121,9 @@ def _ingest_until_done(delivery, archive, proxy) -> int:
 ])
 def test_ingest_under_faults_commits_once_and_loses_nothing(faulty_archive, proxy,
                                                             deliveries, plan):
-    from chalicelib import releases
-    from chalicelib.catalogue import Catalogue
-    from chalicelib.ingest import ingest
+    from chalicelib.ingest.delivery import ingest
+    from chalicelib.lake import releases
+    from chalicelib.query.catalogue import Catalogue
 
     for method, kind, times, path in plan:
         proxy.inject(method, kind, times=times, path=path)
@@ -140,7 +140,7 @@ def test_ingest_under_faults_commits_once_and_loses_nothing(faulty_archive, prox
 @pytest.fixture(scope="module")
 def ingested(shared_proxy, deliveries):
     """One delivery ingested without faults, read by the query and cutout tests."""
-    from chalicelib.ingest import ingest
+    from chalicelib.ingest.delivery import ingest
 
     archive = _new_archive(shared_proxy)
     ingest(deliveries[0], archive)
@@ -150,7 +150,7 @@ def ingested(shared_proxy, deliveries):
 @pytest.mark.parametrize("kind", ["503", "500", "truncate", "reset"])
 def test_queries_under_faults_answer_right_or_fail_cleanly(ingested, proxy, deliveries,
                                                            kind):
-    from chalicelib.catalogue import Catalogue
+    from chalicelib.query.catalogue import Catalogue
 
     n = _planes(deliveries[0])
     proxy.inject("GET", kind, times=2, path=".parquet")

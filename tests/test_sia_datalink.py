@@ -17,7 +17,7 @@ import requests
 from astropy.coordinates import SkyCoord
 from astropy.io.votable import parse_single_table
 
-from chalicelib import sky
+from chalicelib.geometry import sky
 
 
 @pytest.fixture(scope="module")

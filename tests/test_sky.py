@@ -8,7 +8,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
 
-from chalicelib import sky, sqlfunctions
+from chalicelib.geometry import sky, sqlfunctions
 
 
 def _footprint(ra, dec, size=3.485, rot=30.0):

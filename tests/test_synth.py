@@ -15,10 +15,10 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from chalicelib.synth import fitsimage, optics, synthesize
-from chalicelib.synth.fitsimage import ImageMeta
-from chalicelib.synth.records import ARTIFACT, OBSERVATION, PLANE, PROVENANCE, TRUTH
-from chalicelib.synth.sources import Truth
+from chalicelib.devtools.synth import fitsimage, optics, synthesize
+from chalicelib.devtools.synth.fitsimage import ImageMeta
+from chalicelib.devtools.synth.records import ARTIFACT, OBSERVATION, PLANE, PROVENANCE, TRUTH
+from chalicelib.devtools.synth.sources import Truth
 
 N = 64
 FIELD = 2040 * 6.15 / 3600

@@ -14,7 +14,7 @@ import pyvo
 import requests
 from astropy.table import Table
 
-from chalicelib import sky
+from chalicelib.geometry import sky
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_tables_and_capabilities(tap):
 
 
 def test_sync_timeout_points_to_async(server, monkeypatch):
-    from chalicelib import tap as tap_module
+    from chalicelib.services.tap import sync as tap_module
 
     monkeypatch.setattr(tap_module, "SYNC_TIMEOUT", 0.01)
     q = ("SELECT COUNT(*) FROM ivoa.obscore AS a, ivoa.obscore AS b, ivoa.obscore AS c, "

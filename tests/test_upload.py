@@ -19,9 +19,12 @@ import requests
 from astropy.io.votable import from_table, parse_single_table
 from astropy.table import Column, MaskedColumn, Table
 
-from chalicelib import catalogue, outbound, tap, tapupload
-from chalicelib.storage import Archive
-from chalicelib.web import Params, Upload
+from chalicelib import outbound
+from chalicelib.lake.storage import Archive
+from chalicelib.query import catalogue
+from chalicelib.query import uploads as tapupload
+from chalicelib.services.tap import sync as tap
+from chalicelib.web.params import Params, Upload
 
 LIMIT = 1 << 20
 

@@ -25,8 +25,7 @@ from moto.dynamodb.parsing.executors import SetExecutor
 from pyvo.dal import AsyncTAPJob
 from pyvo.io.uws import parse_job, parse_job_list
 
-from chalicelib import handlers
-from chalicelib.uws import (
+from chalicelib.jobs.uws import (
     ANY,
     DirectoryResultSink,
     DynamoJobStore,
@@ -45,8 +44,9 @@ from chalicelib.uws import (
     parse_time,
     run_job,
 )
-from chalicelib.uws.executor import INTERNAL
-from chalicelib.uws.model import utcnow
+from chalicelib.jobs.uws.executor import INTERNAL
+from chalicelib.jobs.uws.model import utcnow
+from chalicelib.lambdas import handlers
 from tests.moto_dynamodb import atomic_requests
 
 BASE = "http://uws.test/tap/async"
@@ -668,7 +668,7 @@ def test_local_store_is_shared_across_processes(local_store: LocalJobStore) -> N
     for i in range(20):
         local_store.create(Job(job_id=f"p{i}", service="tap"))
     script = (
-        "import sys\nfrom chalicelib.uws import LocalJobStore\n"
+        "import sys\nfrom chalicelib.jobs.uws import LocalJobStore\n"
         "s = LocalJobStore(sys.argv[1])\n"
         "print(sum(s.update_if(f'p{i}', 'PENDING', phase='QUEUED') for i in range(20)))\n")
     procs = [subprocess.Popen([sys.executable, "-c", script,

@@ -17,9 +17,11 @@ from astropy.io import fits
 from astropy.io.votable import parse
 from astropy.table import Table
 
-from chalicelib import formats, schema, sky
-from chalicelib import votable as V
-from chalicelib.votable import Field, Param
+from chalicelib.geometry import sky
+from chalicelib.lake import schema
+from chalicelib.render import encoders as formats
+from chalicelib.render import votable as V
+from chalicelib.render.votable import Field, Param
 
 OBSCORE = schema.TABLES["ivoa.obscore"]
 PLANE = schema.TABLES["spherex.plane"]

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..storage import Archive
+from ..lake.storage import Archive
 from . import cards
 from .errors import CutoutError
 from .fitsrange import (

@@ -21,7 +21,7 @@ from functools import cached_property
 
 from astropy.io import fits
 
-from ..storage import Archive
+from ..lake.storage import Archive
 from . import cards
 from .errors import NotFits
 

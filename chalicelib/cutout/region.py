@@ -24,7 +24,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from .. import dali, sky
+from .. import dali
+from ..geometry import sky
 from .errors import CutoutError, MultiValued, NoOverlap
 from .wavetab import WaveTable
 

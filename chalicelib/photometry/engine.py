@@ -17,7 +17,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 from ..cutout.fitsrange import LAYOUTS, HDUInfo, Layout, RangeReader, read_layout
-from ..storage import Archive
+from ..lake.storage import Archive
 from . import fileinfo
 
 DEFAULT_HALF = 15  # BKG_REGION_SIZE: stamp half-size (pixels)

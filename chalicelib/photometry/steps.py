@@ -20,11 +20,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .. import dali, runtime, votable
-from ..catalogue import Catalogue
-from ..sqlfunctions import sql_in
-from ..storage import Archive
-from ..uws import UWSUsageError
+from .. import dali
+from ..geometry.sqlfunctions import sql_in
+from ..jobs import runtime as jobs
+from ..jobs.uws import UWSUsageError
+from ..jobs.uws.executor import JobAborted, RunContext, complete_job
+from ..lake.storage import Archive
+from ..query import runtime
+from ..query.catalogue import Catalogue
+from ..query.uploads import UploadRequest, UploadUsageError, load_uploads
+from ..render import votable
 from . import engine
 
 SERVICE = "spectrophotometry"
@@ -103,14 +108,9 @@ def _uploaded(params: dict[str, list[str]], first_id: int) -> list[dict]:
     """Sources of UPLOAD=name,uri VOTables (columns ra, dec in deg; source_id optional)."""
     if not params.get("upload"):
         return []
-    from ..tap import TapUsageError
-    from ..tapupload import load_uploads
-    from ..web import Params
-
     try:
-        tables, _ = load_uploads(Params([("UPLOAD", v) for v in params["upload"]]),
-                                 UPLOAD_LIMIT)
-    except TapUsageError as e:
+        tables, _ = load_uploads(UploadRequest(params["upload"]), UPLOAD_LIMIT)
+    except UploadUsageError as e:
         raise UWSUsageError(str(e)) from None
     out: list[dict] = []
     for name, table in tables.items():
@@ -312,10 +312,10 @@ def source_table(sources: list[dict], per: list[list[dict]]) -> pa.Table:
 
 def plot_png(source: dict, group: list[dict]) -> bytes:
     """The measured spectrum of one source (clean points filled, flagged ones open)."""
-    import matplotlib
+    import matplotlib  # deferred: cold start (matplotlib)
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: cold start (matplotlib)
 
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
@@ -411,9 +411,6 @@ def measure(event: dict[str, Any]) -> dict[str, Any]:
 
 def assemble(event: dict[str, Any]) -> dict[str, Any]:
     """Gather every batch (failed ones as flagged rows), write the results, complete the job."""
-    from .. import jobs
-    from ..uws.executor import JobAborted, RunContext, complete_job
-
     arch = runtime.archive()
     state = _load_plan(event["job_id"])
     rows: list[dict] = []

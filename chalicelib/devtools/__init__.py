@@ -1,0 +1,1 @@
+"""Developer tooling the Lambda image does not copy: CLI, demo, local server, synth, benchmarks."""

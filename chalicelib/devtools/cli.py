@@ -1,0 +1,110 @@
+"""Command line: python -m chalicelib <synth|ingest|compact|serve|demo|bench> ..."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _synth(a) -> None:
+    from .synth import synthesize
+
+    folders = synthesize(a.out, a.weeks, start_week=a.start_week, image_size=a.image_size,
+                         images_per_week=a.images_per_week, metadata_only=a.metadata_only,
+                         seed=a.seed, progress=True)
+    print(f"wrote {len(folders)} deliveries under {a.out}")
+
+
+def _ingest(a) -> None:
+    from ..ingest.delivery import DeliveryError, ingest
+    from ..ingest.maintenance import after_ingest
+    from ..lake.storage import Archive
+
+    archive = Archive.from_env(a.archive)
+    for folder in a.delivery:
+        try:
+            print(ingest(folder, archive, progress=True).text())
+        except DeliveryError as e:
+            sys.exit(f"rejected {folder}: {e} (nothing was committed)")
+        if (done := after_ingest(archive, a.merge_every)) is not None:
+            print(done)
+
+
+def _compact(a) -> None:
+    from ..ingest.maintenance import compact, merge
+    from ..lake.storage import Archive
+
+    archive = Archive.from_env(a.archive)
+    print(merge(archive) if a.new else compact(archive))
+
+
+def _serve(a) -> None:
+    from .localserver import serve
+
+    serve(a.archive, a.host, a.port)
+
+
+def _demo(a) -> None:
+    from .demo import demo
+
+    demo(a.dir, a.host, a.port, a.weeks)
+
+
+def _bench(a) -> None:
+    import importlib
+
+    mod = importlib.import_module(f".bench_{a.what}", "chalicelib.devtools.benchmarks")
+    mod.main(a.args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m chalicelib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("synth", help="write synthetic SPHEREx weekly deliveries")
+    s.add_argument("--out", required=True)
+    s.add_argument("--weeks", type=int, default=1)
+    s.add_argument("--start-week", default="2025W35")
+    s.add_argument("--image-size", type=int, default=2040)
+    s.add_argument("--images-per-week", type=int)
+    s.add_argument("--metadata-only", action="store_true")
+    s.add_argument("--seed", type=int, default=1)
+    s.set_defaults(fn=_synth)
+    s = sub.add_parser("ingest", help="validate and append deliveries to the archive")
+    s.add_argument("delivery", nargs="+", type=Path)
+    s.add_argument("--archive", help="folder or s3://bucket/prefix (default $ARCHIVE_URL "
+                   "or ./archive)")
+    s.add_argument("--merge-every", type=int, help="merge the new weeks into a "
+                   "HEALPix-sorted tier once this many wait (default: maintenance.MERGE_EVERY, "
+                   "4; 0: never)")
+    s.set_defaults(fn=_ingest)
+    s = sub.add_parser("compact", help="merge small files, re-cluster by HEALPix")
+    s.add_argument("--archive")
+    s.add_argument("--new", action="store_true", help="only the weeks delivered since the "
+                   "last merge, as a new tier")
+    s.set_defaults(fn=_compact)
+    s = sub.add_parser("serve", help="serve the archive over HTTP (local Chalice app)")
+    s.add_argument("--archive")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(fn=_serve)
+    s = sub.add_parser("demo", help="build a small synthetic archive and serve it")
+    s.add_argument("--dir", default="demo")
+    s.add_argument("--weeks", type=int, default=3)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(fn=_demo)
+    s = sub.add_parser("bench", help="benchmarks: ingest, tap, cutout, photometry")
+    s.add_argument("what")
+    s.add_argument("args", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parser().parse_args(argv)
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()

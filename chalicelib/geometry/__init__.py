@@ -1,0 +1,1 @@
+"""Layer 7: exact spherical geometry kernels (numpy, numba)."""

@@ -1,0 +1,1 @@
+"""Engine: the UWS library and the async job runtime (stores, executors, results)."""

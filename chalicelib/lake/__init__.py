@@ -1,0 +1,1 @@
+"""Layer 6: the archive's storage: objects, table schema, Delta tables, releases, MOCs."""

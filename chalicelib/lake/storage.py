@@ -1,0 +1,196 @@
+"""Storage access, in one place: the archive is a local folder or an s3:// prefix.
+
+Everything that reads or writes archive objects (files, Delta tables, MOCs, job results)
+goes through `Archive`, so local runs, moto and AWS behave the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import fsspec
+
+
+def s3_endpoint() -> str | None:
+    return os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or \
+        os.environ.get("AWS_ENDPOINT_URL")
+
+
+def region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def duckdb_s3(con) -> None:
+    """S3 for a DuckDB connection: httpfs from its PyPI package (no download) and the
+    caller's AWS credentials (or the S3_ENDPOINT_URL of moto/MinIO)."""
+    import duckdb_extension_httpfs  # deferred: AWS path only
+
+    from ..geometry.sqlfunctions import sql_str as q  # deferred: numba kernels
+
+    ext = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("*.duckdb_extension"))
+    con.execute(f"LOAD {q(str(ext))}")
+    con.execute("SET enable_http_metadata_cache = true")  # no HEAD per file per query
+    opts = {"REGION": q(region())}
+    for key, env in (("KEY_ID", "AWS_ACCESS_KEY_ID"), ("SECRET", "AWS_SECRET_ACCESS_KEY"),
+                     ("SESSION_TOKEN", "AWS_SESSION_TOKEN")):
+        if os.environ.get(env):
+            opts[key] = q(os.environ[env])
+    endpoint = s3_endpoint()
+    if endpoint:
+        opts.update(ENDPOINT=q(endpoint.split("://", 1)[-1]), URL_STYLE="'path'",
+                    USE_SSL="true" if endpoint.startswith("https") else "false")
+    body = ", ".join(f"{k} {v}" for k, v in opts.items())
+    con.execute(f"CREATE SECRET archive_s3 (TYPE s3, {body})")
+
+
+def file_md5(path: str | Path) -> str:
+    """MD5 of a local file, read in chunks (delivery manifests carry these)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class PreconditionFailed(Exception):
+    """A conditional write lost the race: the object exists already."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    url: str
+
+    @classmethod
+    def from_env(cls, url: str | None = None) -> Archive:
+        url = url or os.environ.get("ARCHIVE_URL") or "./archive"
+        if "://" not in url:
+            url = str(Path(url).resolve())
+        return cls(url.rstrip("/"))
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://")
+
+    @property
+    def bucket(self) -> str | None:
+        return self.url[5:].split("/", 1)[0] if self.is_s3 else None
+
+    @cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        if self.is_s3:
+            import s3fs  # deferred: AWS path only
+
+            kw = {"client_kwargs": {"region_name": region()}}
+            if s3_endpoint():
+                kw["endpoint_url"] = s3_endpoint()
+            # no listing cache: a new release must be seen by the next request
+            return s3fs.S3FileSystem(**kw, default_block_size=1 << 20,
+                                     use_listings_cache=False)
+        return fsspec.filesystem("file", auto_mkdir=True)
+
+    def path(self, key: str) -> str:
+        """Full path/URL of an archive key like 'tables/ivoa.obscore' or 'data/qr2/..'."""
+        return f"{self.url}/{key.lstrip('/')}"
+
+    def _fs_path(self, key: str) -> str:
+        p = self.path(key)
+        return p[5:] if self.is_s3 else p
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """Options for deltalake (object_store) matching this archive."""
+        if not self.is_s3:
+            return {}
+        opts = {"AWS_REGION": region(), "conditional_put": "etag"}
+        if s3_endpoint():
+            opts["AWS_ENDPOINT_URL"] = s3_endpoint()
+            opts["AWS_ALLOW_HTTP"] = "true"
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            if os.environ.get(k):
+                opts[k] = os.environ[k]
+        return opts
+
+    # ---- objects --------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        return self.fs.exists(self._fs_path(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.fs.cat_file(self._fs_path(key))
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(self._fs_path(key), data)
+
+    def put_file(self, local: str | Path, key: str) -> None:
+        self.fs.put_file(str(local), self._fs_path(key))
+
+    def size(self, key: str) -> int:
+        return int(self.fs.size(self._fs_path(key)))
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys (relative to the archive) directly under prefix; [] when absent."""
+        try:
+            found = self.fs.ls(self._fs_path(prefix), detail=False)
+        except FileNotFoundError:
+            return []
+        root = self._fs_path("")
+        return sorted(p[len(root):].lstrip("/") for p in found)
+
+    def delete(self, key: str) -> None:
+        if self.exists(key):
+            self.fs.rm(self._fs_path(key), recursive=True)
+
+    def create_exclusive(self, key: str, data: bytes) -> None:
+        """Write only if absent (S3 If-None-Match, O_EXCL locally): the commit primitive."""
+        if self.is_s3:
+            import botocore.exceptions  # deferred: AWS path only
+
+            try:
+                self._s3_client.put_object(Bucket=self.bucket, Key=self._s3_key(key),
+                                           Body=data, IfNoneMatch="*")
+            except botocore.exceptions.ClientError as e:
+                if e.response["Error"]["Code"] in ("PreconditionFailed",
+                                                   "ConditionalRequestConflict"):
+                    raise PreconditionFailed(key) from e
+                raise
+            return
+        path = Path(self.path(key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError as e:
+            raise PreconditionFailed(key) from e
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+    def read_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Bytes [start, end) of each range, one request per range (coalesce before)."""
+        path = self._fs_path(key)
+        if not ranges:
+            return []
+        return self.fs.cat_ranges([path] * len(ranges), [r[0] for r in ranges],
+                                  [r[1] for r in ranges], on_error="raise")
+
+    def presign(self, key: str, expires: int = 3600, content_type: str | None = None) -> str:
+        if not self.is_s3:
+            return "file://" + self.path(key)
+        params = {"Bucket": self.bucket, "Key": self._s3_key(key)}
+        if content_type:  # results are stored untyped; say what they are on the way out
+            params["ResponseContentType"] = content_type
+        return self._s3_client.generate_presigned_url("get_object", Params=params,
+                                                      ExpiresIn=expires)
+
+    def _s3_key(self, key: str) -> str:
+        return self.path(key)[len(f"s3://{self.bucket}/"):]
+
+    @cached_property
+    def _s3_client(self):
+        import boto3  # deferred: AWS path only
+        from botocore.config import Config  # deferred: AWS path only
+
+        # SigV4: S3 refuses SigV2 presigned URLs on new buckets
+        return boto3.client("s3", endpoint_url=s3_endpoint(), region_name=region(),
+                            config=Config(signature_version="s3v4"))

@@ -1,0 +1,1 @@
+"""Engine: the one catalogue (DuckDB over the release's Delta tables) and ADQL."""

@@ -1,0 +1,402 @@
+"""The catalogue: the one query engine over the archive's tables.
+
+Opens the Delta tables of a release (the latest, or a pinned one) as Arrow datasets in a
+sandboxed DuckDB connection, exposes them as the served tables (ivoa.obscore,
+spherex.*, TAP_SCHEMA.*) holding only released rows, and runs SQL with a time limit.
+TAP, SIA, DataLink, coverage and job planning all query through it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from ..geometry import sky, sqlfunctions
+from ..geometry.sqlfunctions import sql_in, sql_list, sql_str
+from ..lake import releases, schema
+from ..lake.storage import Archive, duckdb_s3
+from ..lake.tables import COMPACTED_PARTITION, has_column, open_table
+
+THREADS = 2  # a Lambda of 3,538 MB or more has two vCPUs
+
+
+class QueryTimeout(Exception):
+    pass
+
+
+class QueryError(Exception):
+    """The query failed for a reason the caller can fix (bad column, type, ...)."""
+
+
+def _empty(table: schema.Table) -> pa.Table:
+    return table.arrow_schema().empty_table()
+
+
+def tap_schema_tables(extra: dict[str, schema.Table] | None = None) -> dict[str, pa.Table]:
+    """TAP_SCHEMA.* rows, generated from the schema module (describing themselves too)."""
+    tables = {**schema.TABLES, **TAP_SCHEMA_TABLES, **(extra or {})}
+    schemas = sorted({t.schema_name for t in tables.values()})
+    rows = {
+        "schemas": {"schema_name": schemas,
+                    "description": [schema.SCHEMA_DESCRIPTIONS.get(s, "") for s in schemas],
+                    "utype": [None] * len(schemas), "schema_index": list(range(len(schemas)))},
+        "tables": {"schema_name": [], "table_name": [], "table_type": [], "description": [],
+                   "utype": [], "table_index": []},
+        "columns": {k: [] for k in ("table_name", "column_name", "datatype", "arraysize",
+                                    "xtype", "size", "description", "utype", "unit", "ucd",
+                                    "indexed", "principal", "std", "column_index")},
+        "keys": {"key_id": [], "from_table": [], "target_table": [], "description": [],
+                 "utype": []},
+        "key_columns": {"key_id": [], "from_column": [], "target_column": []},
+    }
+    for ti, t in enumerate(tables.values()):
+        r = rows["tables"]
+        for k, v in (("schema_name", t.schema_name), ("table_name", t.name),
+                     ("table_type", t.table_type), ("description", t.description),
+                     ("utype", t.utype), ("table_index", ti)):
+            r[k].append(v)
+        for ci, c in enumerate(t.served):
+            r = rows["columns"]
+            vals = (t.name, c.adql_name, c.datatype, c.arraysize, c.xtype, None, c.description,
+                    c.utype, c.unit, c.ucd, int(c.indexed), int(c.principal), int(c.std), ci)
+            for k, v in zip(r, vals):
+                r[k].append(v)
+        for fk in t.keys:
+            for k, v in (("key_id", fk.key_id), ("from_table", t.name),
+                         ("target_table", fk.target), ("description", fk.description),
+                         ("utype", None)):
+                rows["keys"][k].append(v)
+            for a, b in fk.columns:
+                for k, v in (("key_id", fk.key_id), ("from_column", a), ("target_column", b)):
+                    rows["key_columns"][k].append(v)
+    out = {}
+    for name, cols in rows.items():
+        t = TAP_SCHEMA_TABLES[f"TAP_SCHEMA.{name}"]
+        out[name] = pa.table({c.name: pa.array(cols[c.name], c.arrow) for c in t.columns})
+    return out
+
+
+def _ts(name: str, desc: str, cols: list[tuple], keys: tuple = ()) -> schema.Table:
+    columns = tuple(schema.Column(c[0], c[1], c[2], principal=True, std=True,
+                                  nullable=c[0] not in ("table_name", "column_name"))
+                    for c in cols)
+    fks = tuple(schema.ForeignKey(f"{name}_{a}", f"TAP_SCHEMA.{target}", ((a, b),),
+                                  f"{a} refers to {target}.{b}") for a, target, b in keys)
+    return schema.Table(f"TAP_SCHEMA.{name}", desc, columns, physical="", keys=fks)
+
+
+S, I32 = pa.string(), pa.int32()
+TAP_SCHEMA_TABLES = {t.name: t for t in (
+    _ts("schemas", "Schemas of this service", [
+        ("schema_name", S, "schema name"), ("description", S, "description"),
+        ("utype", S, "utype"), ("schema_index", I32, "ordering hint")]),
+    _ts("tables", "Tables of this service", [
+        ("schema_name", S, "schema of the table"), ("table_name", S, "qualified name"),
+        ("table_type", S, "table or view"), ("description", S, "description"),
+        ("utype", S, "utype"), ("table_index", I32, "ordering hint")],
+        (("schema_name", "schemas", "schema_name"),)),
+    _ts("columns", "Columns of every table", [
+        ("table_name", S, "qualified table name"), ("column_name", S, "column name"),
+        ("datatype", S, "VOTable datatype"), ("arraysize", S, "VOTable arraysize"),
+        ("xtype", S, "VOTable xtype"), ("size", I32, "deprecated; use arraysize"),
+        ("description", S, "description"), ("utype", S, "utype"), ("unit", S, "VO unit"),
+        ("ucd", S, "UCD"), ("indexed", I32, "1 if indexed"),
+        ("principal", I32, "1 if principal"), ("std", I32, "1 if defined by a standard"),
+        ("column_index", I32, "ordering hint")],
+        (("table_name", "tables", "table_name"),)),
+    _ts("keys", "Foreign keys", [
+        ("key_id", S, "key id"), ("from_table", S, "table with the key"),
+        ("target_table", S, "table referred to"), ("description", S, "description"),
+        ("utype", S, "utype")],
+        (("from_table", "tables", "table_name"), ("target_table", "tables", "table_name"))),
+    _ts("key_columns", "Columns of the foreign keys", [
+        ("key_id", S, "key id"), ("from_column", S, "column in from_table"),
+        ("target_column", S, "column in target_table")],
+        (("key_id", "keys", "key_id"),)),
+)}
+
+
+@dataclass
+class FileStats:
+    """Per-file min/max of a table's columns from the Delta log: which files a box can
+    touch is known before DuckDB opens any of them."""
+
+    uris: list[str]
+    low: dict[str, np.ndarray]
+    high: dict[str, np.ndarray]
+    runs: list[tuple[str | None, str | None]]  # (min, max) ingest run id per file
+
+    @classmethod
+    def of(cls, dt) -> FileStats:
+        uris = dt.file_uris()
+        actions = dt.get_add_actions(flatten=True)
+        actions = actions if isinstance(actions, pa.Table) else pa.table(actions)
+        row = {p.rsplit("/", 1)[-1]: i for i, p in enumerate(actions["path"].to_pylist())}
+        order = pa.array([row[u.rsplit("/", 1)[-1]] for u in uris], pa.int64())
+        actions = actions.take(order)
+        rows = actions["num_records"].fill_null(-2).to_numpy()  # unknown: never "all null"
+        low, high = {}, {}
+        runs = [(None, None)] * len(uris)
+        if "min.ingest_id" in actions.column_names:
+            runs = list(zip(actions["min.ingest_id"].to_pylist(),
+                            actions["max.ingest_id"].to_pylist()))
+        for name in actions.column_names:
+            kind, _, col = name.partition(".")
+            typ = actions[name].type
+            if kind not in ("min", "max") or not (pa.types.is_integer(typ)
+                                                   or pa.types.is_floating(typ)):
+                continue
+            # a missing statistic is unbounded: the file is never pruned on it ...
+            fill = -np.inf if kind == "min" else np.inf
+            vals = actions[name].cast(pa.float64()).fill_null(fill).to_numpy()
+            vals = np.nan_to_num(vals, nan=fill)
+            nulls = f"null_count.{col}"
+            if nulls in actions.column_names:  # ... unless the column is all null there
+                empty = actions[nulls].fill_null(-1).to_numpy() == rows
+                vals = np.where(empty, -fill, vals)
+            (low if kind == "min" else high)[col] = vals
+        return cls(uris, low, high, runs)
+
+    def visibility(self, runs: set[str]) -> tuple[list[str], list[str]]:
+        """Files whose rows are all released, and files that need the row filter. A file
+        of one run is decided whole (an unreleased one is not read at all); compacted
+        files hold only runs released before compaction (see maintenance.compact)."""
+        clean, mixed = [], []
+        for uri, (lo, hi) in zip(self.uris, self.runs):
+            if f"/{COMPACTED_PARTITION}" in uri or (lo is not None and lo == hi and lo in runs):
+                clean.append(uri)
+            elif lo is None or lo != hi:
+                mixed.append(uri)
+        return clean, mixed
+
+    def largest(self, col: str, unknown: float) -> float:
+        """Largest value of col in any file (0 without rows), `unknown` when a file that
+        has values lacks the statistic."""
+        high = self.high.get(col)
+        if high is None:
+            return unknown
+        return float(min(unknown, max(0.0, high.max(initial=-np.inf))))
+
+    def touching(self, col: str, ranges: list[tuple[float, float]]) -> np.ndarray:
+        """Files whose [min, max] of col meets any of the inclusive ranges."""
+        if col not in self.low or col not in self.high:
+            return np.ones(len(self.uris), bool)
+        lo, hi = self.low[col], self.high[col]
+        hit = np.zeros(len(self.uris), bool)
+        for a, b in ranges:
+            hit |= (hi >= a) & (lo <= b)
+        return hit
+
+
+@dataclass
+class Opened:
+    release: releases.Release
+    con: duckdb.DuckDBPyConnection
+    max_footprint_radius: float
+    objects: dict[str, object]
+    files: dict[str, FileStats] = field(default_factory=dict)  # per physical table
+    # Queries run on the connection itself, one at a time: DuckDB's Parquet metadata
+    # cache does not serve cursors, and re-reading footers cost ~80 % of a cone query.
+    # A Lambda container serves one request at a time anyway.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Catalogue:
+    """Query the archive as of a release. `release=None` follows the latest release."""
+
+    def __init__(self, archive: Archive, release: int | None = None, base_url: str = ""):
+        self.archive = archive
+        self.pinned = release
+        self.base_url = base_url.rstrip("/")
+        self._opened: Opened | None = None
+        self._lock = threading.Lock()
+        self._tables: dict = {}  # DeltaTable per table, moved forward incrementally
+
+    # ---- opening ------------------------------------------------------------------
+    def current(self) -> Opened:
+        """The open release, reopened when a newer release exists (checked every call,
+        so a committed delivery is visible to the next query)."""
+        with self._lock:
+            number = self.pinned if self.pinned is not None else \
+                (releases.numbers(self.archive) or [0])[-1]
+            if self._opened is None or self._opened.release.number != number:
+                self._opened = self._open(releases.load(self.archive, number))
+            return self._opened
+
+    @property
+    def release(self) -> releases.Release:
+        return self.current().release
+
+    def _open(self, rel: releases.Release) -> Opened:
+        con = duckdb.connect(config={"threads": THREADS, "autoinstall_known_extensions": False,
+                                     "autoload_known_extensions": False})
+        sqlfunctions.register(con)
+        if self.archive.is_s3:
+            duckdb_s3(con)
+        objects, stats = {}, {}
+        runs = set(rel.runs.values())
+        for name, table in schema.PHYSICAL.items():
+            dt = self._table(name, rel.versions.get(name)) if rel.number else None
+            if dt is not None:
+                stats[name] = FileStats.of(dt)
+            clean, mixed = stats[name].visibility(runs) if name in stats else ([], [])
+            if clean or mixed:  # DuckDB's own Parquet reader: statistics pruning,
+                # metadata cache; filename lets a box skip files without opening them
+                cols = "*" + _derived(table, dt)
+                scans = [f"SELECT {cols} FROM {_scan(clean, table)}"] if clean else []
+                if mixed:
+                    scans.append(f"SELECT {cols} FROM {_scan(mixed, table)} WHERE ingest_id "
+                                 f"IN ({sql_in(sorted(runs))})")
+                con.execute(f"CREATE VIEW {_phys(name)} AS "
+                            + " UNION ALL BY NAME ".join(scans))
+            else:
+                objects[_phys(name)] = _empty(table).append_column(
+                    "filename", pa.array([], pa.string()))
+        # the widest footprint widens every pruning box; unknown (a file without the
+        # statistic) means no pruning rather than lost rows
+        rmax = stats["ivoa.obscore"].largest("s_rmax", 180.0) if "ivoa.obscore" in stats \
+            else 0.0
+        for name, rows in tap_schema_tables().items():
+            objects[f"_ts_{name}"] = rows
+        for name, obj in objects.items():
+            con.register(name, obj)
+        for t in schema.TABLES.values():
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema_name}")
+            # the file name (for box_sql) and the packed footprint (for the geometry
+            # tests) ride along; queries cannot name them (the translator only knows
+            # served columns and expands * itself)
+            hidden = [f'"{c.name}"' for c in schema.PHYSICAL[t.physical].columns
+                      if c.name == schema.PACKED_REGION]
+            cols = ", ".join([self._select(c) for c in t.served] + hidden
+                             + ['filename AS "_file"'])
+            con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(t.physical)}")
+        con.execute('CREATE SCHEMA IF NOT EXISTS "TAP_SCHEMA"')
+        for name in tap_schema_tables():
+            con.execute(f'CREATE VIEW "TAP_SCHEMA".{name} AS SELECT * FROM _ts_{name}')
+        # the sandbox: no files or URLs but the archive's tables, no extensions, no
+        # changing this afterwards (queries are also checked on their AST)
+        # keep Parquet footers in memory: re-reading them was ~80 % of a cone query
+        con.execute("SET parquet_metadata_cache = true")
+        con.execute(f"SET allowed_directories = [{sql_str(self.archive.path('tables/'))}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET lock_configuration = true")
+        return Opened(rel, con, rmax, objects, stats)
+
+    def _table(self, name: str, version: int | None):
+        """The table at a version, reusing the loaded log: a new release costs only the
+        commits since the last one (and a checkpoint every 10), not the whole history."""
+        if version is None:
+            return None
+        dt = self._tables.get(name)
+        if dt is None or dt.version() > version:
+            dt = open_table(self.archive, name, version)
+            if dt is None:
+                return None
+            self._tables[name] = dt
+        elif dt.version() != version:
+            dt.load_as_version(version)
+        return dt
+
+    def _select(self, c: schema.Column) -> str:
+        if c.name == "access_url":
+            return f"{sql_str(self.base_url)} || access_url AS access_url"
+        return f'"{c.name}"'
+
+    # ---- querying -----------------------------------------------------------------
+    def query(self, sql: str, timeout: float = 60.0, max_rows: int | None = None,
+              uploads: dict[str, pa.Table] | None = None) -> pa.Table:
+        """Run one SELECT (already validated by the caller) and return Arrow rows."""
+        opened = self.current()
+        with opened.lock:
+            return self._run(opened.con, sql, timeout, max_rows, uploads or {})
+
+    @staticmethod
+    def _run(cur: duckdb.DuckDBPyConnection, sql: str, timeout: float,
+             max_rows: int | None, uploads: dict[str, pa.Table]) -> pa.Table:
+        for name, table in uploads.items():
+            cur.register(f"_upload_{name}", table)
+        timer = threading.Timer(timeout, cur.interrupt)
+        timer.start()
+        try:
+            rel = cur.execute(sql)
+            reader = rel.fetch_record_batch(rows_per_batch=max(1, min(max_rows or 65536,
+                                                                      65536)))
+            batches, n = [], 0
+            for b in reader:
+                batches.append(b)
+                n += b.num_rows
+                if max_rows is not None and n >= max_rows:
+                    break
+            table = pa.Table.from_batches(batches, reader.schema)
+            if timer.finished.is_set():  # the limit passed, even if the interrupt came
+                raise duckdb.InterruptException("time limit")  # before execute() began
+            return table.slice(0, max_rows) if max_rows is not None else table
+        except duckdb.InterruptException:
+            raise QueryTimeout(f"query exceeded the time limit of {timeout:g} s") from None
+        except (duckdb.BinderException, duckdb.ParserException, duckdb.ConversionException,
+                duckdb.InvalidInputException, duckdb.CatalogException,
+                duckdb.OutOfRangeException, duckdb.NotImplementedException) as e:
+            raise QueryError(str(e).split("\n")[0]) from None
+        finally:
+            timer.cancel()
+            for name in uploads:
+                cur.unregister(f"_upload_{name}")
+
+    def box_sql(self, ra_col: str, dec_col: str, ra: float, dec: float, radius: float,
+                footprint: bool, table: str | None = None, alias: str | None = None) -> str:
+        """Where rows touching a cap can be, for Parquet statistics to prune with: an
+        RA/Dec box (widened by the release's largest footprint radius when footprint=True)
+        and, for a served table, the only files whose statistics meet both the box and
+        the HEALPix cells of the cap (files are runs of the HEALPix order)."""
+        opened = self.current()
+        r = radius + (opened.max_footprint_radius if footprint else 0.0) + 1e-9
+        lo, hi, ranges = sky.cap_bounds(ra, dec, r)
+        ra_terms = " OR ".join(f"{ra_col} BETWEEN {a!r} AND {b!r}" for a, b in ranges)
+        box = f"{dec_col} BETWEEN {lo!r} AND {hi!r} AND ({ra_terms})"
+        stats = opened.files.get(schema.TABLES[table].physical) if table else None
+        if stats is None:
+            return f"({box})"
+        hit = stats.touching(_name(dec_col), [(lo, hi)]) & stats.touching(_name(ra_col), ranges)
+        # hpx is the HEALPix index of (s_ra, s_dec), the centre footprints are boxed by
+        if "hpx" in stats.low and (footprint or _name(ra_col) == "s_ra"):
+            hit &= stats.touching("hpx", sky.cap_cells(ra, dec, r) or [(-np.inf, np.inf)])
+        if hit.all():
+            return f"({box})"
+        # DuckDB drops files failing a filter on its filename column before opening them
+        files = ", ".join(sql_str(u) for u, h in zip(stats.uris, hit) if h)
+        file_col = f'"{alias}"."_file"' if alias else '"_file"'
+        return f"({box} AND {file_col} IN ({files}))" if files else "(FALSE)"
+
+
+def _name(column_sql: str) -> str:
+    """The bare column name of a possibly qualified, quoted reference."""
+    return column_sql.rsplit(".", 1)[-1].strip('"')
+
+
+def _derived(table: schema.Table, dt) -> str:
+    """Columns a table written before they existed lacks, computed (slowly) until a
+    compaction rewrites it with them."""
+    if all(c.name != schema.PACKED_REGION for c in table.columns) or \
+            has_column(dt, schema.PACKED_REGION):
+        return ""
+    return f", sky_pack(s_region) AS {schema.PACKED_REGION}"
+
+
+def _scan(files: list[str], table: schema.Table) -> str:
+    return (f"read_parquet({sql_list(files)}, filename = true, hive_partitioning = true, "
+            f"hive_types = {_hive_types(table)})")
+
+
+def _hive_types(table: schema.Table) -> str:
+    """Partition values are strings (a delivery like 2025W35 must not become a date)."""
+    return "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in table.partition_by) + "}"
+
+
+def _phys(name: str) -> str:
+    return "_t_" + name.replace(".", "_")

@@ -1,0 +1,1 @@
+"""Engine: output formats (VOTable, CSV, TSV, FITS, Parquet) and their encoders."""

@@ -1,0 +1,1 @@
+"""Layer 2: one module or package per protocol: parse -> domain -> render."""

@@ -1,0 +1,218 @@
+"""SIA 2.0 query: a thin translation of its parameters onto the ObsCore catalogue.
+
+Values of one parameter are ORed, different parameters ANDed; intervals may be open
+(-Inf/+Inf); NULL metadata never matches (SQL comparisons with NULL are not true).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from .. import dali
+from ..geometry import sky
+from ..geometry.sqlfunctions import sql_str
+from ..lake import schema
+from ..query import runtime
+from ..query.catalogue import Catalogue, QueryError, QueryTimeout
+from ..render import votable
+from ..render.votable import Param, service_descriptor
+from ..web import observability
+from ..web.params import Params, Reply, parse_maxrec, sync_slot
+from . import datalink
+from .tap.meta import availability, vosi_capabilities
+
+DEFAULT_MAXREC = int(os.environ.get("SIA_DEFAULT_MAXREC", "10000"))
+HARD_MAXREC = int(os.environ.get("SIA_HARD_MAXREC", "1000000"))
+TIMEOUT = float(os.environ.get("SIA_TIMEOUT", "25"))
+TABLE = schema.TABLES["ivoa.obscore"]
+
+# parameter -> (column, kind); kind: interval | text | int
+SIMPLE = {
+    "FOV": ("s_fov", "interval"), "SPATRES": ("s_resolution", "interval"),
+    "EXPTIME": ("t_exptime", "interval"), "TIMERES": ("t_resolution", "interval"),
+    "SPECRP": ("em_res_power", "interval"),
+    "ID": ("obs_publisher_did", "text"), "COLLECTION": ("obs_collection", "text"),
+    "FACILITY": ("facility_name", "text"), "INSTRUMENT": ("instrument_name", "text"),
+    "DPTYPE": ("dataproduct_type", "text"), "TARGET": ("target_name", "text"),
+    "FORMAT": ("access_format", "text"), "CALIB": ("calib_level", "int"),
+}
+POL_STATES = {"I", "Q", "U", "V", "RR", "LL", "RL", "LR", "XX", "YY", "XY", "YX", "POLI",
+              "POLA"}
+
+
+class SiaUsageError(dali.UsageError):
+    pass
+
+
+def _interval(text: str, what: str) -> tuple[float, float]:
+    return dali.interval(text, what, error=SiaUsageError)
+
+
+def _bound(col: str, op: str, v: float) -> str | None:
+    return None if math.isinf(v) else f"{col} {op} {v!r}"
+
+
+def _overlap(lo_col: str, hi_col: str, lo: float, hi: float) -> str:
+    """[lo_col, hi_col] overlaps [lo, hi]; infinite ends impose nothing."""
+    terms = [t for t in (_bound(hi_col, ">=", lo), _bound(lo_col, "<=", hi)) if t]
+    terms.append(f"{lo_col} IS NOT NULL AND {hi_col} IS NOT NULL")
+    return "(" + " AND ".join(terms) + ")"
+
+
+def _within(col: str, lo: float, hi: float) -> str:
+    terms = [t for t in (_bound(col, ">=", lo), _bound(col, "<=", hi)) if t]
+    return "(" + " AND ".join(terms + [f"{col} IS NOT NULL"]) + ")"
+
+
+def _range_polygons(ra1, ra2, de1, de2) -> list[list[float]]:
+    """A RANGE as polygons of < 90 deg in RA with edges sampled every <= 1 deg, so the
+    great-circle chords follow the constant-Dec sides closely."""
+    de1, de2 = max(de1, -89.999999), min(de2, 89.999999)
+    if ra2 < ra1:
+        ra2 += 360.0
+    pieces, start = [], ra1
+    while start < ra2 - 1e-12:
+        end = min(start + 90.0, ra2)
+        n = max(2, int(math.ceil(end - start)) + 1)
+        ras = [start + (end - start) * i / (n - 1) for i in range(n)]
+        ring = [(r, de1) for r in ras] + [(r, de2) for r in reversed(ras)]
+        pieces.append([v for r, d in ring for v in (r % 360.0, d)])
+        start = end
+    return pieces
+
+
+def pos_condition(text: str, cat: Catalogue) -> str:
+    shape, args = dali.shape(text, "POS", error=SiaUsageError)
+    if shape == "CIRCLE":
+        ra, dec, r = args
+        box = cat.box_sql("s_ra", "s_dec", ra, dec, r, footprint=True, table=TABLE.name)
+        return f"({box} AND sky_circle_x_poly_bin({ra!r}, {dec!r}, {r!r}, " \
+               f"{schema.PACKED_REGION}))"
+    if shape == "RANGE":
+        ra1, ra2, de1, de2 = args
+        return "(" + " OR ".join(_poly_condition(p, cat) for p in
+                                 _range_polygons(ra1, ra2, de1, de2)) + ")"
+    return _poly_condition(list(args), cat)
+
+
+def _poly_condition(poly: list[float], cat: Catalogue) -> str:
+    polys = sky.Polys.one(poly)
+    ra, dec = sky.radec(polys.centre())
+    box = cat.box_sql("s_ra", "s_dec", float(ra[0]), float(dec[0]),
+                      float(polys.radius()[0]), footprint=True, table=TABLE.name)
+    arr = "[" + ", ".join(repr(float(v)) for v in poly) + "]::DOUBLE[]"
+    return f"({box} AND sky_poly_x_poly({arr}, s_region))"
+
+
+def _param_condition(name: str, value: str, cat: Catalogue) -> str:
+    if name == "POS":
+        return pos_condition(value, cat)
+    if name == "BAND":
+        lo, hi = _interval(value, "BAND")
+        return _overlap("em_min", "em_max", lo, hi)
+    if name == "TIME":
+        lo, hi = _interval(value, "TIME")
+        return _overlap("t_min", "t_max", lo, hi)
+    if name == "POL":
+        if value not in POL_STATES:
+            raise SiaUsageError(f"POL: {value!r} is not a polarization state")
+        return f"(pol_states LIKE {sql_str('%/' + value + '/%')})"
+    col, kind = SIMPLE[name]
+    if kind == "interval":
+        return _within(col, *_interval(value, name))
+    if kind == "int":
+        try:
+            return f"({col} = {int(value)})"
+        except ValueError:
+            raise SiaUsageError(f"{name}: {value!r} is not an integer") from None
+    return f"({col} = {sql_str(value)})"
+
+
+def where(params: Params, cat: Catalogue) -> str:
+    clauses = []
+    for name in ["POS", "BAND", "TIME", "POL", *SIMPLE]:
+        values = [v for v in params.getall(name) if v.strip()]
+        if values:
+            clauses.append("(" + " OR ".join(_param_condition(name, v.strip(), cat)
+                                             for v in values) + ")")
+    return " AND ".join(clauses) or "TRUE"
+
+
+def query(params: Params, base: str) -> Reply:
+    cat = runtime.catalogue(base)
+    try:
+        fmt = votable.parse_format(params.get("RESPONSEFORMAT"))
+        maxrec = parse_maxrec(params, DEFAULT_MAXREC, HARD_MAXREC, SiaUsageError)
+        fields = datalink.bind_fields([votable.Field.from_column(c) for c in TABLE.served])
+        if maxrec == 0:
+            body, ctype = votable.write(TABLE.arrow_schema().empty_table().select(
+                [c.name for c in TABLE.served]), fields, "votable",
+                resources_after=[self_description(base)] + datalink.descriptors(base))
+            return Reply(200, body, ctype)
+        cols = ", ".join(c.name for c in TABLE.served)
+        sql = (f"SELECT {cols} FROM ivoa.obscore WHERE {where(params, cat)} "
+               "ORDER BY t_min, obs_publisher_did")
+        with sync_slot():
+            table = cat.query(sql, timeout=TIMEOUT, max_rows=maxrec + 1)
+    except (SiaUsageError, votable.UnsupportedFormat, QueryError) as e:
+        return Reply(400, votable.error_document(f"UsageError: {e}"),
+                     "application/x-votable+xml")
+    except QueryTimeout as e:
+        return Reply(503, votable.error_document(f"Error: {e}"), "application/x-votable+xml")
+    overflow = table.num_rows > maxrec
+    observability.add(rows=min(table.num_rows, maxrec))
+    extra = datalink.descriptors(base) if fmt.startswith("votable") else []
+    body, ctype = votable.write(table.slice(0, maxrec), fields, fmt, overflow=overflow,
+                                resources_after=extra)
+    return Reply(200, body, ctype)
+
+
+def self_description(base: str) -> str:
+    """MAXREC=0: the service's own input parameters as a service descriptor."""
+    p = [
+        Param("POS", "char", arraysize="*", description="CIRCLE ra dec r | RANGE ra1 ra2 "
+              "dec1 dec2 | POLYGON ra1 dec1 ... (deg, ICRS)"),
+        Param("BAND", "double", arraysize="2", xtype="interval", unit="m",
+              description="wavelength interval"),
+        Param("TIME", "double", arraysize="2", xtype="interval", unit="d",
+              description="MJD interval"),
+        Param("POL", "char", arraysize="*", options=sorted(POL_STATES)),
+        Param("FOV", "double", arraysize="2", xtype="interval", unit="deg"),
+        Param("SPATRES", "double", arraysize="2", xtype="interval", unit="arcsec"),
+        Param("EXPTIME", "double", arraysize="2", xtype="interval", unit="s"),
+        Param("TIMERES", "double", arraysize="2", xtype="interval", unit="s"),
+        Param("SPECRP", "double", arraysize="2", xtype="interval"),
+        Param("ID", "char", arraysize="*"),
+        Param("COLLECTION", "char", arraysize="*",
+              options=["spherex_qr2", "spherex_qr2_deep", "spherex_qr2_cal"]),
+        Param("FACILITY", "char", arraysize="*", options=["SPHEREx"]),
+        Param("INSTRUMENT", "char", arraysize="*", options=["SPHEREx"]),
+        Param("DPTYPE", "char", arraysize="*", options=["image", "measurements"]),
+        Param("CALIB", "int", options=["0", "1", "2", "3", "4"]),
+        Param("TARGET", "char", arraysize="*"),
+        Param("FORMAT", "char", arraysize="*"),
+        Param("MAXREC", "int", min="0", max=str(HARD_MAXREC)),
+        Param("RESPONSEFORMAT", "char", arraysize="*",
+              options=["votable", "votable/b2", "csv", "tsv", "fits", "parquet"]),
+    ]
+    return service_descriptor("sia", f"{base}/sia/query", "ivo://ivoa.net/std/SIA#query-2.0",
+                              p, description="SIA 2.0 query parameters")
+
+
+def capabilities(base: str) -> str:
+    return vosi_capabilities(f"{base}/sia", [
+        ("ivo://ivoa.net/std/SIA#query-2.0", "query", ' role="std" version="2.0"'),
+        ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", ""),
+        ("ivo://ivoa.net/std/VOSI#availability", "availability", "")])
+
+
+def handle(rest: str, method: str, params: Params, base: str) -> Reply:
+    rest = rest.strip("/")
+    if rest in ("query", ""):
+        return query(params, base)
+    if rest == "capabilities":
+        return Reply.xml(capabilities(base))
+    if rest == "availability":
+        return availability()
+    return Reply.text(f"Not found: /sia/{rest}", 404)

@@ -1,0 +1,42 @@
+"""TAP /async: the shared UWS service running the same query path as /sync."""
+
+from __future__ import annotations
+
+from ...jobs.runtime import JobKind
+from ...jobs.uws import UWSUsageError
+from ...query import runtime
+from ...query.catalogue import QueryTimeout
+from ...render.votable import error_document
+from ...web.params import Params, Reply
+from .. import uws
+from .errors import ASYNC_TIMEOUT
+from .sync import run_query
+
+SERVICE = "tap"
+
+
+def run(job, ctx) -> None:
+    """Run the query of a job and store the result named `result` (what pyvo fetches)."""
+    params = Params([(k, v) for k, vs in job.parameters.items() for v in vs])
+    cat = runtime.catalogue(runtime.public_base())
+    limit = min(ASYNC_TIMEOUT, job.execution_duration or ASYNC_TIMEOUT)
+    try:  # a TapUsageError is the caller's mistake: the job's errorSummary is its message
+        res = run_query(params, cat, limit)
+    except QueryTimeout:
+        raise UWSUsageError(f"The query ran longer than the limit of {limit:g} s; ask for "
+                            f"less (TOP, a narrower region) or split it") from None
+    ctx.set_progress(1.0, f"{res.rows} rows{' (truncated at MAXREC)' if res.overflow else ''}")
+    ctx.add_result("result", res.body, res.content_type)
+
+
+# No validation at creation: TAP reports a bad query through the job (phase ERROR and a
+# VOTable /error), which is what clients and taplint expect after a 303.
+JOB = JobKind(SERVICE, run, None, max_duration=3600)
+
+
+def handle_async(sub: str, method: str, params: Params, base: str) -> Reply:
+    reply = uws.handle_uws(JOB, method, sub, params, base, f"{base}/tap/async")
+    if sub.rstrip("/").endswith("/error") and reply.status == 200:  # TAP: a VOTable error
+        return Reply(200, error_document(reply.body.decode() or "no error"),
+                     "application/x-votable+xml", reply.headers)
+    return reply

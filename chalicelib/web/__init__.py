@@ -1,0 +1,1 @@
+"""Layer 3: HTTP plumbing with no protocol knowledge (params, replies, callers)."""
