@@ -44,7 +44,7 @@ MEASURE_THREADS = 8  # range reads wait on S3: overlap them within a batch
 @dataclass
 class Request:
     sources: list[dict]  # source_id, ra, dec
-    half: int = engine.DEFAULT_HALF
+    half: int | None = engine.DEFAULT_HALF  # BKG_REGION_SIZE; None: follows the PSF
     time: tuple[float, float] | None = None  # MJD
     band: tuple[float, float] | None = None  # m
     collections: list[str] = field(default_factory=list)
@@ -148,7 +148,7 @@ def parse(params: dict[str, list[str]]) -> Request:
         raise UWSUsageError(f"{len(sources)} sources given; the limit per job is {MAX_SOURCES}")
     if len({s["source_id"] for s in sources}) != len(sources):
         raise UWSUsageError("source_id values must be unique (POINTs are numbered 1, 2, ...)")
-    half = _int(params, "bkg_region_size", 3, 100)
+    half = _int(params, "bkg_region_size", engine.MIN_HALF, engine.MAX_HALF)
     return Request(
         sources, engine.DEFAULT_HALF if half is None else half, _interval(params, "time"),
         _interval(params, "band"), [v.strip() for v in params.get("collection", []) if v.strip()],
@@ -212,7 +212,7 @@ def batches_of(items: list, size: int = BATCH_SIZE) -> list[list]:
 # ---------------------------------------------------------------- measure
 
 
-def measure_items(archive: Archive, sources: list[dict], items: list[list], half: int,
+def measure_items(archive: Archive, sources: list[dict], items: list[list], half: int | None,
                   threads: int = MEASURE_THREADS) -> list[dict]:
     """Measurements of (source index, key, did, collection) items, in order."""
     def one(item: list) -> dict:
@@ -403,7 +403,9 @@ def measure(event: dict[str, Any]) -> dict[str, Any]:
     """One batch -> its measurements stored in the archive; returns a small summary."""
     state = _load_plan(event["job_id"])
     items = _batch_items(event["batch"], state)
-    rows = measure_items(runtime.archive(), state["sources"], items, int(state["half"]))
+    half = state.get("half")
+    rows = measure_items(runtime.archive(), state["sources"], items,
+                         None if half is None else int(half))
     key = f"{_job_prefix(event['job_id'])}/batch-{int(event['index']):05d}.json"
     runtime.archive().write_bytes(key, json.dumps(rows).encode())
     return {"index": int(event["index"]), "key": key, "n": len(rows)}
