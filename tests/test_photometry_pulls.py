@@ -204,7 +204,7 @@ def test_fluxes_agree_with_photutils(fields) -> None:
     assert len(diffs) >= 100
     # within the errors wherever photutils' own interpolation (~2e-4) is below them
     low = snr < 3000
-    assert low.sum() >= 80 and np.mean(np.abs(diffs[low]) < 1) > 0.95, np.sort(diffs[low])
+    assert low.sum() >= 70 and np.mean(np.abs(diffs[low]) < 1) > 0.95, np.sort(diffs[low])
     assert abs(np.median(diffs[low])) < 0.2
     assert np.median(np.abs(rel[~low])) < 5e-4 and np.abs(rel[~low]).max() < 2e-3
 
