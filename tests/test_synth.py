@@ -574,3 +574,26 @@ def test_deterministic(fits_run, tmp_path):
             tmp_path / d.name / "manifest.json"
         ).read_text()
     assert (fits_run / "truth.parquet").read_bytes() == (tmp_path / "truth.parquet").read_bytes()
+
+
+def test_zodi_follows_the_smooth_filter_law() -> None:
+    """ZODI is the zodi law at every pixel's own (smooth LVF) wavelength, not at the
+    bilinear 11x11 table's, which bends at every control point (issue #19)."""
+    from chalicelib.devtools.synth import fitsimage, optics
+    from chalicelib.devtools.synth.fitsimage import ImageMeta
+    from chalicelib.devtools.synth.survey import ecliptic_latitude
+
+    n = 128
+    m = ImageMeta(n=n, det=4, obs_id="2025W40_1A_0001_1", expidn=1, crval=(10.0, 20.0),
+                  pa=0.0, mjd_beg=60950.0, processed="2025-10-06T12:00:00")
+    zodi = fitsimage._zodi_map(m)
+    g = np.arange(n, dtype=float)
+    lam = optics.filter_law(4, n, g[None, :], g[:, None])
+    beta = float(ecliptic_latitude(np.array(10.0), np.array(20.0)))
+    ramp = 1 + 0.02 * np.linspace(-1, 1, n)[None, :] + 0.01 * np.linspace(-1, 1, n)[:, None]
+    assert np.allclose(zodi, optics.zodi_sb(lam, beta) * ramp, rtol=1e-12)
+    table, _ = optics.wave_maps(4, n)
+    assert np.abs(optics.zodi_sb(table, beta) * ramp / zodi - 1).max() > 1e-4
+    # the table still samples the law exactly at its control points
+    cp = optics.control_points(n) - 1
+    assert np.allclose(table[np.ix_(cp, cp)], lam[np.ix_(cp, cp)], rtol=1e-12)

@@ -1,11 +1,25 @@
 """Forced PSF-fit photometry of one source on one Level 2 image, from range reads.
 
-Only the stamp rows of IMAGE, FLAGS and VARIANCE, the PSF plane of the source's zone and
-the headers (with the small WCS-WAVE table) are read. The model is the zone's oversampled
-PSF integrated over each native pixel at the source's sub-pixel position (box integration
-of every oversampled cell, as the pipeline draws and as synth injects), so the amplitude
-of a weighted linear fit is the source flux. A measurement never raises: a bad image gives
-NaN flux and a flag bit above the pipeline's 32 bits.
+Only the stamp rows of IMAGE, FLAGS, VARIANCE and ZODI, the PSF plane of the source's
+zone and the headers (with the small WCS-WAVE table) are read. The file's ZODI model is
+subtracted first; what background is left is fitted jointly with the PSF amplitude. The
+model is the zone's oversampled PSF integrated over each native pixel at the source's
+sub-pixel position (box integration of every oversampled cell, as the pipeline draws and
+as synth injects), so the amplitude of a weighted linear fit is the source flux.
+
+The stamp follows the PSF, not a fixed pixel count: the PSF plane's reach (its width in
+native pixels over 2) plus BKG_FWHM FWHMs of background annulus, the FWHM (PSF_FWHM,
+arcsec) turned into pixels with the pixel scale at the source. BKG_REGION_SIZE (pixels)
+overrides the half-size.
+
+The flux error is the PSF amplitude's marginal error of the joint fit (so it carries the
+background terms' uncertainty and their correlation with the flux), scaled by the
+square root of the reduced chi-square where that is above 1 by more than its own scatter
+(see inflation()): where the model does not fit the pixels, the statistical error alone
+is too small. Each measurement reports chi2, the
+number of pixels fitted and the number of parameters; FLAG_BAD_FIT marks a chi-square
+improbable at the 1e-3 level. A measurement never raises: a bad image gives NaN flux and
+a flag bit above the pipeline's 32 bits.
 """
 
 from __future__ import annotations
@@ -20,9 +34,13 @@ from ..cutout.fitsrange import LAYOUTS, HDUInfo, Layout, RangeReader, read_layou
 from ..lake.storage import Archive
 from . import fileinfo
 
-DEFAULT_HALF = 15  # BKG_REGION_SIZE: stamp half-size (pixels)
-CORE_FRACTION = 1e-3  # model pixels above this fraction of the peak are "core" (fit, flags)
+DEFAULT_HALF = None  # BKG_REGION_SIZE default: the stamp half-size follows the PSF
+BKG_FWHM = 2.0  # background annulus around the PSF's reach, in PSF FWHMs
+MIN_HALF, MAX_HALF = 3, 100  # BKG_REGION_SIZE limits (pixels)
+CORE_FRACTION = 1e-3  # model pixels above this fraction of the peak are "core" (flags)
 MIN_BKG_PIXELS = 8
+PLANE_BKG_PIXELS = 30  # a background gradient (dx, dy) is fitted from this many pixels
+BAD_FIT_Z = 3.09  # chi2 above its 1 - 1e-3 quantile (Wilson-Hilferty): FLAG_BAD_FIT
 # Pipeline FLAGS bits that spoil a pixel (everything but SOURCE 21 and FULLSAMPLE 12).
 BAD_BITS = sum(1 << b for b in (0, 1, 2, 4, 5, 6, 7, 9, 10, 11, 14, 15, 17, 19, 20, 22, 23,
                                 24, 25, 26, 27, 28))
@@ -34,9 +52,12 @@ FLAG_READ_ERROR = 1 << 34  # the file could not be read or parsed
 FLAG_EDGE = 1 << 35  # the stamp was clipped by the image edge
 FLAG_FEW_BKG = 1 << 36  # too few clean pixels for the background: fitted with less
 FLAG_BATCH_FAILED = 1 << 37  # the whole batch failed (set by assemble)
+FLAG_BAD_FIT = 1 << 38  # chi2 improbable (p < 1e-3): the model does not fit (error inflated)
+FLAG_NO_ZODI = 1 << 39  # the file has no usable ZODI plane: the fit took all the background
 MEASUREMENT_FLAGS = {
     "OFF_IMAGE": FLAG_OFF_IMAGE, "NO_DATA": FLAG_NO_DATA, "READ_ERROR": FLAG_READ_ERROR,
     "EDGE": FLAG_EDGE, "FEW_BKG": FLAG_FEW_BKG, "BATCH_FAILED": FLAG_BATCH_FAILED,
+    "BAD_FIT": FLAG_BAD_FIT, "NO_ZODI": FLAG_NO_ZODI,
 }
 # bits that make a point suspect (plots): bad pixels under the core, failed measurements
 SERIOUS_FLAGS = BAD_BITS | FLAG_OFF_IMAGE | FLAG_NO_DATA | FLAG_READ_ERROR | FLAG_BATCH_FAILED
@@ -55,6 +76,11 @@ class Measurement:
     x_image: float = math.nan
     y_image: float = math.nan
     flags: int = 0
+    chi2: float = math.nan  # of the fit, over n_pix pixels with n_par parameters
+    n_pix: int = 0
+    n_par: int = 0
+    flux_err_stat: float = math.nan  # uJy, before the reduced chi-square scaling
+    stamp_radius: float = math.nan  # deg: the stamp's half-diagonal on the sky
     bytes_read: int = 0  # cost, not written to the result tables
     requests: int = 0
     error: str = ""
@@ -77,7 +103,7 @@ class Stamp:
 
 
 def measure(archive: Archive, key: str, ra: float, dec: float,
-            half: int = DEFAULT_HALF) -> Measurement:
+            half: int | None = DEFAULT_HALF) -> Measurement:
     """Forced photometry of (ra, dec) on the file at key; flagged, never raised, on failure."""
     reader = RangeReader(archive, key)
     try:
@@ -88,7 +114,7 @@ def measure(archive: Archive, key: str, ra: float, dec: float,
     return m
 
 
-def _measure(reader: RangeReader, ra: float, dec: float, half: int) -> Measurement:
+def _measure(reader: RangeReader, ra: float, dec: float, half: int | None) -> Measurement:
     layout, _ = LAYOUTS.get(reader.archive, reader.key, lambda: read_layout(reader))
     image = layout.image()
     head = fileinfo.keys(layout, image)
@@ -107,11 +133,31 @@ def _measure(reader: RangeReader, ra: float, dec: float, half: int) -> Measureme
     wave = fileinfo.wave_lookup(layout, image)
     if wave is not None:
         m.lam, m.lam_width = wave.at(x, y)
-    stamp, psf, oversample = _read(reader, layout, image, x, y, half)
+    omega = _pixel_solid_angle(wcs, layout, x, y)
+    if half is None:
+        half = stamp_half(layout, head, omega)
+    m.stamp_radius = math.degrees(math.sqrt(omega)) * (half + 0.5) * math.sqrt(2)
+    stamp, psf, oversample, zodi = _read(reader, layout, image, x, y, half)
     if stamp.image.shape != (2 * half + 1, 2 * half + 1):
         m.flags |= FLAG_EDGE
-    _fit(stamp, psf, oversample, _pixel_solid_angle(wcs, layout, x, y), m)
+    if not zodi:
+        m.flags |= FLAG_NO_ZODI
+    _fit(stamp, psf, oversample, omega, m)
     return m
+
+
+def stamp_half(layout: Layout, head: dict, omega: float) -> int:
+    """Default stamp half-size (pixels): the PSF plane's reach plus BKG_FWHM FWHMs, the
+    FWHM from PSF_FWHM (arcsec) and the pixel scale at the source (sqrt of its solid
+    angle): ~5 px at 128 px images (98"/px), ~8 px at 2040 px (6.15"/px)."""
+    psf = layout.find("PSF")
+    reach = 2.5
+    if psf is not None and len(psf.axes) == 3:
+        over = float(fileinfo.keys(layout, psf).get("OVERSAMP", 10))
+        reach = max(psf.axes[0], psf.axes[1]) / over / 2
+    scale = math.degrees(math.sqrt(omega)) * 3600
+    fwhm = float(head.get("PSF_FWHM", 1.5 * scale)) / scale
+    return int(min(max(math.ceil(reach + BKG_FWHM * fwhm), MIN_HALF), MAX_HALF))
 
 
 def _in_front(head: dict, ra: float, dec: float) -> bool:
@@ -125,9 +171,10 @@ def _in_front(head: dict, ra: float, dec: float) -> bool:
 
 
 def _read(reader: RangeReader, layout: Layout, image: HDUInfo, x: float, y: float,
-          half: int) -> tuple[Stamp, np.ndarray, int]:
-    """Stamp rows of IMAGE, FLAGS and VARIANCE and the PSF plane of the source's zone,
-    in one round trip."""
+          half: int) -> tuple[Stamp, np.ndarray, int, bool]:
+    """Stamp rows of IMAGE, FLAGS, VARIANCE and ZODI and the PSF plane of the source's
+    zone, in one round trip; the stamp's image has the ZODI model subtracted (the bool
+    says whether the file had one)."""
     nx, ny = image.axes
     ix, iy = math.floor(x + 0.5), math.floor(y + 0.5)
     x0, x1 = max(ix - half, 0), min(ix + half + 1, nx)
@@ -141,12 +188,18 @@ def _read(reader: RangeReader, layout: Layout, image: HDUInfo, x: float, y: floa
     xc, yc, xw, yw = fileinfo.zone_table(layout, psf)
     # zones tile the image (XCTR +- XWID/2, 1-based): the nearest in zone widths holds it
     k = int(np.argmin(np.maximum(np.abs(x + 1 - xc) / xw, np.abs(y + 1 - yc) / yw)))
+    zodi = layout.find("ZODI")
+    has_zodi = zodi is not None and zodi.axes == image.axes
+    if has_zodi:
+        hdus.append(zodi)
     *blobs, psf_blob = reader.fetch([h.rows(y0, y1) for h in hdus] + [psf.planes(k, k + 1)])
-    img, flg, var = (_rows(layout, h, b, y1 - y0)[:, x0:x1] for h, b in zip(hdus, blobs))
-    stamp = Stamp(img.astype(np.float64), var.astype(np.float64), flg.astype(np.int64),
-                  x0, y0, x, y)
+    img, flg, var, *zod = (_rows(layout, h, b, y1 - y0)[:, x0:x1].astype(np.float64)
+                           for h, b in zip(hdus, blobs))
+    if zod:
+        img = img - zod[0]  # NaN zodi makes the pixel unusable, as NaN data does
+    stamp = Stamp(img, var, flg.astype(np.int64), x0, y0, x, y)
     plane = _rows(layout, psf, psf_blob, psf.axes[1]).astype(np.float64)
-    return stamp, plane, int(fileinfo.keys(layout, psf).get("OVERSAMP", 10))
+    return stamp, plane, int(fileinfo.keys(layout, psf).get("OVERSAMP", 10)), has_zodi
 
 
 def _rows(layout: Layout, h: HDUInfo, blob: bytes, n: int) -> np.ndarray:
@@ -199,42 +252,70 @@ def psf_model(psf: np.ndarray, oversample: int, stamp: Stamp) -> np.ndarray:
 
 def _fit(stamp: Stamp, psf: np.ndarray, oversample: int, omega: float,
          m: Measurement) -> None:
-    """PSF amplitude and a local background jointly, by weighted least squares (1/VARIANCE).
+    """PSF amplitude and what background is left after ZODI, jointly, by weighted least
+    squares (1/VARIANCE).
 
-    The background is a quadratic surface over the clean stamp pixels outside the core: zodi
-    follows the LVF wavelength, which changes across a stamp enough that a flat median would
-    bias the flux by many sigma. uJy = MJy/sr * sr * 1e12."""
+    Pixels used: clean ones under the source's own PSF (model > 0) and clean ones elsewhere
+    without the SOURCE bit (neighbours). The background is a constant, plus a gradient
+    with at least PLANE_BKG_PIXELS background pixels. uJy = MJy/sr * sr * 1e12."""
     model = psf_model(psf, oversample, stamp)
     core = model > CORE_FRACTION * model.max()
+    own = model > 0
     finite = np.isfinite(stamp.image) & np.isfinite(stamp.variance) & (stamp.variance > 0)
     good = finite & ((stamp.flags & BAD_BITS) == 0)
     m.flags |= int(np.bitwise_or.reduce(stamp.flags[core], initial=0)) & 0xFFFFFFFF
-    bkg_pix = good & ~core & ((stamp.flags & SOURCE_BIT) == 0)  # no other sources
+    bkg_pix = good & ~own & ((stamp.flags & SOURCE_BIT) == 0)  # no other sources
     if bkg_pix.sum() < MIN_BKG_PIXELS:
         m.flags |= FLAG_FEW_BKG
-        bkg_pix = good & ~core
-    use = (good & core) | bkg_pix
+        bkg_pix = good & ~own
+    use = (good & own) | bkg_pix
     if not (good & core).any() or bkg_pix.sum() < 3:
         m.flags |= FLAG_NO_DATA
         return
-    design = _design(model, stamp, bkg_pix.sum())
-    w = 1.0 / stamp.variance[use]
-    a = design[:, use].T * np.sqrt(w)[:, None]
+    design = _design(model, stamp, int(bkg_pix.sum()))[:, use]
+    sw = 1.0 / np.sqrt(stamp.variance[use])
+    a = design.T * sw[:, None]
+    b = stamp.image[use] * sw
     cov = np.linalg.pinv(a.T @ a)
-    coef = cov @ (a.T @ (stamp.image[use] * np.sqrt(w)))
-    m.flux = float(coef[0]) * omega * 1e12
-    m.flux_err = math.sqrt(float(cov[0, 0])) * omega * 1e12
-    m.flux_bkg = float(coef[1])  # the surface at the source (terms are centred there)
+    coef = cov @ (a.T @ b)
+    chi2 = float(np.sum((b - a @ coef) ** 2))
+    n, k = int(use.sum()), design.shape[0]
+    scale = omega * 1e12
+    m.flux = float(coef[0]) * scale
+    m.flux_err_stat = math.sqrt(float(cov[0, 0])) * scale
+    m.chi2, m.n_pix, m.n_par = chi2, n, k
+    dof = n - k
+    m.flux_err = m.flux_err_stat * inflation(chi2, dof)
+    if dof <= 0 or chi2_z(chi2, dof) > BAD_FIT_Z:
+        m.flags |= FLAG_BAD_FIT
+    m.flux_bkg = float(coef[1])  # the residual background at the source (terms centred)
+
+
+def inflation(chi2: float, dof: int) -> float:
+    """Error scale sqrt(chi2/dof - sqrt(2/dof)), at least 1: the reduced chi-square less
+    its own 1-sigma scatter, so fits that are fine stay unscaled (a plain max(1, chi2/dof)
+    inflates every lucky-high chi2 and pulls fall to ~0.95) while a model that does not
+    fit (chi2/dof well above 1 + sqrt(2/dof)) scales the error by nearly sqrt(chi2/dof)."""
+    if dof <= 0:
+        return 1.0
+    return math.sqrt(max(chi2 / dof - math.sqrt(2.0 / dof), 1.0))
+
+
+def chi2_z(chi2: float, dof: int) -> float:
+    """Normal deviate of chi2 with dof degrees of freedom (Wilson-Hilferty cube root)."""
+    v = 2.0 / (9.0 * dof)
+    return ((chi2 / dof) ** (1.0 / 3.0) - (1.0 - v)) / math.sqrt(v)
 
 
 def _design(model: np.ndarray, stamp: Stamp, n_bkg: int) -> np.ndarray:
-    """(terms, ny, nx): PSF, then background 1, dx, dy (+ dx2, dxdy, dy2 with enough
-    pixels), dx/dy in stamp half-widths from the source."""
+    """(terms, ny, nx): PSF, then background 1 (+ dx, dy with enough pixels), dx/dy in
+    stamp half-widths from the source. ZODI is already subtracted: what is left is
+    small and smooth, and every extra term costs flux precision."""
     ny, nx = model.shape
     scale = max(nx, ny) / 2
     dy, dx = np.mgrid[0:ny, 0:nx].astype(float)
     dx, dy = (dx + stamp.x0 - stamp.x) / scale, (dy + stamp.y0 - stamp.y) / scale
-    terms = [model, np.ones_like(model), dx, dy]
-    if n_bkg >= 30:
-        terms += [dx * dx, dx * dy, dy * dy]
+    terms = [model, np.ones_like(model)]
+    if n_bkg >= PLANE_BKG_PIXELS:
+        terms += [dx, dy]
     return np.stack(terms)

@@ -30,6 +30,7 @@ from ..query import runtime
 from ..query.catalogue import Catalogue
 from ..query.uploads import UploadRequest, UploadUsageError, load_uploads
 from ..render import votable
+from ..render.descriptors import array_descriptors
 from . import engine
 
 SERVICE = "spectrophotometry"
@@ -49,7 +50,7 @@ MEASURE_THREADS = 8  # range reads wait on S3: overlap them within a batch
 @dataclass
 class Request:
     sources: list[dict]  # source_id, ra, dec
-    half: int = engine.DEFAULT_HALF
+    half: int | None = engine.DEFAULT_HALF  # BKG_REGION_SIZE; None: follows the PSF
     time: tuple[float, float] | None = None  # MJD
     band: tuple[float, float] | None = None  # m
     collections: list[str] = field(default_factory=list)
@@ -148,7 +149,7 @@ def parse(params: dict[str, list[str]]) -> Request:
         raise UWSUsageError(f"{len(sources)} sources given; the limit per job is {MAX_SOURCES}")
     if len({s["source_id"] for s in sources}) != len(sources):
         raise UWSUsageError("source_id values must be unique (POINTs are numbered 1, 2, ...)")
-    half = _int(params, "bkg_region_size", 3, 100)
+    half = _int(params, "bkg_region_size", engine.MIN_HALF, engine.MAX_HALF)
     return Request(
         sources, engine.DEFAULT_HALF if half is None else half, _interval(params, "time"),
         _interval(params, "band"), [v.strip() for v in params.get("collection", []) if v.strip()],
@@ -212,7 +213,7 @@ def batches_of(items: list, size: int = BATCH_SIZE) -> list[list]:
 # ---------------------------------------------------------------- measure
 
 
-def measure_items(archive: Archive, sources: list[dict], items: list[list], half: int,
+def measure_items(archive: Archive, sources: list[dict], items: list[list], half: int | None,
                   threads: int = MEASURE_THREADS) -> list[dict]:
     """Measurements of (source index, key, did, collection) items, in order."""
     def one(item: list) -> dict:
@@ -240,13 +241,22 @@ _FLOATS = [  # (name, measurement key, unit, ucd, description)
     ("lambda", "lam", "um", "em.wl;obs.atmos", "central wavelength at the source (WCS 'W')"),
     ("lambda_width", "lam_width", "um", "instr.bandwidth", "bandwidth at the source"),
     ("flux", "flux", "uJy", "phot.flux.density", "PSF-fit flux density"),
-    ("flux_err", "flux_err", "uJy", "stat.error;phot.flux.density", "1-sigma error of flux"),
+    ("flux_err", "flux_err", "uJy", "stat.error;phot.flux.density",
+     "1-sigma error of flux: the joint fit's marginal error (background terms included), "
+     "scaled by sqrt(reduced chi2) where the model does not fit (see flags BAD_FIT)"),
     ("mjd", "mjd", "d", "time.epoch", "MJD-AVG of the exposure"),
     ("flux_bkg", "flux_bkg", "MJy/sr", "phot.flux.sb;instr.background",
      "local background at the source"),
     ("x_image", "x_image", "pix", "pos.cartesian.x;instr.det", "0-based image x of the source"),
     ("y_image", "y_image", "pix", "pos.cartesian.y;instr.det", "0-based image y of the source"),
+    ("chi2", "chi2", None, "stat.fit.chi2", "chi-square of the PSF + background fit"),
 ]
+_INTS = [  # (name, measurement key, ucd, description)
+    ("n_pix", "n_pix", "meta.number", "pixels in the fit"),
+    ("n_par", "n_par", "meta.number", "fitted parameters (flux + background terms); "
+     "reduced chi2 = chi2 / (n_pix - n_par)"),
+]
+CIRCLE_RADIUS_DEG = 0.01  # cutout radius for a source without measurements
 _FLAGS_DOC = ("OR of FLAGS under the PSF core (bits 0-31, as in the images); measurement "
               "bits: " + ", ".join(f"{k}={int(math.log2(v))}"
                                    for k, v in engine.MEASUREMENT_FLAGS.items()))
@@ -259,14 +269,33 @@ def _fields(array: bool) -> list[votable.Field]:
            votable.Field("dec", "double", unit="deg", ucd="pos.eq.dec;meta.main")]
     out += [votable.Field(n, "double", size, unit=u, ucd=ucd, description=d)
             for n, _, u, ucd, d in _FLOATS]
+    out += [votable.Field(n, "int", size, ucd=ucd, description=d) for n, _, ucd, d in _INTS]
     out.append(votable.Field("flags", "long", size, ucd="meta.code.qual",
                              description=_FLAGS_DOC))
     sep = " (space-separated, one per exposure)" if array else ""
     out += [votable.Field("data_collection", "char", "*", ucd="meta.id;meta.dataset",
                           description="obs_collection of the image" + sep),
             votable.Field("obs_publisher_did", "char", "*", ucd="meta.ref.ivoid",
-                          description="publisher DID of the image" + sep)]
+                          description="publisher DID of the image" + sep,
+                          id="obs_publisher_did"),
+            votable.Field("cutout_circle", "double", "3", xtype="circle", unit="deg",
+                          ucd="pos.outline;obs.field", id="cutout_circle",
+                          description="the source and the largest photometry stamp "
+                          "radius: the CIRCLE of the cutout service descriptors")]
     return out
+
+
+def _descriptors(base: str, array: bool) -> list[str]:
+    per_row = ("every input image's DID, space-separated (an array: one element per "
+               "exposure, in the order of the other arrays)" if array else
+               "the DID of the image of this measurement")
+    return array_descriptors(base, "obs_publisher_did", "cutout_circle", per_row)
+
+
+def _circle(source: dict, group: list[dict]) -> list[float]:
+    radii = [r.get("stamp_radius", math.nan) for r in group]
+    radii = [r for r in radii if r is not None and math.isfinite(r)]
+    return [source["ra"], source["dec"], max(radii) if radii else CIRCLE_RADIUS_DEG]
 
 
 def _sorted_rows(sources: list[dict], rows: list[dict]) -> list[list[dict]]:
@@ -289,9 +318,14 @@ def long_table(sources: list[dict], per: list[list[dict]]) -> pa.Table:
     }
     for name, key, *_ in _FLOATS:
         cols[name] = pa.array([r[key] for _, r in flat], pa.float64())
+    for name, key, *_ in _INTS:
+        cols[name] = pa.array([r.get(key, 0) for _, r in flat], pa.int32())
     cols["flags"] = pa.array([r["flags"] for _, r in flat], pa.int64())
     cols["data_collection"] = pa.array([r["collection"] for _, r in flat], pa.string())
     cols["obs_publisher_did"] = pa.array([r["did"] for _, r in flat], pa.string())
+    circles = [_circle(s, g) for s, g in zip(sources, per)]
+    cols["cutout_circle"] = pa.array([circles[i] for i, g in enumerate(per) for _ in g],
+                                     pa.list_(pa.float64(), 3))
     return pa.table(cols)
 
 
@@ -304,9 +338,13 @@ def source_table(sources: list[dict], per: list[list[dict]]) -> pa.Table:
     }
     for name, key, *_ in _FLOATS:
         cols[name] = pa.array([[r[key] for r in g] for g in per], pa.list_(pa.float64()))
+    for name, key, *_ in _INTS:
+        cols[name] = pa.array([[r.get(key, 0) for r in g] for g in per], pa.list_(pa.int32()))
     cols["flags"] = pa.array([[r["flags"] for r in g] for g in per], pa.list_(pa.int64()))
     cols["data_collection"] = pa.array([" ".join(r["collection"] for r in g) for g in per])
     cols["obs_publisher_did"] = pa.array([" ".join(r["did"] for r in g) for g in per])
+    cols["cutout_circle"] = pa.array([_circle(s, g) for s, g in zip(sources, per)],
+                                     pa.list_(pa.float64(), 3))
     return pa.table(cols)
 
 
@@ -339,8 +377,12 @@ def plot_png(source: dict, group: list[dict]) -> bytes:
 
 
 def assemble_results(sources: list[dict], rows: list[dict], notes: dict[str, Any],
-                     add: Callable[[str, bytes, str], Any], plots: bool = True) -> dict:
-    """Write result, long, long-parquet and plot-<source_id>; returns a summary."""
+                     add: Callable[[str, bytes, str], Any], plots: bool = True,
+                     base: str | None = None) -> dict:
+    """Write result, long, long-parquet and plot-<source_id>; returns a summary. The
+    VOTables carry DataLink service descriptors (cutouts of every input image around the
+    source, DataLink of the images) with accessURLs under base (default: the public URL)."""
+    base = (base or runtime.public_base()).rstrip("/")
     per = _sorted_rows(sources, rows)
     infos = [("n_sources", str(len(sources)), None),
              ("n_measurements", str(sum(map(len, per))), None)]
@@ -354,10 +396,11 @@ def assemble_results(sources: list[dict], rows: list[dict], notes: dict[str, Any
     if errors:  # why flagged epochs have no flux (first few)
         infos.append(("measurement_errors", str(len(errors)), "\n".join(errors[:20])))
     body, mime = votable.write(source_table(sources, per), _fields(True), "votable",
-                               infos=infos)
+                               infos=infos, resources_after=_descriptors(base, True))
     add("result", body, mime)
     table = long_table(sources, per)
-    body, mime = votable.write(table, _fields(False), "votable", infos=infos)
+    body, mime = votable.write(table, _fields(False), "votable", infos=infos,
+                               resources_after=_descriptors(base, False))
     add("long", body, mime)
     body, mime = votable.write(table, _fields(False), "parquet")
     add("long-parquet", body, mime)
@@ -403,7 +446,9 @@ def measure(event: dict[str, Any]) -> dict[str, Any]:
     """One batch -> its measurements stored in the archive; returns a small summary."""
     state = _load_plan(event["job_id"])
     items = _batch_items(event["batch"], state)
-    rows = measure_items(runtime.archive(), state["sources"], items, int(state["half"]))
+    half = state.get("half")
+    rows = measure_items(runtime.archive(), state["sources"], items,
+                         None if half is None else int(half))
     key = f"{_job_prefix(event['job_id'])}/batch-{int(event['index']):05d}.json"
     runtime.archive().write_bytes(key, json.dumps(rows).encode())
     return {"index": int(event["index"]), "key": key, "n": len(rows)}

@@ -18,13 +18,12 @@ import pyarrow as pa
 from ..geometry import sky
 from ..query import products, runtime
 from ..render import votable
+from ..render.descriptors import DATALINK, SODA_SYNC
 from ..render.votable import Field, Param, service_descriptor
 from ..web.params import Params, Reply
 
 MAX_IDS = int(os.environ.get("DATALINK_MAX_IDS", "10000"))
 PER_ID_DESCRIPTORS = 50  # above this, one shared SODA descriptor keeps responses small
-SODA_SYNC = "ivo://ivoa.net/std/SODA#sync-1.0"
-DATALINK = "ivo://ivoa.net/std/DataLink#links-1.1"
 log = logging.getLogger(__name__)
 
 COLUMNS = [
@@ -192,7 +191,9 @@ def _answer(did: str, plane: dict | None, cals: list[dict], base: str,
 
 
 def links(params: Params, base: str) -> Reply:
-    ids = [i for v in params.getall("ID") for i in [v.strip()] if i]
+    # a value may list several IDs (an array-valued cell bound by ref=): IVOA identifiers
+    # never contain whitespace, so splitting on it is safe
+    ids = [i for v in params.getall("ID") for i in v.split()]
     if not ids:
         return Reply(400, votable.error_document("UsageFault: no ID given"),
                      "application/x-votable+xml")

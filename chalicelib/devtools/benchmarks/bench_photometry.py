@@ -6,7 +6,9 @@ python -m chalicelib bench photometry [--image-size 512] [--images 24] [--n 400]
 Synthesizes --images real MEFs (--image-size px) into a temporary archive and ingests
 them, then prints: catalogue planning time per source; forced-photometry time per image
 for one worker, cold (headers read) and warm (layout cached), with bytes and requests per
-image vs the file size; accuracy against truth.parquet; and a job of one source on --n
+image vs the file size; accuracy against truth.parquet (median deviation and pull std);
+the pull std per S/N bin, near edges and in a crowded cluster on a test field
+(synth.field) of the same image size; and a job of one source on --n
 images end to end (plan + measure on --workers threads + assemble with plots). The N
 images are hard links of the covering files under distinct keys, so every one is a cold
 file for the range reader without N real files on disk. Local disk has no S3 latency:
@@ -91,6 +93,38 @@ def _per_image(arch: Archive, req: steps.Request, items: list[list], truth: list
           f"median pull {np.median(pull):+.2f}")
 
 
+def _field_pulls(folder: Path, size: int) -> None:
+    """Pulls on a field built for error bars: S/N 5 to > 20,000, edges, a cluster."""
+    from ..synth.field import make_field
+
+    images, k = (10, 40) if size <= 128 else (6, 140) if size <= 512 else (4, 150)
+    field = make_field(folder / "field", size, images, k, seed=1,
+                       flux_ujy=(15.0, 1e6 if size > 1000 else 4e5))
+    arch = Archive.from_env(str(folder / "field"))
+    truth = pq.read_table(folder / "field" / "field" / "truth.parquet").to_pylist()
+    pull, snr, edge, crowd = [], [], [], []
+    for key in field.keys:
+        for i, src in enumerate(truth):
+            m = engine.measure(arch, key, src["ra"], src["dec"])
+            if m.flags & (engine.SERIOUS_FLAGS | engine.FLAG_OFF_IMAGE) or not \
+                    math.isfinite(m.flux):
+                continue
+            t = float(np.interp(m.lam, src["wavelength_um"], src["flux_ujy"]))
+            pull.append((m.flux - t) / m.flux_err)
+            snr.append(t / m.flux_err)
+            edge.append(bool(m.flags & engine.FLAG_EDGE))
+            crowd.append(bool(field.crowded[i]))
+    p, sn, e, c = (np.array(v) for v in (pull, snr, edge, crowd))
+    parts = [f"all {np.std(p):.2f} (n={len(p)})"]
+    for lo, hi in ((5, 50), (50, 500), (500, 5000), (5000, 20000), (20000, math.inf)):
+        k = (sn >= lo) & (sn < hi)
+        if k.sum():
+            parts.append(f"S/N {lo}-{hi:g}: {np.std(p[k]):.2f} (n={k.sum()})")
+    parts += [f"edge {np.std(p[e]):.2f} (n={e.sum()})", f"crowded {np.std(p[c]):.2f} "
+              f"(n={c.sum()})"]
+    print(f"pull std on a {size} px test field: " + "; ".join(parts))
+
+
 def _links(arch: Archive, keys: list[str], n: int) -> list[str]:
     """n distinct keys, hard links cycling over the given files."""
     out = []
@@ -147,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         cat = Catalogue(arch)
         req, items = _plan(cat, truth)
         _per_image(arch, req, items, truth)
+        _field_pulls(folder, a.image_size)
         _end_to_end(arch, cat, req, items, a.n, a.workers)
 
 

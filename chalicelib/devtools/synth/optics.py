@@ -136,11 +136,30 @@ def wave_at(det: int, n: int, x0: np.ndarray, y0: np.ndarray) -> np.ndarray:
 
 
 def wave_maps(det: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel (wavelength, bandwidth) maps [y, x], separable bilinear interpolation."""
+    """Per-pixel (wavelength, bandwidth) maps [y, x] as WCS 'W' gives them: separable
+    bilinear interpolation of the 11 x 11 table (kinks at every control point)."""
     x, y, val = wave_table(det, n)
     pix = np.arange(1, n + 1, dtype=float)
     wx, wy = bilinear_weights(x.astype(float), pix), bilinear_weights(y.astype(float), pix)
     return wy @ val[..., 0] @ wx.T, wy @ val[..., 1] @ wx.T
+
+
+def filter_law(det: int, n: int, x0: np.ndarray, y0: np.ndarray) -> np.ndarray:
+    """The LVF's own smooth wavelength (um) at 0-based pixel positions: what the table
+    samples at its control points (the two agree there and differ by up to 2.3e-4
+    relative in between)."""
+    lo, hi, _ = BANDS[det]
+    xn, yn = np.asarray(x0, float) / (n - 1), np.asarray(y0, float) / (n - 1)
+    return hi * (lo / hi) ** _lvf_fraction(xn, yn)
+
+
+@lru_cache(maxsize=12)
+def smooth_wave_maps(det: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel (wavelength, bandwidth) maps [y, x] from the smooth filter law: what the
+    sky (zodi) and the per-pixel calibration maps (CWAVE, CBAND) follow."""
+    g = np.arange(n, dtype=float)
+    lam = filter_law(det, n, g[None, :], g[:, None])
+    return lam, lam / BANDS[det][2]
 
 
 # ---------------------------------------------------------------- PSF
