@@ -147,6 +147,7 @@ def load(pg: Postgres, cat) -> tuple[int, float]:
         con.execute("CREATE TABLE obscore (obs_publisher_did text, obs_collection text, "
                     "s_ra double precision, s_dec double precision, s_region spoly, "
                     "s_point spoint)")
+        cat.stats("ivoa.obscore")  # open the table (the catalogue opens them lazily)
         opened = cat.current()
         n = 0
         with opened.lock, con.cursor() as cur, cur.copy(
