@@ -273,7 +273,7 @@ def test_cone_queries_skip_whole_files_and_lose_no_row(tmp_path, monkeypatch):
     monkeypatch.setattr(maintenance, "SPATIAL_FILE_SIZE", 80_000)  # files of 1024 rows
     compact(arch)
     cat = Catalogue(arch)
-    n_files = len(cat.current().files["ivoa.obscore"].uris)
+    n_files = len(cat.stats("ivoa.obscore").uris)
     assert n_files >= 10
     rng = np.random.default_rng(5)
     pos = cat.query("SELECT s_ra, s_dec FROM ivoa.obscore WHERE s_ra IS NOT NULL "

@@ -42,6 +42,10 @@ MACROS = {
 }
 
 
+# rows the exact footprint tests have been handed (benchmarks read it: candidates/answer)
+EXACT_ROWS = [0]
+
+
 def sql_str(s: str) -> str:
     """A SQL string literal."""
     return "'" + s.replace("'", "''") + "'"
@@ -85,22 +89,26 @@ def _result(values: np.ndarray, *inputs: pa.Array) -> pa.Array:
 
 
 def pt_in_poly(ra: pa.Array, dec: pa.Array, poly: pa.Array) -> pa.Array:
+    EXACT_ROWS[0] += len(ra)
     return _result(sky.points_in_polys(sky.xyz(_np(ra), _np(dec)), _polys(poly)),
                    ra, dec, poly)
 
 
 def circle_x_poly(ra, dec, r, poly) -> pa.Array:
+    EXACT_ROWS[0] += len(ra)
     hit = sky.circles_touch_polys(sky.xyz(_np(ra), _np(dec)), _np(r), _polys(poly))
     return _result(hit, ra, dec, r, poly)
 
 
 def circle_in_poly(ra, dec, r, poly) -> pa.Array:
+    EXACT_ROWS[0] += len(ra)
     p, polys = sky.xyz(_np(ra), _np(dec)), _polys(poly)
     inside = sky.points_in_polys(p, polys) & (sky.min_edge_distance(p, polys) >= _np(r))
     return _result(inside, ra, dec, r, poly)
 
 
 def poly_in_circle(poly, ra, dec, r) -> pa.Array:
+    EXACT_ROWS[0] += len(poly)
     polys = _polys(poly)
     c = sky.xyz(_np(ra), _np(dec))
     far = polys.per_polygon(np.maximum, sky._angle(c[polys.row], polys.v), 0.0)
@@ -142,11 +150,13 @@ def _poly_in_poly_fixed(q: np.ndarray, b: pa.Array) -> np.ndarray:
 
 
 def poly_x_poly(a: pa.Array, b: pa.Array) -> pa.Array:
+    EXACT_ROWS[0] += len(a)
     return _result(_pairs(a, b, _poly_x_poly_fixed), a, b)
 
 
 def poly_in_poly(a: pa.Array, b: pa.Array) -> pa.Array:
     """Is polygon a inside polygon b?"""
+    EXACT_ROWS[0] += len(a)
     return _result(_pairs(a, b, _poly_in_poly_fixed), a, b)
 
 

@@ -119,6 +119,12 @@ class Archive:
         return self.fs.exists(self._fs_path(key))
 
     def read_bytes(self, key: str) -> bytes:
+        if self.is_s3:  # one GET (s3fs sends a HEAD first)
+            try:
+                return self._s3_client.get_object(Bucket=self.bucket,
+                                                  Key=self._s3_key(key))["Body"].read()
+            except self._s3_client.exceptions.NoSuchKey:
+                raise FileNotFoundError(key) from None
         return self.fs.cat_file(self._fs_path(key))
 
     def write_bytes(self, key: str, data: bytes) -> None:

@@ -8,7 +8,10 @@ TAP, SIA, DataLink, coverage and job planning all query through it.
 
 from __future__ import annotations
 
+import os
+import re
 import threading
+import time
 from dataclasses import dataclass, field
 
 import duckdb
@@ -22,6 +25,14 @@ from ..lake.storage import Archive, duckdb_s3
 from ..lake.tables import COMPACTED_PARTITION, has_column, open_table
 
 THREADS = 2  # a Lambda of 3,538 MB or more has two vCPUs
+
+
+def release_ttl(archive: Archive) -> float:
+    """Seconds a release check stays good. Locally the check is a stat (done per query);
+    on S3 it is a HEAD, done at most once a second so a committed delivery is still
+    visible within a second (CATALOGUE_RELEASE_TTL overrides)."""
+    env = os.environ.get("CATALOGUE_RELEASE_TTL")
+    return float(env) if env else (1.0 if archive.is_s3 else 0.0)
 
 
 class QueryTimeout(Exception):
@@ -196,17 +207,41 @@ class FileStats:
 class Opened:
     release: releases.Release
     con: duckdb.DuckDBPyConnection
-    max_footprint_radius: float
     objects: dict[str, object]
     files: dict[str, FileStats] = field(default_factory=dict)  # per physical table
+    loaded: set[str] = field(default_factory=set)  # physical tables with their views
     # Queries run on the connection itself, one at a time: DuckDB's Parquet metadata
     # cache does not serve cursors, and re-reading footers cost ~80 % of a cone query.
-    # A Lambda container serves one request at a time anyway.
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # A Lambda container serves one request at a time anyway. Reentrant: a query loads
+    # the tables it names while holding it.
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    load: object = None  # load(physical name): open a table of this release
+
+    @property
+    def max_footprint_radius(self) -> float:
+        """The widest footprint of the release widens every pruning box; unknown (a file
+        without the statistic) means no pruning rather than lost rows."""
+        if "ivoa.obscore" not in self.loaded and self.load is not None:
+            self.load("ivoa.obscore")
+        stats = self.files.get("ivoa.obscore")
+        return stats.largest("s_rmax", 180.0) if stats is not None else 0.0
+
+
+def _served_pattern(t: schema.Table) -> re.Pattern:
+    sch, name = t.name.split(".")
+    return re.compile(rf'(?<![\w$])"?{re.escape(sch)}"?\s*\.\s*"?{re.escape(name)}(?![\w$])',
+                      re.IGNORECASE)
+
+
+SERVED_PATTERNS = {t.name: _served_pattern(t) for t in schema.TABLES.values()}
 
 
 class Catalogue:
-    """Query the archive as of a release. `release=None` follows the latest release."""
+    """Query the archive as of a release. `release=None` follows the latest release.
+
+    A release opens without touching the tables: each physical table (its Delta log,
+    its views) is opened when a query first names it, so a cone on ivoa.obscore reads
+    nothing of the CAOM tables."""
 
     def __init__(self, archive: Archive, release: int | None = None, base_url: str = ""):
         self.archive = archive
@@ -215,17 +250,28 @@ class Catalogue:
         self._opened: Opened | None = None
         self._lock = threading.Lock()
         self._tables: dict = {}  # DeltaTable per table, moved forward incrementally
+        self._checked = -float("inf")  # when the latest release number was last checked
+        self.ttl = release_ttl(archive)
 
     # ---- opening ------------------------------------------------------------------
     def current(self) -> Opened:
-        """The open release, reopened when a newer release exists (checked every call,
-        so a committed delivery is visible to the next query)."""
+        """The open release, reopened when a newer release exists (checked every call
+        without listing storage, at most once per `ttl` seconds, so a committed delivery
+        is visible to the next query, or within a second on S3)."""
         with self._lock:
-            number = self.pinned if self.pinned is not None else \
-                (releases.numbers(self.archive) or [0])[-1]
+            number = self.pinned if self.pinned is not None else self._latest()
             if self._opened is None or self._opened.release.number != number:
                 self._opened = self._open(releases.load(self.archive, number))
             return self._opened
+
+    def _latest(self) -> int:
+        known = self._opened.release.number if self._opened is not None else 0
+        now = time.monotonic()
+        if self._opened is not None and now - self._checked < self.ttl:
+            return known
+        number = releases.newest(self.archive, known)
+        self._checked = now
+        return number
 
     @property
     def release(self) -> releases.Release:
@@ -237,43 +283,13 @@ class Catalogue:
         sqlfunctions.register(con)
         if self.archive.is_s3:
             duckdb_s3(con)
-        objects, stats = {}, {}
-        runs = set(rel.runs.values())
-        for name, table in schema.PHYSICAL.items():
-            dt = self._table(name, rel.versions.get(name)) if rel.number else None
-            if dt is not None:
-                stats[name] = FileStats.of(dt)
-            clean, mixed = stats[name].visibility(runs) if name in stats else ([], [])
-            if clean or mixed:  # DuckDB's own Parquet reader: statistics pruning,
-                # metadata cache; filename lets a box skip files without opening them
-                cols = "*" + _derived(table, dt)
-                scans = [f"SELECT {cols} FROM {_scan(clean, table)}"] if clean else []
-                if mixed:
-                    scans.append(f"SELECT {cols} FROM {_scan(mixed, table)} WHERE ingest_id "
-                                 f"IN ({sql_in(sorted(runs))})")
-                con.execute(f"CREATE VIEW {_phys(name)} AS "
-                            + " UNION ALL BY NAME ".join(scans))
-            else:
-                objects[_phys(name)] = _empty(table).append_column(
-                    "filename", pa.array([], pa.string()))
-        # the widest footprint widens every pruning box; unknown (a file without the
-        # statistic) means no pruning rather than lost rows
-        rmax = stats["ivoa.obscore"].largest("s_rmax", 180.0) if "ivoa.obscore" in stats \
-            else 0.0
+        objects = {}
         for name, rows in tap_schema_tables().items():
             objects[f"_ts_{name}"] = rows
         for name, obj in objects.items():
             con.register(name, obj)
         for t in schema.TABLES.values():
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema_name}")
-            # the file name (for box_sql) and the packed footprint (for the geometry
-            # tests) ride along; queries cannot name them (the translator only knows
-            # served columns and expands * itself)
-            hidden = [f'"{c.name}"' for c in schema.PHYSICAL[t.physical].columns
-                      if c.name == schema.PACKED_REGION]
-            cols = ", ".join([self._select(c) for c in t.served] + hidden
-                             + ['filename AS "_file"'])
-            con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(t.physical)}")
         con.execute('CREATE SCHEMA IF NOT EXISTS "TAP_SCHEMA"')
         for name in tap_schema_tables():
             con.execute(f'CREATE VIEW "TAP_SCHEMA".{name} AS SELECT * FROM _ts_{name}')
@@ -286,7 +302,62 @@ class Catalogue:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET lock_configuration = true")
-        return Opened(rel, con, rmax, objects, stats)
+        opened = Opened(rel, con, objects)
+        opened.load = lambda name: self._load(opened, name)
+        return opened
+
+    def _load(self, opened: Opened, name: str) -> None:
+        """Open physical table `name` of the release and create its views (served
+        tables over it hold only released rows)."""
+        with opened.lock:
+            if name in opened.loaded:
+                return
+            rel, con, table = opened.release, opened.con, schema.PHYSICAL[name]
+            with self._lock:  # the DeltaTables are shared by the releases opened
+                dt = self._table(name, rel.versions.get(name)) if rel.number else None
+                if dt is not None:
+                    opened.files[name] = FileStats.of(dt)
+            runs = set(rel.runs.values())
+            clean, mixed = opened.files[name].visibility(runs) if dt is not None else ([], [])
+            if clean or mixed:  # DuckDB's own Parquet reader: statistics pruning,
+                # metadata cache; filename lets a box skip files without opening them
+                cols = "*" + _derived(table, dt)
+                scans = [f"SELECT {cols} FROM {_scan(clean, table)}"] if clean else []
+                if mixed:
+                    scans.append(f"SELECT {cols} FROM {_scan(mixed, table)} WHERE ingest_id "
+                                 f"IN ({sql_in(sorted(runs))})")
+                con.execute(f"CREATE VIEW {_phys(name)} AS "
+                            + " UNION ALL BY NAME ".join(scans))
+            else:
+                empty = _empty(table).append_column("filename", pa.array([], pa.string()))
+                opened.objects[_phys(name)] = empty
+                con.register(_phys(name), empty)
+            for t in schema.TABLES.values():
+                if t.physical != name:
+                    continue
+                # the file name (for box_sql) and the packed footprint (for the geometry
+                # tests) ride along; queries cannot name them (the translator only knows
+                # served columns and expands * itself)
+                hidden = [f'"{c.name}"' for c in table.columns
+                          if c.name == schema.PACKED_REGION]
+                cols = ", ".join([self._select(c) for c in t.served] + hidden
+                                 + ['filename AS "_file"'])
+                con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(name)}")
+            opened.loaded.add(name)
+
+    def _load_named(self, opened: Opened, sql: str) -> None:
+        """Open the tables a query names (a superset is harmless: it costs a load)."""
+        for served, pattern in SERVED_PATTERNS.items():
+            physical = schema.TABLES[served].physical
+            if physical not in opened.loaded and pattern.search(sql):
+                self._load(opened, physical)
+
+    def stats(self, table: str) -> FileStats | None:
+        """Per-file statistics of a served table (opening it if needed)."""
+        opened = self.current()
+        physical = schema.TABLES[table].physical
+        self._load(opened, physical)
+        return opened.files.get(physical)
 
     def _table(self, name: str, version: int | None):
         """The table at a version, reusing the loaded log: a new release costs only the
@@ -314,6 +385,7 @@ class Catalogue:
         """Run one SELECT (already validated by the caller) and return Arrow rows."""
         opened = self.current()
         with opened.lock:
+            self._load_named(opened, sql)
             return self._run(opened.con, sql, timeout, max_rows, uploads or {})
 
     @staticmethod
@@ -355,6 +427,8 @@ class Catalogue:
         and, for a served table, the only files whose statistics meet both the box and
         the HEALPix cells of the cap (files are runs of the HEALPix order)."""
         opened = self.current()
+        if table:
+            self._load(opened, schema.TABLES[table].physical)
         r = radius + (opened.max_footprint_radius if footprint else 0.0) + 1e-9
         lo, hi, ranges = sky.cap_bounds(ra, dec, r)
         ra_terms = " OR ".join(f"{ra_col} BETWEEN {a!r} AND {b!r}" for a, b in ranges)

@@ -1,0 +1,426 @@
+"""Peers: the same ObsCore rows and ADQL queries on PostgreSQL + pgsphere, side by side.
+
+python -m chalicelib bench peers [--rows 1000000] [--weeks 10] [--archive DIR]
+    [--repeat 15] [--clients 8] [--keep-pg DIR]
+
+Builds (or reuses, with --archive) a metadata-only archive like `bench tap` and compacts
+it into a HEALPix-sorted tier, then starts a PRIVATE PostgreSQL cluster (initdb in a temp
+dir, 127.0.0.1 on a free port, stopped at the end; PostgreSQL 15 and pgsphere are
+installed with apt-get when missing), loads the archive's released ObsCore rows into it
+(footprints as spoly and centres as spoint, GiST on both: what a DaCHS ObsCore table
+has) and runs the same queries at the same positions, wide-survey and deep-field:
+CONTAINS(POINT), INTERSECTS(CIRCLE 0.1 and 1 deg), INTERSECTS(POLYGON) and a DISTANCE
+cone on s_ra/s_dec. Ours is ADQL in, Arrow rows out (translation + catalogue);
+theirs is the pgsphere SQL a TAP server emits for it, sent over a loopback socket
+(psycopg). Every row set must be identical (a mismatch is printed and fails the run).
+
+Reported: warm medians; a cold first query (ours: a new process opening the catalogue,
+its numba kernels cached; theirs: right after a PostgreSQL restart, OS page cache warm
+for both); throughput with --clients concurrent clients (ours: one process per client,
+as Lambda containers; theirs: one connection per client). The ratio is pgsphere/ours:
+above 1 we are faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_VERSION = "15"
+PACKAGES = [f"postgresql-{PG_VERSION}", f"postgresql-{PG_VERSION}-pgsphere"]
+
+
+def _args(argv):
+    p = argparse.ArgumentParser(prog="python -m chalicelib bench peers")
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--weeks", type=int, default=10)
+    p.add_argument("--archive", help="reuse or build the archive here (default: temp)")
+    p.add_argument("--repeat", type=int, default=15)
+    p.add_argument("--positions", type=int, default=2, help="wide-survey positions")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--per-client", type=int, default=30, help="queries per client")
+    return p.parse_args(argv)
+
+
+# ---- PostgreSQL + pgsphere --------------------------------------------------------------
+
+
+def _bindir() -> Path:
+    return Path(f"/usr/lib/postgresql/{PG_VERSION}/bin")
+
+
+def _sharedir() -> Path:
+    return Path(f"/usr/share/postgresql/{PG_VERSION}")
+
+
+def ensure_pgsphere() -> None:
+    """PostgreSQL 15 and pgsphere from Debian's packages when they are missing."""
+    if (_bindir() / "postgres").exists() and \
+            (_sharedir() / "extension" / "pg_sphere.control").exists():
+        return
+    print(f"installing {' '.join(PACKAGES)} (apt-get) ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
+    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, check=True, capture_output=True)
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Postgres:
+    """A private cluster in a temp dir, on 127.0.0.1 only; stop() removes it."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+        self.data = self.dir / "data"
+        self.port = _free_port()
+        self._as = []
+        if os.geteuid() == 0:  # initdb refuses root: run the cluster as postgres
+            shutil.chown(self.dir, "postgres", "postgres")
+            self._as = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", str(self.data), "-U", "bench", "--auth=trust",
+                  "-E", "UTF8", "--no-locale")
+        conf = {"listen_addresses": "'127.0.0.1'", "port": str(self.port),
+                "unix_socket_directories": f"'{self.dir}'", "shared_buffers": "1GB",
+                "work_mem": "64MB", "maintenance_work_mem": "1GB", "max_connections": "40",
+                "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                "jit": "off", "max_parallel_workers_per_gather": "0"}
+        with open(self.data / "postgresql.conf", "a") as f:
+            f.writelines(f"{k} = {v}\n" for k, v in conf.items())
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run([*self._as, str(_bindir() / tool), *args], check=True,
+                       capture_output=True)
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def connect(self):
+        import psycopg
+
+        return psycopg.connect(host="127.0.0.1", port=self.port, user="bench",
+                               dbname="postgres", autocommit=True)
+
+    def remove(self) -> None:
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _deg(x: float) -> str:
+    return f"{x!r}d"
+
+
+def _spoly(coords) -> str:
+    return "{" + ",".join(f"({_deg(coords[i])},{_deg(coords[i + 1])})"
+                          for i in range(0, len(coords), 2)) + "}"
+
+
+def load(pg: Postgres, cat) -> tuple[int, float]:
+    """The released ObsCore rows of the catalogue into table obscore, GiST-indexed."""
+    import pyarrow.compute as pc
+
+    t0 = time.perf_counter()
+    with pg.connect() as con:
+        con.execute("CREATE EXTENSION pg_sphere")
+        con.execute("CREATE TABLE obscore (obs_publisher_did text, obs_collection text, "
+                    "s_ra double precision, s_dec double precision, s_region spoly, "
+                    "s_point spoint)")
+        cat.stats("ivoa.obscore")  # open the table (the catalogue opens them lazily)
+        opened = cat.current()
+        n = 0
+        with opened.lock, con.cursor() as cur, cur.copy(
+                "COPY obscore FROM STDIN") as copy:
+            reader = opened.con.execute(
+                "SELECT obs_publisher_did, obs_collection, s_ra, s_dec, s_region "
+                "FROM ivoa.obscore").fetch_record_batch(100_000)
+            for b in reader:
+                did, coll = b["obs_publisher_did"].to_pylist(), b["obs_collection"].to_pylist()
+                ra, dec = b["s_ra"].to_pylist(), b["s_dec"].to_pylist()
+                has = pc.is_valid(b["s_region"]).to_pylist()
+                offs = b["s_region"].offsets.to_pylist()
+                flat = b["s_region"].values.to_pylist()
+                lines = []
+                for i in range(b.num_rows):
+                    poly = _spoly(flat[offs[i]:offs[i + 1]]) if has[i] else "\\N"
+                    pt = f"({_deg(ra[i])},{_deg(dec[i])})" if ra[i] is not None else "\\N"
+                    lines.append(f"{did[i]}\t{coll[i]}\t{ra[i]!r}\t{dec[i]!r}\t{poly}\t{pt}\n"
+                                 .replace("None", "\\N"))
+                copy.write("".join(lines))
+                n += b.num_rows
+        t1 = time.perf_counter()
+        con.execute("CREATE INDEX obscore_region ON obscore USING gist (s_region)")
+        con.execute("CREATE INDEX obscore_point ON obscore USING gist (s_point)")
+        con.execute("VACUUM ANALYZE obscore")
+    print(f"pgsphere: {n:,} rows loaded in {t1 - t0:.0f} s, GiST indexes "
+          f"{time.perf_counter() - t1:.0f} s", flush=True)
+    return n, time.perf_counter() - t0
+
+
+# ---- the queries ------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    query: str
+    field: str  # wide / deep
+    adql: str
+    pg: str
+
+
+def _box(ra: float, dec: float, w: float = 0.3, h: float = 0.2) -> list[float]:
+    import math
+
+    dw = w / max(math.cos(math.radians(dec)), 0.05)
+    return [(ra - dw) % 360, dec - h, (ra + dw) % 360, dec - h, (ra + dw) % 360, dec + h,
+            (ra - dw) % 360, dec + h]
+
+
+def cases(ra: float, dec: float, field: str) -> list[Case]:
+    pt = f"spoint '({_deg(ra)},{_deg(dec)})'"
+    poly = _box(ra, dec)
+    adql_poly = ", ".join(repr(v) for v in poly)
+    sel = "SELECT obs_publisher_did FROM ivoa.obscore WHERE "
+    psel = "SELECT obs_publisher_did FROM obscore WHERE "
+    out = [
+        ("CONTAINS(point)", f"CONTAINS(POINT('ICRS', {ra!r}, {dec!r}), s_region) = 1",
+         f"s_region @> {pt}"),
+        ("INTERSECTS(circle 0.1)",
+         f"INTERSECTS(CIRCLE('ICRS', {ra!r}, {dec!r}, 0.1), s_region) = 1",
+         f"s_region && scircle '<({_deg(ra)},{_deg(dec)}),0.1d>'"),
+        ("INTERSECTS(circle 1)",
+         f"INTERSECTS(CIRCLE('ICRS', {ra!r}, {dec!r}, 1.0), s_region) = 1",
+         f"s_region && scircle '<({_deg(ra)},{_deg(dec)}),1.0d>'"),
+        ("INTERSECTS(polygon)", f"INTERSECTS(POLYGON('ICRS', {adql_poly}), s_region) = 1",
+         f"s_region && spoly '{_spoly(poly)}'"),
+        ("DISTANCE(s_ra,s_dec) < 1",
+         f"DISTANCE(POINT('ICRS', s_ra, s_dec), POINT('ICRS', {ra!r}, {dec!r})) < 1.0",
+         f"s_point <@ scircle '<({_deg(ra)},{_deg(dec)}),1.0d>'"),
+    ]
+    return [Case(q, field, sel + a, psel + p) for q, a, p in out]
+
+
+def positions(cat, k: int) -> list[tuple[float, float, str]]:
+    """k wide-survey positions and one deep-field position, the same every run."""
+    wide = cat.query("SELECT s_ra, s_dec FROM ivoa.obscore WHERE obs_collection = "
+                     "'spherex_qr2' AND abs(s_dec) < 70 ORDER BY hash(obs_publisher_did) "
+                     f"LIMIT {k}", timeout=3600).to_pylist()
+    deep = cat.query("SELECT s_ra, s_dec FROM ivoa.obscore WHERE obs_collection = "
+                     "'spherex_qr2_deep' ORDER BY hash(obs_publisher_did) LIMIT 1",
+                     timeout=3600).to_pylist()
+    out = [((r["s_ra"] + 0.3) % 360, r["s_dec"] - 0.2, "wide") for r in wide]
+    return out + [(r["s_ra"], r["s_dec"], "deep") for r in deep]
+
+
+def ours(cat, adql: str):
+    from ...query.adql import translate
+    from ...services.tap.meta import all_tables
+
+    sql = translate(adql, all_tables(), box_sql=cat.box_sql).sql
+    return cat.query(sql, timeout=3600)
+
+
+def _median_ms(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def _candidates(cat, adql: str) -> int | None:
+    from ...geometry import sqlfunctions
+
+    before = sqlfunctions.EXACT_ROWS[0]
+    ours(cat, adql)
+    n = sqlfunctions.EXACT_ROWS[0] - before
+    return n or None
+
+
+# ---- cold and concurrent ------------------------------------------------------------------
+
+COLD = """
+import json, sys, time
+t0 = time.perf_counter()
+from chalicelib.query.catalogue import Catalogue
+from chalicelib.lake.storage import Archive
+from chalicelib.devtools.benchmarks.bench_peers import ours
+t1 = time.perf_counter()
+cat = Catalogue(Archive.from_env(sys.argv[1]))
+cat.current()
+t2 = time.perf_counter()
+n = ours(cat, sys.argv[2]).num_rows
+t3 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "open": t2 - t1, "first": t3 - t2, "rows": n}))
+"""
+
+CLIENT = """
+import json, sys, time
+from chalicelib.query.catalogue import Catalogue
+from chalicelib.lake.storage import Archive
+from chalicelib.devtools.benchmarks.bench_peers import ours
+cat = Catalogue(Archive.from_env(sys.argv[1]))
+queries = json.loads(sys.argv[2])
+for q in queries:
+    ours(cat, q)
+print("ready", flush=True)
+sys.stdin.readline()
+t0 = time.time()
+for i in range(int(sys.argv[3])):
+    ours(cat, queries[i % len(queries)])
+print(json.dumps({"start": t0, "end": time.time()}), flush=True)
+"""
+
+
+def _python(code: str, *args: str, **kw) -> subprocess.Popen:
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=root, env=env,
+                            stdout=subprocess.PIPE, text=True, **kw)
+
+
+def cold_ours(url: str, adql: str) -> dict:
+    p = _python(COLD, url, adql)
+    out, _ = p.communicate()
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cold_theirs(pg: Postgres, sql: str) -> float:
+    pg.stop()
+    pg.start()
+    t0 = time.perf_counter()
+    with pg.connect() as con:
+        con.execute(sql).fetchall()
+    return time.perf_counter() - t0
+
+
+def throughput_ours(url: str, adqls: list[str], clients: int, per: int) -> float:
+    procs = [_python(CLIENT, url, json.dumps(adqls), str(per), stdin=subprocess.PIPE)
+             for _ in range(clients)]
+    for p in procs:
+        line = "?"
+        while line and line.strip() != "ready":  # skip anything else a client printed
+            line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a client exited early (status {p.wait()})")
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    spans = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    wall = max(s["end"] for s in spans) - min(s["start"] for s in spans)
+    return clients * per / wall
+
+
+def throughput_theirs(pg: Postgres, sqls: list[str], clients: int, per: int) -> float:
+    cons = [pg.connect() for _ in range(clients)]
+    for con in cons:
+        for s in sqls:
+            con.execute(s).fetchall()
+    barrier = threading.Barrier(clients + 1)
+
+    def client(con):
+        barrier.wait()
+        for i in range(per):
+            con.execute(sqls[i % len(sqls)]).fetchall()
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in cons]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    for con in cons:
+        con.close()
+    return clients * per / wall
+
+
+# ---- the run ----------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> None:
+    from ...ingest.maintenance import compact, layout
+    from ...query.catalogue import Catalogue
+    from .bench_tap import build
+
+    a = _args(argv)
+    ensure_pgsphere()
+    folder = Path(a.archive) if a.archive else Path(tempfile.mkdtemp(prefix="bench-peers-"))
+    archive = build(folder, a.rows, a.weeks)
+    if layout(archive) != (0, 1):
+        print(compact(archive).splitlines()[0], flush=True)
+    cat = Catalogue(archive)
+    pg = Postgres()
+    failures = []
+    rows = []  # (query, field, rows, ours ms, theirs ms, candidates)
+    try:
+        pg.start()
+        n, _ = load(pg, cat)
+        todo = [c for ra, dec, field in positions(cat, a.positions)
+                for c in cases(ra, dec, field)]
+        with pg.connect() as con:
+            for c in todo:
+                mine = set(ours(cat, c.adql)["obs_publisher_did"].to_pylist())
+                theirs = {r[0] for r in con.execute(c.pg).fetchall()}
+                if mine != theirs:
+                    failures.append(c)
+                    print(f"MISMATCH {c.query} ({c.field}): ours {len(mine)}, pgsphere "
+                          f"{len(theirs)}; only ours {sorted(mine - theirs)[:5]}, only "
+                          f"pgsphere {sorted(theirs - mine)[:5]}\n  ADQL: {c.adql}\n"
+                          f"  SQL:  {c.pg}", flush=True)
+                t_ours = _median_ms(lambda c=c: ours(cat, c.adql), a.repeat)
+                t_theirs = _median_ms(lambda c=c: con.execute(c.pg).fetchall(), a.repeat)
+                rows.append((c.query, c.field, len(mine), t_ours, t_theirs,
+                             _candidates(cat, c.adql)))
+                print(f"  {c.query} {c.field}: {len(mine)} rows, ours {t_ours:.1f} ms, "
+                      f"pgsphere {t_theirs:.1f} ms", flush=True)
+        first = next(c for c in todo if c.field == "wide")
+        cold = cold_ours(archive.url, first.adql)
+        cold_pg = cold_theirs(pg, first.pg)
+        mix = [c for c in todo if c.field == "wide"]
+        tp = throughput_ours(archive.url, [c.adql for c in mix], a.clients, a.per_client)
+        tp_pg = throughput_theirs(pg, [c.pg for c in mix], a.clients, a.per_client)
+    finally:
+        pg.remove()
+        if not a.archive:
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"\n== {n:,} ObsCore rows; ours (DuckDB over Delta) vs PostgreSQL {PG_VERSION} + "
+          f"pgsphere (GiST); ms; ratio pgsphere/ours (> 1: ours faster) ==")
+    print("| query | field | rows | candidates | ours ms | pgsphere ms | pgsphere/ours |\n"
+          "|---|---|---|---|---|---|---|")
+    for q, field, k, t1, t2, cand in rows:
+        cand = f"{cand:,}" if cand else "-"
+        print(f"| {q} | {field} | {k:,} | {cand} | {t1:.1f} | {t2:.1f} | {t2 / t1:.2f} |")
+    c_ms, p_ms = cold["first"] * 1000, cold_pg * 1000
+    print(f"| cold first CONTAINS(point) (ours: after open {cold['open'] * 1000:.0f} ms, "
+          f"imports {cold['import'] * 1000:.0f} ms; theirs: after restart) | wide | "
+          f"{cold['rows']:,} | - | {c_ms:.0f} | {p_ms:.0f} | {p_ms / c_ms:.2f} |")
+    print(f"| {a.clients} clients, wide mix: ms per query (ours {tp:.0f} q/s, pgsphere "
+          f"{tp_pg:.0f} q/s) | wide | - | - | {1000 / tp:.1f} | {1000 / tp_pg:.1f} | "
+          f"{tp / tp_pg:.2f} |")
+    if failures:
+        sys.exit(f"{len(failures)} row sets differ from pgsphere's (see MISMATCH above)")
