@@ -1,0 +1,32 @@
+"""Regression tests of the bugs fuzzing found (issue 12), each named after its bug, run
+against the local server over the session archive."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+VOTABLE_ERROR = b'name="QUERY_STATUS" value="ERROR"'
+
+
+def _tap_error(server, query: str) -> str:
+    r = requests.get(server + "/tap/sync", params={"LANG": "ADQL", "QUERY": query})
+    assert r.status_code == 400 and VOTABLE_ERROR in r.content, (r.status_code, r.text[:300])
+    return re.search(r'value="ERROR">(.*?)</INFO>', r.text, re.S).group(1)
+
+
+
+@pytest.mark.parametrize("template", [
+    "SELECT TOP 1 obs_id FROM ivoa.obscore WHERE s_ra > {n}",
+    "SELECT TOP {n} obs_id FROM ivoa.obscore",
+    "SELECT obs_id FROM ivoa.obscore OFFSET {n}",
+    "SELECT TOP 1 obs_id FROM ivoa.obscore ORDER BY {n}",
+    "SELECT TOP 1 CAST(obs_id AS VARCHAR({n})) FROM ivoa.obscore"])
+def test_bug_huge_integer_literal_is_a_usage_error_not_a_500(server, template):
+    """A 5000-digit integer made int() raise ValueError (Python's 4300-digit limit) in
+    the translator: a 500. Now out of range, like 1e400."""
+    message = _tap_error(server, template.format(n="1" * 5000))
+    assert "out of range" in message and "1" * 400 not in message
+    assert "ValueError" not in message and "InternalError" not in message
