@@ -30,3 +30,14 @@ def test_bug_huge_integer_literal_is_a_usage_error_not_a_500(server, template):
     message = _tap_error(server, template.format(n="1" * 5000))
     assert "out of range" in message and "1" * 400 not in message
     assert "ValueError" not in message and "InternalError" not in message
+
+
+@pytest.mark.parametrize("query", ["SELECT TOP", "SELECT obs_id FROM", "SELECT * FROM x WHERE",
+                                   "SELECT 1 FROM t JOIN"])
+def test_bug_syntax_errors_show_no_parser_classes_or_tokens(server, query):
+    """sqlglot's messages named its classes and token reprs ("missing for <class
+    'sqlglot.expressions.query.Limit'>", "got <Token token_type: TokenType.SENTINEL")."""
+    message = _tap_error(server, query)
+    assert message.startswith("Invalid ADQL: Syntax error")
+    for internal in ("sqlglot", "&lt;class", "Token", "SENTINEL", "comments"):
+        assert internal not in message, message
