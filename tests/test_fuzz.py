@@ -41,3 +41,24 @@ def test_bug_syntax_errors_show_no_parser_classes_or_tokens(server, query):
     assert message.startswith("Invalid ADQL: Syntax error")
     for internal in ("sqlglot", "&lt;class", "Token", "SENTINEL", "comments"):
         assert internal not in message, message
+
+
+def test_bug_destruction_before_year_1000_keeps_the_job_readable(server):
+    """strftime('%Y') wrote year 341 as '341-12-11T...', which parse_time refused when
+    the job was read back: every request on the job, DELETE included, became a 400."""
+    from datetime import UTC, datetime
+
+    from chalicelib.uws.model import format_time, parse_time
+
+    when = datetime(341, 12, 11, 17, 58, 55, 12000, tzinfo=UTC)
+    assert format_time(when) == "0341-12-11T17:58:55.012Z"
+    assert parse_time(format_time(when)) == when
+    s = requests.Session()
+    job = s.post(server + "/soda/async", data={"ID": "ivo://x/y", "CIRCLE": "10 10 0.1"},
+                 allow_redirects=False).headers["Location"]
+    r = s.post(job + "/destruction", data={"DESTRUCTION": "0341-12-11T17:58:55.012360"},
+               allow_redirects=False)
+    assert r.status_code == 303
+    for sub in ("", "/phase", "/destruction", "/parameters"):
+        assert s.get(job + sub).status_code in (200, 404), sub  # 404: destroyed already
+    assert s.delete(job, allow_redirects=False).status_code in (303, 404)
