@@ -62,3 +62,21 @@ def test_bug_destruction_before_year_1000_keeps_the_job_readable(server):
     for sub in ("", "/phase", "/destruction", "/parameters"):
         assert s.get(job + sub).status_code in (200, 404), sub  # 404: destroyed already
     assert s.delete(job, allow_redirects=False).status_code in (303, 404)
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"])
+def test_bug_timestamps_beyond_year_range_in_utc_are_usage_errors(server, when):
+    """Converting these to UTC overflows datetime (OverflowError): a 500 on AFTER= of a
+    job list and DESTRUCTION= of a new job or an existing one."""
+    s = requests.Session()
+    for service in ("tap", "soda", "spectrophotometry"):
+        r = s.get(f"{server}/{service}/async", params={"AFTER": when})
+        assert r.status_code == 400 and r.text.startswith("UsageError: timestamp out of range")
+    r = s.post(server + "/tap/async", data={"LANG": "ADQL", "QUERY": "SELECT 1",
+                                            "DESTRUCTION": when}, allow_redirects=False)
+    assert r.status_code == 400 and "out of range" in r.text
+    job = s.post(server + "/tap/async", data={"LANG": "ADQL", "QUERY": "SELECT 1"},
+                 allow_redirects=False).headers["Location"]
+    r = s.post(job + "/destruction", data={"DESTRUCTION": when}, allow_redirects=False)
+    assert r.status_code == 400 and "out of range" in r.text
+    assert s.delete(job, allow_redirects=False).status_code == 303

@@ -72,7 +72,10 @@ def parse_time(text: str | None) -> datetime | None:
         raise UWSUsageError(f"invalid ISO 8601 timestamp: {text!r}") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00, 9999-12-31T23:59-12:00
+        raise UWSUsageError(f"timestamp out of range: {text!r}") from None
 
 
 def new_job_id() -> str:
