@@ -80,3 +80,11 @@ def test_bug_timestamps_beyond_year_range_in_utc_are_usage_errors(server, when):
     r = s.post(job + "/destruction", data={"DESTRUCTION": when}, allow_redirects=False)
     assert r.status_code == 400 and "out of range" in r.text
     assert s.delete(job, allow_redirects=False).status_code == 303
+
+
+def test_bug_local_server_framing_errors_are_plain_text(server):
+    """http.server answered a request line over 64 KiB (a long GET query) with its HTML
+    error page; the local server's refusals are plain text."""
+    r = requests.get(server + "/tap/sync", params={"LANG": "ADQL", "QUERY": "x" * 70_000})
+    assert r.status_code == 414 and r.headers["Content-Type"].startswith("text/plain")
+    assert r.text.startswith("Error: 414") and "<html" not in r.text.lower()
