@@ -80,6 +80,18 @@ def _prescan(data: bytes, name: str) -> None:
     _limits(name, columns, rows)
 
 
+_WHERE = re.compile(r"^(?:None|[^:\s]*):(\d+):(\d+): |^(\d+):(\d+): ")
+_CLASS = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Warning): ")
+
+
+def _reason(e: Exception) -> str:
+    """astropy's message in the caller's terms: 'None:1:102: ValueError: invalid literal
+    ...' -> 'line 1, column 102: invalid literal ...' (no file name, no class name)."""
+    text = _WHERE.sub(lambda m: f"line {m.group(1) or m.group(3)}, column "
+                                f"{m.group(2) or m.group(4)}: ", str(e), count=1)
+    return _CLASS.sub("", text)
+
+
 def _parse(data: bytes, name: str) -> VOTable:
     """The first VOTable TABLE, refused before any conversion when over the limits."""
     from astropy.io.votable import parse_single_table
@@ -90,7 +102,8 @@ def _parse(data: bytes, name: str) -> VOTable:
             warnings.simplefilter("ignore")
             vt = parse_single_table(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - any parse failure is the caller's document
-        raise UploadError(f"upload {name!r} is not a readable VOTable: {e}") from None
+        raise UploadError(f"upload {name!r} is not a readable VOTable: {_reason(e)}") \
+            from None
     _limits(name, len(vt.fields), len(vt.array))
     return vt
 

@@ -88,3 +88,19 @@ def test_bug_local_server_framing_errors_are_plain_text(server):
     r = requests.get(server + "/tap/sync", params={"LANG": "ADQL", "QUERY": "x" * 70_000})
     assert r.status_code == 414 and r.headers["Content-Type"].startswith("text/plain")
     assert r.text.startswith("Error: 414") and "<html" not in r.text.lower()
+
+
+def _upload(server, content: bytes) -> requests.Response:
+    return requests.post(server + "/tap/sync", data={
+        "LANG": "ADQL", "QUERY": "SELECT * FROM TAP_UPLOAD.t", "UPLOAD": "t,param:t"},
+        files={"t": ("t.xml", content, "application/x-votable+xml")})
+
+
+def test_bug_unreadable_upload_names_no_python_exception(server):
+    """astropy's parse error reached the caller as 'None:1:102: ValueError: invalid
+    literal for int() with base 10: ...' (its file name and a Python class name)."""
+    r = _upload(server, b'<VOTABLE><RESOURCE><TABLE><FIELD name="a" datatype="int"/><DATA>'
+                        b'<TABLEDATA><TR><TD>!</TD>')
+    assert r.status_code == 400 and VOTABLE_ERROR in r.content
+    assert b"line 1, column " in r.content and b"invalid literal" in r.content
+    assert b"ValueError" not in r.content and b"None:" not in r.content
