@@ -76,7 +76,9 @@ def _prescan(data: bytes, name: str) -> None:
     head = found.start() if found else len(data)
     columns = len(_FIELD.findall(data, 0, head))
     nrows = _NROWS.search(data, 0, head)
-    rows = max(int(nrows.group(1)) if nrows else 0, sum(1 for _ in _TR.finditer(data)))
+    declared = nrows.group(1) if nrows else b"0"  # int() cannot read 5000 digits: too many
+    declared_rows = int(declared) if len(declared) < 19 else UPLOAD_MAX_ROWS + 1
+    rows = max(declared_rows, sum(1 for _ in _TR.finditer(data)))
     _limits(name, columns, rows)
 
 

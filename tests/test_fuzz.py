@@ -104,3 +104,10 @@ def test_bug_unreadable_upload_names_no_python_exception(server):
     assert r.status_code == 400 and VOTABLE_ERROR in r.content
     assert b"line 1, column " in r.content and b"invalid literal" in r.content
     assert b"ValueError" not in r.content and b"None:" not in r.content
+
+
+def test_bug_upload_with_a_5000_digit_nrows_is_refused_not_a_500(server):
+    """The pre-scan read TABLE nrows="..." with int(): 5000 digits raised ValueError."""
+    r = _upload(server, b'<VOTABLE><RESOURCE><TABLE nrows="' + b"9" * 5000 + b'"><FIELD '
+                        b'name="a" datatype="int"/></TABLE></RESOURCE></VOTABLE>')
+    assert r.status_code == 400 and VOTABLE_ERROR in r.content and b"rows" in r.content
