@@ -206,3 +206,11 @@ def test_bug_upload_with_a_5000_digit_nrows_is_refused_not_a_500(server):
     r = _upload(server, b'<VOTABLE><RESOURCE><TABLE nrows="' + b"9" * 5000 + b'"><FIELD '
                         b'name="a" datatype="int"/></TABLE></RESOURCE></VOTABLE>')
     assert r.status_code == 400 and VOTABLE_ERROR in r.content and b"rows" in r.content
+
+
+@pytest.mark.parametrize("number", ["1e", "1.e", "1E"])
+def test_bug_exponent_without_digits_is_a_usage_error_not_a_500(server, number):
+    """sqlglot reads '1e' as a number; float('1e') raised ValueError in the translator."""
+    message = _tap_error(server, "SELECT TOP 3 obs_id FROM ivoa.obscore WHERE "
+                                 f"INTERSECTS(s_region, BOX('', 10, 10, 1, {number})) = 1")
+    assert f"'{number}' is not a number" in message
