@@ -214,3 +214,11 @@ def test_bug_exponent_without_digits_is_a_usage_error_not_a_500(server, number):
     message = _tap_error(server, "SELECT TOP 3 obs_id FROM ivoa.obscore WHERE "
                                  f"INTERSECTS(s_region, BOX('', 10, 10, 1, {number})) = 1")
     assert f"'{number}' is not a number" in message
+
+
+@pytest.mark.parametrize("last", ["²", "٣", "-1", "x"])
+def test_bug_job_list_last_must_be_ascii_digits(server, last):
+    """LAST=² passed str.isdigit() and then made int() raise ValueError: a 500."""
+    for service in ("tap", "soda", "spectrophotometry"):
+        r = requests.get(f"{server}/{service}/async", params={"LAST": last})
+        assert r.status_code == 400 and r.text.startswith("UsageError: LAST must be")
