@@ -782,16 +782,14 @@ def _report(t: Tally, seconds: float, uws: int, show: int) -> None:
     print(f"errors not in the documented form: {t.kinds['form']} (goal 0)")
     print(f"leaks in error texts: {t.kinds['leak']} (goal 0)")
     print(f"UWS state-machine violations: {t.kinds['uws']} (goal 0)")
-    seen: set[str] = set()
-    shown = 0
-    for found, what in t.offending:
-        key = found.split(":", 1)[0] + (what.split(" ", 2)[1] if what else "")
-        if key in seen and shown >= 3:
+    seen: set[tuple[str, str]] = set()
+    for found, what in t.offending:  # one line per kind of problem and path
+        key = (found.split(":", 1)[0], what.split(" ?")[0].split(" form")[0][:60])
+        if key in seen:
             continue
         seen.add(key)
         print(f"  {found} <- {what}")
-        shown += 1
-        if shown >= show:
+        if len(seen) >= show:
             break
     ok = not any(t.kinds[k] for k in ("5xx", "form", "leak", "uws"))
     print("PASS" if ok else "FAIL")
