@@ -222,3 +222,19 @@ def test_bug_job_list_last_must_be_ascii_digits(server, last):
     for service in ("tap", "soda", "spectrophotometry"):
         r = requests.get(f"{server}/{service}/async", params={"LAST": last})
         assert r.status_code == 400 and r.text.startswith("UsageError: LAST must be")
+
+
+def test_bug_huge_ra_in_a_cone_does_not_reach_mocpy_as_360_deg(server):
+    """astropy's wrapping of RA 1.0892701853118354e+216 gave exactly 360 deg, which mocpy
+    refused (ValueError 'Longitude must be in [0, 2pi[') while pruning by HEALPix: a 500
+    whenever the release's files had HEALPix statistics."""
+    from chalicelib import sky
+
+    ra = 1.0892701853118354e+216
+    assert sky.cap_cells(ra, 82.1721, 2.0) == sky.cap_cells(ra % 360.0, 82.1721, 2.0)
+    q = ("SELECT TOP 3 CENTROID(s_region) FROM ivoa.obscore WHERE INTERSECTS(s_region, "
+         f"POINT({ra!r}, 82.1721)) = 1")
+    for _ in range(3):
+        r = requests.post(server + "/tap/sync", data={"LANG": "ADQL", "QUERY": q,
+                                                      "MAXREC": "99999999999999999999"})
+        assert r.status_code == 200, r.text[-300:]
