@@ -16,6 +16,9 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_REGION", "us-east-1")
 os.environ["QUIET_HTTP"] = "1"
+# The per-caller rate limit would make request-heavy tests depend on the machine's speed;
+# the tests of the limiter install their own (tests/test_defects.py).
+os.environ["RATE_LIMIT"] = "0"
 
 
 @pytest.fixture(scope="session")

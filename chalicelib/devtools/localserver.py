@@ -106,6 +106,10 @@ class Handler(ChaliceRequestHandler):
     # TCP_NODELAY so what is still split (large bodies, send_error) is not held either.
     wbufsize = 1 << 16
     disable_nagle_algorithm = True
+    # what http.server itself answers (a request line over 64 KiB: 414, a malformed
+    # request: 400) is plain text like the rest of the local server's refusals, not HTML
+    error_content_type = "text/plain; charset=utf-8"
+    error_message_format = "Error: %(code)d %(message)s\n"
 
     def __init__(self, request, client_address, server, app_object, config):
         self.local_gateway = LocalGateway(app_object, config)

@@ -396,6 +396,10 @@ def cap_cells(ra: float, dec: float, radius: float, order: int = 12,
     from mocpy import MOC  # deferred: cold start (astropy)
 
     depth = min(order, max(0, int(math.log2(117.0 / max(radius, 1e-6)))))
+    # folded here: astropy's own wrapping of a huge RA (1.09e216) can land on 360 exactly,
+    # which mocpy refuses ('Longitude must be in [0, 2pi[')
+    ra = ra % 360.0
+    ra = 0.0 if ra >= 360.0 else ra
     while True:
         moc = MOC.from_cone(Longitude(ra * u.deg), Latitude(dec * u.deg),
                             radius=max(radius, 1e-9) * u.deg, max_depth=depth)

@@ -90,8 +90,22 @@ def _prescan(data: bytes, name: str) -> None:
     head = found.start() if found else len(data)
     columns = len(_FIELD.findall(data, 0, head))
     nrows = _NROWS.search(data, 0, head)
-    rows = max(int(nrows.group(1)) if nrows else 0, sum(1 for _ in _TR.finditer(data)))
+    declared = nrows.group(1) if nrows else b"0"  # int() cannot read 5000 digits: too many
+    declared_rows = int(declared) if len(declared) < 19 else UPLOAD_MAX_ROWS + 1
+    rows = max(declared_rows, sum(1 for _ in _TR.finditer(data)))
     _limits(name, columns, rows)
+
+
+_WHERE = re.compile(r"^(?:None|[^:\s]*):(\d+):(\d+): |^(\d+):(\d+): ")
+_CLASS = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Warning): ")
+
+
+def _reason(e: Exception) -> str:
+    """astropy's message in the caller's terms: 'None:1:102: ValueError: invalid literal
+    ...' -> 'line 1, column 102: invalid literal ...' (no file name, no class name)."""
+    text = _WHERE.sub(lambda m: f"line {m.group(1) or m.group(3)}, column "
+                                f"{m.group(2) or m.group(4)}: ", str(e), count=1)
+    return _CLASS.sub("", text)
 
 
 def _parse(data: bytes, name: str) -> VOTable:
@@ -104,7 +118,8 @@ def _parse(data: bytes, name: str) -> VOTable:
             warnings.simplefilter("ignore")
             vt = parse_single_table(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - any parse failure is the caller's document
-        raise UploadError(f"upload {name!r} is not a readable VOTable: {e}") from None
+        raise UploadError(f"upload {name!r} is not a readable VOTable: {_reason(e)}") \
+            from None
     _limits(name, len(vt.fields), len(vt.array))
     return vt
 

@@ -56,7 +56,10 @@ def format_time(value: datetime | None) -> str | None:
     if value is None:
         return None
     value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # the year by hand: strftime's %Y does not pad years before 1000 ('341-12-11'), which
+    # parse_time (ISO 8601) then refuses, leaving a stored job unreadable
+    return f"{value.year:04d}" + value.strftime("-%m-%dT%H:%M:%S.") + \
+        f"{value.microsecond // 1000:03d}Z"
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -69,7 +72,10 @@ def parse_time(text: str | None) -> datetime | None:
         raise UWSUsageError(f"invalid ISO 8601 timestamp: {text!r}") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00, 9999-12-31T23:59-12:00
+        raise UWSUsageError(f"timestamp out of range: {text!r}") from None
 
 
 def new_job_id() -> str:

@@ -343,7 +343,8 @@ class UWSService:
         phases = [_phase_value(p) for p in args.get("phase", [])] or [
             p for p in PHASES if p != ARCHIVED]
         last = _one(args, "last")
-        if last is not None and (not last.strip().isdigit()):
+        # isdigit() alone admits '²' and '١', which int() refuses or reads as digits
+        if last is not None and not (last.strip().isascii() and last.strip().isdigit()):
             raise UWSUsageError(f"LAST must be a non-negative integer, not {last!r}")
         after = parse_time(_one(args, "after"))
         jobs = self.store.list(self.service_name, owner, phases, after,

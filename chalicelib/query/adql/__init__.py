@@ -11,11 +11,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+from sqlglot import exp
 
 from ...lake import schema
 from . import sandbox
 from .dialect import parse
-from .errors import AdqlError
+from .errors import AdqlError, fail
 from .features import LANGUAGE_FEATURES
 from .translate import OutCol, Translator
 from .values import GEOMETRY
@@ -49,6 +50,7 @@ def translate(adql: str, tables: Mapping[str, schema.Table], *,
         raise AdqlError(f"The query has {len(adql):,} characters; at most "
                         f"{MAX_QUERY_CHARS:,} are accepted (use TAP_UPLOAD for long lists)")
     tree = parse(adql)
+    _check_integers(adql, tree)
     tr = Translator(adql, tables, uploads or {}, box_sql)
     try:
         out, cols = tr.run(tree)
@@ -57,6 +59,16 @@ def translate(adql: str, tables: Mapping[str, schema.Table], *,
     except RecursionError:
         raise AdqlError("The query is nested too deeply") from None
     return Translation(sql, [_result(c) for c in cols], tr.referenced)
+
+
+def _check_integers(text: str, tree) -> None:
+    """An integer literal beyond a double's range is out of range, like 1e400 (and one
+    of more than 4300 digits cannot even be read by int())."""
+    for lit in tree.find_all(exp.Literal):
+        if not lit.is_string and lit.this.isascii() and lit.this.isdigit() and \
+                len(lit.this.lstrip("0")) > 309:
+            raise fail(f"The number {lit.this[:20]}... ({len(lit.this)} digits) is out of "
+                       "range", text, lit)
 
 
 def _result(c: OutCol) -> ResultColumn:

@@ -123,10 +123,24 @@ def parse(text: str) -> exp.Expr:
     return trees[0]
 
 
+# sqlglot's messages name its own classes ("missing for <class 'sqlglot.expressions.
+# query.Limit'>") and token reprs ("got <Token token_type: TokenType.SENTINEL, ...>")
+_CLASS = re.compile(r"<class '(?:\w+\.)*(\w+)'>")
+_TOKEN = re.compile(r"<Token token_type: TokenType\.(\w+), text: (.*?), line: \d+, col: \d+, "
+                    r"start: \d+, end: \d+, comments: \[.*?\]>", re.S)
+
+
+def _plain(message: str) -> str:
+    """A parser message in the query's own words: keywords and tokens, not classes."""
+    message = _CLASS.sub(lambda m: m.group(1).upper(), message)
+    return _TOKEN.sub(lambda m: "the end of the query" if m.group(1) == "SENTINEL"
+                      else f"'{m.group(2)}'", message)
+
+
 def _syntax_error(text: str, e: ParseError) -> AdqlError:
     info = e.errors[0] if e.errors else {}
     near = (info.get("highlight") or "").strip()
-    what = info.get("description") or str(e)
+    what = _plain(info.get("description") or str(e))
     msg = f"Syntax error near '{near}': {what}" if near else f"Syntax error: {what}"
     if "/*" in text:
         msg += " (ADQL comments start with -- and run to the end of the line)"

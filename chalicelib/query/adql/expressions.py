@@ -153,7 +153,10 @@ class Expressions:
                        extra={"literal": node.this})
         if re.fullmatch(r"\d+", node.this):
             return Val(integer(int(node.this)), INT, const=(int(node.this),), op="lit")
-        value = float(node.this)
+        try:  # sqlglot reads '1e' and '1e+' as numbers too
+            value = float(node.this)
+        except ValueError:
+            raise self.fail(f"{node.this!r} is not a number", node) from None
         if not math.isfinite(value):
             raise self.fail(f"The number {node.this} is out of range", node)
         return Val(num(value), FLOAT, const=(value,), op="lit")
