@@ -90,8 +90,8 @@ def test_tap_capabilities_list_html(server):
 
 
 def test_sia_and_datalink_html(server):
-    r = requests.get(server + "/sia/query", params={"MAXREC": 3, "CALIB": 2, "RESPONSEFORMAT": "html"},
-                     timeout=60)
+    r = requests.get(server + "/sia/query", timeout=60,
+                     params={"MAXREC": 3, "CALIB": 2, "RESPONSEFORMAT": "html"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     page = Page(r.text)
     assert "access_url" in page.headers and "CALIB=2&amp;MAXREC=3" in r.text

@@ -48,9 +48,12 @@ def to_icrs(frame: str, coords: list[float]) -> list[float]:
     """(lon, lat, lon, lat, ...) in GALACTIC or ECLIPTIC -> ICRS (ra, dec, ...), degrees,
     through astropy's frames (Galactic; BarycentricMeanEcliptic at equinox J2000, a pure
     rotation for directions)."""
-    # deferred: astropy.coordinates costs ~1 s to import; only non-ICRS queries need it
-    from astropy import units as u
-    from astropy.coordinates import BarycentricMeanEcliptic, Galactic, SkyCoord
+    from astropy import units as u  # deferred: cold start (astropy), non-ICRS queries only
+    from astropy.coordinates import (  # deferred: cold start (astropy), non-ICRS queries only
+        BarycentricMeanEcliptic,
+        Galactic,
+        SkyCoord,
+    )
 
     lon, lat = coords[0::2], coords[1::2]
     if frame == GALACTIC:
