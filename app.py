@@ -183,3 +183,10 @@ def spectrophotometry():
     rest = _greedy()
     return _serve(TEXT, lambda req, params, base: service.handle(
         rest, req.method, params, base))
+
+
+@app.route("/oai", methods=ANY, content_types=FORMS)
+def oai():
+    from chalicelib.services import oai as oai_service
+
+    return _serve(TEXT, lambda req, params, base: oai_service.handle(params, base))

@@ -19,6 +19,7 @@ from dataclasses import replace
 import pyarrow as pa
 
 from chalicelib.render import encoders as formats
+from chalicelib.render import html
 from chalicelib.render.fields import Field, Param
 
 VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"  # VOTable 1.4 keeps the 1.3 namespace
@@ -37,6 +38,7 @@ CONTENT_TYPES: dict[str, str] = {
     "tsv": "text/tab-separated-values",
     "fits": "application/fits",
     "parquet": "application/vnd.apache.parquet",
+    "html": html.CONTENT_TYPE,
 }
 _ALIASES: dict[str, str] = {
     "votable": "votable", "vot": "votable", "xml": "votable", "votable/td": "votable",
@@ -50,6 +52,7 @@ _ALIASES: dict[str, str] = {
     "fits": "fits", "application/fits": "fits", "application/x-fits": "fits",
     "parquet": "parquet", "voparquet": "parquet", "application/vnd.apache.parquet": "parquet",
     "application/x-parquet": "parquet", "application/parquet": "parquet",
+    "html": "html", "text/html": "html", "application/xhtml+xml": "html",
 }
 _VOTABLE_MIMES = {"application/x-votable+xml", "text/xml", "application/xml",
                   "text/x-votable+xml", "votable"}
@@ -60,7 +63,7 @@ class UnsupportedFormat(ValueError):
 
 
 def supported_formats() -> str:
-    return ", ".join(f"{name} ({mime})" for name, mime in CONTENT_TYPES.items())
+    return ", ".join(f"{name} ({mime.split(';')[0]})" for name, mime in CONTENT_TYPES.items())
 
 
 def parse_format(value: str | None, default: str = "votable") -> str:
@@ -208,13 +211,15 @@ def _tail(overflow: bool, resources_after: Iterable[str]) -> str:
 def write(table: pa.Table, fields: Sequence[Field], fmt: str | None, *,
           overflow: bool = False, infos: Sequence[tuple[str, str, str | None]] = (),
           resources_after: Sequence[str] = (), params: Sequence[Param] = (),
-          metadata_only: bool = False) -> tuple[bytes, str]:
+          metadata_only: bool = False, title: str | None = None,
+          query: str | None = None) -> tuple[bytes, str]:
     """Serialize `table` (columns in `fields` order) as `fmt` (any RESPONSEFORMAT value).
 
     overflow adds QUERY_STATUS=OVERFLOW after the table (only when rows were really cut);
     infos are (name, value, content) INFOs and params PARAMs of the results RESOURCE;
     resources_after are extra RESOURCE elements (service descriptors); metadata_only
-    (MAXREC=0) writes the FIELDs and no rows. Returns (body, content type)."""
+    (MAXREC=0) writes the FIELDs and no rows; title and query head the html page (the
+    query echoed). Returns (body, content type)."""
     name = parse_format(fmt)
     if metadata_only:
         table = table.slice(0, 0)
@@ -225,6 +230,9 @@ def write(table: pa.Table, fields: Sequence[Field], fmt: str | None, *,
         return formats.delimited(table, fields, "\t"), CONTENT_TYPES[name]
     if name == "fits":
         return formats.fits_bytes(table, fields), CONTENT_TYPES[name]
+    if name == "html":
+        return html.document(table, fields, title=title, query=query, overflow=overflow,
+                             infos=infos), CONTENT_TYPES[name]
     head = _head(fields, infos, params)
     tail = _tail(overflow, resources_after)
     if name == "parquet":

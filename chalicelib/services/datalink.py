@@ -223,7 +223,8 @@ def links(params: Params, base: str) -> Reply:
     table = pa.Table.from_pylist(rows, schema=_arrow_schema())
     body, ctype = votable.write(table, _fields(), fmt, overflow=overflow,
                                 infos=[("standardID", DATALINK, None)],
-                                resources_after=resources)
+                                resources_after=resources, title="DataLink links",
+                                query="ID=" + " ".join(ids))
     if fmt == "votable":
         ctype = "application/x-votable+xml;content=datalink"
     return Reply(200, body, ctype)

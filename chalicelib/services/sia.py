@@ -164,8 +164,15 @@ def query(params: Params, base: str) -> Reply:
     observability.add(rows=min(table.num_rows, maxrec))
     extra = datalink.descriptors(base) if fmt.startswith("votable") else []
     body, ctype = votable.write(table.slice(0, maxrec), fields, fmt, overflow=overflow,
-                                resources_after=extra)
+                                resources_after=extra, title="SIA 2.0 query result",
+                                query=_echo(params))
     return Reply(200, body, ctype)
+
+
+def _echo(params: Params) -> str:
+    """The query parameters as the html page echoes them."""
+    names = ["POS", "BAND", "TIME", "POL", *SIMPLE, "MAXREC"]
+    return "&".join(f"{n}={v}" for n in names for v in params.getall(n)) or "(no constraint)"
 
 
 def self_description(base: str) -> str:
@@ -194,7 +201,10 @@ def self_description(base: str) -> str:
         Param("FORMAT", "char", arraysize="*"),
         Param("MAXREC", "int", min="0", max=str(HARD_MAXREC)),
         Param("RESPONSEFORMAT", "char", arraysize="*",
-              options=["votable", "votable/b2", "csv", "tsv", "fits", "parquet"]),
+              options=["votable", "votable/b2", "csv", "tsv", "fits", "parquet", "html"],
+              description="votable (default), votable/b2, csv, tsv, fits, parquet or "
+              "html (a page for a browser: units and descriptions in the headers, links "
+              "to the DataLink and files); MIME types (text/html, ...) too"),
     ]
     return service_descriptor("sia", f"{base}/sia/query", "ivo://ivoa.net/std/SIA#query-2.0",
                               p, description="SIA 2.0 query parameters")

@@ -39,6 +39,7 @@ class Translation:
     sql: str
     columns: list[ResultColumn]
     tables: list[str] = field(default_factory=list)  # tables referenced (schema.table)
+    notes: list[str] = field(default_factory=list)  # warnings for the answer's INFOs
 
 
 def translate(adql: str, tables: Mapping[str, schema.Table], *,
@@ -58,7 +59,7 @@ def translate(adql: str, tables: Mapping[str, schema.Table], *,
         sql = out.sql(dialect=dialect, copy=False, comments=False)
     except RecursionError:
         raise AdqlError("The query is nested too deeply") from None
-    return Translation(sql, [_result(c) for c in cols], tr.referenced)
+    return Translation(sql, [_result(c) for c in cols], tr.referenced, tr.notes)
 
 
 def _check_integers(text: str, tree) -> None:

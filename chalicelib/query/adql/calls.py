@@ -18,6 +18,7 @@ class Call:
     nodes: list[exp.Expr]  # the ADQL argument nodes (for error positions)
     node: exp.Expr
     fail: Callable[[str, exp.Expr | None], AdqlError]
+    note: Callable[[str], None] = lambda message: None  # a warning for the answer's INFO
 
     def error(self, message: str, i: int | None = None) -> AdqlError:
         return self.fail(message, self.nodes[i] if i is not None else self.node)

@@ -79,6 +79,9 @@ class Expressions:
     def fail(self, message: str, node: exp.Expr | None = None) -> AdqlError:
         raise NotImplementedError
 
+    def note(self, message: str) -> None:
+        """A warning the answer states (an INFO of the result); the Translator keeps them."""
+
     def query(self, node: exp.Expr, parent: Scope | None, naming: str,
               allow_with: bool = False) -> tuple[exp.Expr, list[OutCol]]:
         raise NotImplementedError
@@ -390,7 +393,8 @@ class Expressions:
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise self.fail(f"Unknown function '{name}'{hint}", node)
         args = [self.argument(a, name.upper(), ctx) for a in node.expressions]
-        return impl(Call(name.upper(), args, list(node.expressions), node, self.fail))
+        return impl(Call(name.upper(), args, list(node.expressions), node, self.fail,
+                         self.note))
 
     def argument(self, node: exp.Expr, func: str, ctx: Ctx) -> Val:
         if isinstance(node, exp.Star):

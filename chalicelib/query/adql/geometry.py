@@ -15,6 +15,7 @@ from ...dali import MAX_VERTICES
 from ...geometry import sky
 from ...geometry.sqlfunctions import PACKED
 from ...lake import schema
+from . import frames
 from .calls import Call
 from .values import (
     CIRCLE,
@@ -37,8 +38,6 @@ from .values import (
     ra_norm,
 )
 
-_FRAMES = ("", "ICRS")  # ICRS with or without a reference position ('ICRS GEOCENTER')
-
 
 def _has_frame(c: Call) -> bool:
     """Does the argument count say the first argument is a coordinate system?"""
@@ -50,24 +49,58 @@ def _has_frame(c: Call) -> bool:
             "BOX": n == 5 or n == 4 and centre_point}.get(c.name, True)
 
 
-def _frame(c: Call) -> list[int]:
-    """Check and drop the optional leading coordinate system; the other argument indexes."""
+def _frame(c: Call) -> tuple[list[int], str]:
+    """Check and drop the optional leading coordinate system: the other argument indexes
+    and the frame (frames.ICRS, GALACTIC or ECLIPTIC)."""
     if _has_frame(c):
-        v = c.args[0]
+        v, frame = c.args[0], frames.ICRS
         if v.type == STR:
-            frame = c.literal_string(0, "the coordinate system")
-            words = frame.strip().upper().split()
-            if (words[0] if words else "") not in _FRAMES:
-                raise c.error(f"Coordinate system '{frame}' is not supported: positions here "
-                              "are ICRS; write 'ICRS' or '' (or leave it out)", 0)
-        return list(range(1, len(c.args)))
-    return list(range(len(c.args)))
+            text = c.literal_string(0, "the coordinate system")
+            parsed = frames.parse_frame(text)
+            if parsed is None:
+                raise c.error(f"Coordinate system '{text}' is not supported; supported are "
+                              f"{frames.SUPPORTED_FRAMES}", 0)
+            frame, fk5 = parsed
+            if fk5:
+                c.note(frames.FK5_NOTE)
+        return list(range(1, len(c.args))), frame
+    return list(range(len(c.args))), frames.ICRS
 
 
-def _point(c: Call, i: int, j: int) -> Val:
+def _constant_in(c: Call, frame: str, vals: list[Val]) -> list[float] | None:
+    """The ICRS (ra, dec, ...) of constant positions given in `frame`; None in ICRS.
+    A non-constant position in another frame is an error (the columns are ICRS)."""
+    if frame == frames.ICRS:
+        return None
+    if any(v.number is None for v in vals):
+        raise c.error(f"{c.name} in {frame} needs constant coordinates (they are converted "
+                      "to ICRS before the query); positions stored here are ICRS, so write "
+                      f"{c.name}('ICRS', ...) for columns. Supported coordinate systems: "
+                      f"{frames.SUPPORTED_FRAMES}", 0)
+    c.note(f"{c.name} given in {frame} was converted to ICRS with astropy before the query")
+    return frames.to_icrs(frame, [v.number for v in vals])
+
+
+def _native(c: Call, frame: str, v: Val) -> tuple[str, tuple[float, ...]] | None:
+    """A POINT argument's own frame and coordinates there; checks it agrees with the
+    enclosing constructor's frame when that one is not ICRS."""
+    native = v.extra.get("native")
+    own = native[0] if native else frames.ICRS
+    if frame != frames.ICRS and own != frame:
+        raise c.error(f"{c.name} is in {frame} but its POINT is in {own}: give the coordinate "
+                      f"system once, on the POINT (e.g. POINT('{frame}', lon, lat))", 0)
+    return native
+
+
+def _point(c: Call, i: int, j: int, frame: str = frames.ICRS) -> Val:
     ra, dec = c.number(i, " for the RA"), c.number(j, " for the Dec")
     if dec.number is not None and abs(dec.number) > 90:
         raise c.error(f"Declination {dec.number:g} is outside [-90, 90]", j)
+    icrs = _constant_in(c, frame, [ra, dec])
+    if icrs is not None:
+        return Val(None, POINT, parts=(num(icrs[0]), num(icrs[1])), const=tuple(icrs),
+                   op="geom", extra={"refs": (None, None),
+                                     "native": (frame, (ra.number, dec.number))})
     const = (ra.number, dec.number) if ra.number is not None and dec.number is not None else None
     return Val(None, POINT, parts=(ra.sql, dec.sql), const=const, op="geom",
                extra={"refs": (ra.ref, dec.ref)})
@@ -80,20 +113,23 @@ def _radius(c: Call, i: int, what: str = "radius") -> Val:
     return r
 
 
-def _centre(c: Call, idx: list[int], n_rest: int) -> tuple[Val, list[int]]:
+def _centre(c: Call, frame_idx: tuple[list[int], str],
+            n_rest: int) -> tuple[Val, list[int]]:
     """A POINT argument or two numbers, then n_rest more arguments."""
+    idx, frame = frame_idx
     if len(idx) == 1 + n_rest and c.args[idx[0]].type == POINT:
+        _native(c, frame, c.args[idx[0]])
         return c.args[idx[0]], idx[1:]
     if len(idx) == 2 + n_rest:
-        return _point(c, idx[0], idx[1]), idx[2:]
+        return _point(c, idx[0], idx[1], frame), idx[2:]
     raise c.error(f"{c.name} takes {USAGE[c.name]}")
 
 
 def point(c: Call) -> Val:
-    idx = _frame(c)
+    idx, frame = _frame(c)
     if len(idx) != 2:
         raise c.error(f"POINT takes {USAGE['POINT']}")
-    return _point(c, *idx)
+    return _point(c, *idx, frame)
 
 
 def circle(c: Call) -> Val:
@@ -105,11 +141,13 @@ def circle(c: Call) -> Val:
 
 
 def polygon(c: Call) -> Val:
-    idx = _frame(c)
+    idx, frame = _frame(c)
     if idx and all(c.args[i].type == POINT for i in idx):
         pts = [c.args[i] for i in idx]
+        for p in pts:
+            _native(c, frame, p)
     elif len(idx) % 2 == 0 and all(c.args[i].type in NUMERIC for i in idx):
-        pts = [_point(c, idx[k], idx[k + 1]) for k in range(0, len(idx), 2)]
+        pts = [_point(c, idx[k], idx[k + 1], frame) for k in range(0, len(idx), 2)]
     else:
         raise c.error(f"POLYGON takes {USAGE['POLYGON']}")
     if len(pts) < 3:
@@ -131,6 +169,12 @@ def const_polygon(coords: list[float]) -> Val:
 def box(c: Call) -> Val:
     centre, rest = _centre(c, _frame(c), 2)
     w, h = _radius(c, rest[0], "width"), _radius(c, rest[1], "height")
+    native = centre.extra.get("native")
+    if native and (w.number is None or h.number is None):
+        raise c.error(f"BOX in {native[0]} needs a constant width and height", rest[0])
+    if native:  # the box's sides follow the frame it was given in: convert its corners
+        corners = sky.box_polygon(*native[1], w.number, h.number)
+        return const_polygon(frames.to_icrs(native[0], list(corners)))
     if centre.const and w.number is not None and h.number is not None:
         return const_polygon(sky.box_polygon(*centre.const, w.number, h.number))
     return Val(fn("sky_box", *centre.parts, w.sql, h.sql), POLYGON, op="geom")

@@ -41,10 +41,15 @@ class Translator(Expressions):
         self.ctes: list[Cte] = []
         self.referenced: list[str] = []
         self.physical: set[tuple[str, str]] = set()  # (schema, table) the SQL may name
+        self.notes: list[str] = []  # warnings for the answer (INFO elements), once each
         self.n = 0
 
     def fail(self, message: str, node: exp.Expr | None = None) -> AdqlError:
         return fail(message, self.text, node)
+
+    def note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
 
     def new_alias(self, prefix: str = "t") -> str:
         self.n += 1

@@ -30,6 +30,7 @@ OUTPUT_FORMATS = [
     (None, "application/fits", ["fits"]),
     (None, "text/csv", ["csv"]),
     (None, "text/tab-separated-values", ["tsv"]),
+    (None, "text/html", ["html"]),
 ]
 
 

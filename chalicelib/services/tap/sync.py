@@ -88,7 +88,10 @@ def run_query(params: Params, cat: Catalogue, timeout: float) -> QueryResult:
     if any(f.name == "obs_publisher_did" for f in fields):  # the same DataLink as SIA
         fields, extra = bind_fields(fields), descriptors(cat.base_url)
     body, ctype = votable.write(table, fields, fmt, overflow=overflow, resources_after=extra,
-                                infos=[("release", str(cat.release.number), None)])
+                                title="TAP query result", query=query,
+                                infos=[("release", str(cat.release.number), None),
+                                       *(("WARNING", "coordinate system", n)
+                                         for n in tr.notes)])
     return QueryResult(body, ctype, table.num_rows, overflow, time.perf_counter() - t0)
 
 
