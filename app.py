@@ -8,7 +8,7 @@ from typing import Any
 from chalice import Chalice, Response
 
 from chalicelib.query import runtime
-from chalicelib.services import landing
+from chalicelib.services import landing, portal
 from chalicelib.web.params import (
     TEXT,
     VOTABLE,
@@ -71,9 +71,24 @@ def _serve(form: str, view: Callable[[Any, Params, str], Reply]) -> Response:
 def index():
     def page(req, params, base):
         rel = runtime.catalogue(base).release
+        return Reply(200, portal.page(base, rel.number, rel.deliveries),
+                     "text/html; charset=utf-8")
+    return _serve(TEXT, page)
+
+
+@app.route("/about", methods=["GET"])
+def about():
+    def page(req, params, base):
+        rel = runtime.catalogue(base).release
         return Reply(200, landing.page(base, rel.number, rel.deliveries),
                      "text/html; charset=utf-8")
     return _serve(TEXT, page)
+
+
+@app.route("/portal/{rest+}", methods=["GET"])
+def portal_files():
+    rest = _greedy()
+    return _serve(TEXT, lambda req, params, base: portal.handle(rest, params, base))
 
 
 @app.route("/tap", methods=["GET"])

@@ -30,17 +30,25 @@ def pyvo_snippet(base: str) -> str:
             f"print(tap.run_sync(\"{EXAMPLE_ADQL}\").to_table())\n")
 
 
-def page(base: str, release: int, deliveries: list[str]) -> str:
+def body(base: str, release: int, deliveries: list[str]) -> str:
+    """The landing content (release, services, snippets) as an HTML fragment; the portal
+    at / shows it under its search form."""
     rows = "".join(
         f"<li><a href='{escape(base + path)}'>{escape(name)}</a> <code>{escape(path)}</code>"
         + (f" (<a href='{escape(base + cap)}'>capabilities</a>)" if cap else "") + "</li>"
         for name, path, cap in SERVICES)
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>SPHEREx archive</title>"
-        "</head><body><h1>SPHEREx archive services</h1>"
         f"<p>Release {release}: {len(deliveries)} weekly deliveries"
         f"{' (latest ' + escape(deliveries[-1]) + ')' if deliveries else ''}.</p>"
         f"<h2>Services</h2><ul>{rows}</ul>"
         f"<h2>Try it</h2><pre>{escape(pyvo_snippet(base))}</pre>"
         f"<pre>curl '{escape(base)}/tap/sync?LANG=ADQL&amp;QUERY=SELECT+TOP+5+*+FROM+"
-        "ivoa.obscore'</pre></body></html>")
+        "ivoa.obscore'</pre>")
+
+
+def page(base: str, release: int, deliveries: list[str]) -> str:
+    """The landing content as a page of its own (/about)."""
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<title>SPHEREx archive services</title></head><body>"
+            f"<h1>SPHEREx archive services</h1>{body(base, release, deliveries)}"
+            f"<p><a href='{escape(base)}/'>Search the archive (portal)</a></p></body></html>")

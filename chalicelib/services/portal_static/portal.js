@@ -1,0 +1,1028 @@
+// SPHEREx archive portal: plain modern JavaScript, no library, no build step.
+// Everything it shows comes from the archive's public services (same origin only):
+//   /portal/resolve  names and typed positions -> ICRS (astropy on the server)
+//   /coverage        which collections cover the target
+//   /tap/sync        the image search (ADQL on ivoa.obscore), also the VOTable/CSV downloads;
+//   /sia/query       its SIA twin for circles
+//   /datalink/links  an image's file, preview and cutout descriptor
+//   /cutout          the cutout (FITS, drawn here as a PNG quick-look)
+//   /spectrophotometry/async  a UWS job (owned through the uws_owner cookie)
+// The state of the page lives in the URL query, so a URL can be shared and Back works.
+
+const BASE = document.documentElement.dataset.base || location.origin;
+const $ = (id) => document.getElementById(id);
+const DETECTORS = [  // SPHEREx detector bands (um)
+  ["D1", 0.75, 1.09], ["D2", 1.10, 1.62], ["D3", 1.63, 2.41],
+  ["D4", 2.42, 3.82], ["D5", 3.83, 4.41], ["D6", 4.42, 5.00]];
+const PAGE = 20;
+const MAXREC = 2000;
+const STATE_KEYS = ["target", "frame", "shape", "r", "tmin", "tmax", "det", "wmin", "wmax",
+  "coll", "sel", "img", "size", "job"];
+
+const view = { targets: [], target: null, rows: [], fields: {}, sort: { key: "t", dir: 1 },
+  page: 0, selected: null, queryURL: null, runId: 0 };
+
+// ------------------------------------------------------------------ small helpers
+
+function el(tag, attrs = {}, ...children) {
+  const ns = ["svg", "path", "polygon", "circle", "line", "text", "g", "rect", "title"]
+    .includes(tag) ? "http://www.w3.org/2000/svg" : null;
+  const e = ns ? document.createElementNS(ns, tag) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+function url(path, params = []) {
+  const q = new URLSearchParams();
+  for (const [k, v] of params) if (v !== undefined && v !== null && v !== "") q.append(k, v);
+  const s = q.toString();
+  return BASE + path + (s ? "?" + s : "");
+}
+
+class Problem extends Error {}
+
+function say(text, kind = "error") {
+  const m = $("message");
+  m.textContent = text;
+  m.className = "message" + (kind === "info" ? " info" : "");
+  m.hidden = !text;
+}
+
+// What went wrong, in words: the service's own message when it gave one.
+function explain(status, body, what) {
+  let detail = "";
+  const t = (body || "").trim();
+  if (t.startsWith("{")) {
+    try {
+      const j = JSON.parse(t);
+      detail = (j.errors || []).map((e) => e.message).join("\n") || j.error || "";
+    } catch { /* not JSON after all */ }
+  } else if (t.startsWith("<")) {
+    const doc = new DOMParser().parseFromString(t, "application/xml");
+    const info = [...doc.getElementsByTagName("INFO")]
+      .find((i) => i.getAttribute("name") === "QUERY_STATUS");
+    detail = info ? info.textContent.trim() : "";
+  } else {
+    detail = t.split("\n")[0].slice(0, 400);
+  }
+  const head = status === 0 ? `${what}: the archive did not answer (network error)`
+    : status >= 500 ? `${what}: the archive had a problem (HTTP ${status}); try again shortly`
+      : status === 429 ? `${what}: too many requests; wait a moment and try again`
+        : `${what} was refused (HTTP ${status})`;
+  return detail ? `${head}: ${detail}` : head;
+}
+
+async function get(u, what, opts = {}) {
+  let r;
+  try {
+    r = await fetch(u, { credentials: "same-origin", ...opts });
+  } catch {
+    throw new Problem(explain(0, "", what));
+  }
+  if (!r.ok) throw new Problem(explain(r.status, await r.text(), what));
+  return r;
+}
+
+function parseXML(text, what) {
+  const doc = new DOMParser().parseFromString(text, "application/xml");
+  if (doc.getElementsByTagName("parsererror").length) {
+    throw new Problem(`${what}: the answer was not readable XML`);
+  }
+  return doc;
+}
+
+// A VOTable (TABLEDATA) as {names, rows (arrays of strings), status, statusText, doc}.
+function votable(text, what) {
+  const doc = parseXML(text, what);
+  const info = [...doc.getElementsByTagName("INFO")]
+    .find((i) => i.getAttribute("name") === "QUERY_STATUS");
+  const status = info ? info.getAttribute("value") : "OK";
+  const statusText = info ? info.textContent.trim() : "";
+  if (status === "ERROR") throw new Problem(`${what}: ${statusText || "error"}`);
+  const table = doc.getElementsByTagName("TABLE")[0];
+  if (!table) return { names: [], rows: [], status, statusText, doc };
+  const names = [...table.getElementsByTagName("FIELD")].map((f) => f.getAttribute("name"));
+  const rows = [...table.getElementsByTagName("TR")].map(
+    (tr) => [...tr.getElementsByTagName("TD")].map((td) => td.textContent));
+  return { names, rows, status, statusText, doc };
+}
+
+function records(vt) {
+  return vt.rows.map((r) => Object.fromEntries(vt.names.map((n, i) => [n, r[i]])));
+}
+
+const fmt = (x, d) => (Number.isFinite(x) ? x.toFixed(d) : "");
+
+function mjdToISO(mjd) {
+  if (!Number.isFinite(mjd)) return "";
+  return new Date((mjd - 40587) * 86400000).toISOString().replace("T", " ").slice(0, 19);
+}
+
+// A time as typed: an MJD (number) or a calendar date/time (UTC unless a zone is given).
+function parseTime(text, what) {
+  const t = (text || "").trim();
+  if (!t) return null;
+  if (/^[+-]?\d+(\.\d*)?$/.test(t)) {
+    const v = Number(t);
+    if (v < 30000 || v > 100000) {
+      throw new Problem(`${what}: ${t} does not look like an MJD (e.g. 60919.5) or a date ` +
+        "(e.g. 2025-09-08 or 2025-09-08T12:00)");
+    }
+    return v;
+  }
+  const iso = /[zZ]|[+-]\d\d:?\d\d$/.test(t) || /^\d{4}-\d\d-\d\d$/.test(t) ? t
+    : t.replace(" ", "T") + "Z";
+  const ms = Date.parse(iso);
+  if (Number.isNaN(ms)) {
+    throw new Problem(`${what}: could not read "${t}" as a date (2025-09-08, ` +
+      "2025-09-08T12:00) or an MJD (60919.5)");
+  }
+  return ms / 86400000 + 40587;
+}
+
+// ------------------------------------------------------------------ URL state
+
+function readState() {
+  const q = new URLSearchParams(location.search);
+  const s = {};
+  for (const k of STATE_KEYS) if (q.has(k)) s[k] = q.get(k);
+  return s;
+}
+
+function formState() {
+  const det = [...document.querySelectorAll("#detectors input:checked")].map((i) => i.value);
+  return {
+    target: $("target").value.trim(), frame: $("frame").value,
+    shape: document.querySelector("input[name=shape]:checked").value,
+    r: $("radius").value, tmin: $("tmin").value.trim(), tmax: $("tmax").value.trim(),
+    det: det.join(","), wmin: $("wmin").value, wmax: $("wmax").value,
+    coll: $("collection").value,
+  };
+}
+
+function fillForm(s) {
+  $("target").value = s.target || "";
+  $("frame").value = s.frame === "galactic" ? "galactic" : "icrs";
+  const shape = s.shape === "circle" ? "circle" : "point";
+  document.querySelector(`input[name=shape][value=${shape}]`).checked = true;
+  $("radius").value = s.r || "0.1";
+  $("tmin").value = s.tmin || "";
+  $("tmax").value = s.tmax || "";
+  const det = (s.det || "").split(",");
+  for (const i of document.querySelectorAll("#detectors input")) i.checked = det.includes(i.value);
+  $("wmin").value = s.wmin || "";
+  $("wmax").value = s.wmax || "";
+  ensureCollectionOption(s.coll);
+  $("collection").value = s.coll || "";
+  if (s.size) $("cutsize").value = s.size;
+}
+
+function stateURL(s) {
+  const q = new URLSearchParams();
+  for (const k of STATE_KEYS) {
+    const v = s[k];
+    if (v === undefined || v === null || v === "") continue;
+    if (k === "shape" && v === "point") continue;
+    if (k === "frame" && v === "icrs") continue;
+    if (k === "r" && s.shape !== "circle") continue;
+    q.set(k, v);
+  }
+  return location.pathname + (q.toString() ? "?" + q : "");
+}
+
+function pushState(changes, replace = false) {
+  const s = { ...readState(), ...changes };
+  for (const [k, v] of Object.entries(changes)) if (v === null) delete s[k];
+  const u = stateURL(s);
+  if (u !== location.pathname + location.search) {
+    history[replace ? "replaceState" : "pushState"](null, "", u);
+  }
+  return s;
+}
+
+// ------------------------------------------------------------------ the search
+
+function setBusy(on) {
+  $("busy").hidden = !on;
+  $("go").disabled = on;
+}
+
+function hideResults() {
+  for (const id of ["targets", "coverage", "results", "image", "spectrum"]) $(id).hidden = true;
+}
+
+async function run(s) {
+  const runId = ++view.runId;
+  const stale = () => runId !== view.runId;
+  say("");
+  hideResults();
+  $("resolved").textContent = "";
+  if (!s.target) return;
+  setBusy(true);
+  try {
+    const targets = await resolve(s);
+    if (stale()) return;
+    const sel = Math.min(Math.max(parseInt(s.sel || "0", 10) || 0, 0), targets.length - 1);
+    showTargets(targets, sel);
+    view.target = targets[sel];
+    const filters = searchFilters(s);
+    const covering = await coverage(view.target, s);
+    if (stale()) return;
+    const colls = s.coll ? [s.coll] : covering;
+    if (s.coll && !covering.includes(s.coll)) {
+      say(`The collection ${s.coll} does not cover ${label(view.target)} in this release, so ` +
+        "it has no images there. Choose another collection, or every collection.", "info");
+      return;
+    }
+    if (!colls.length) {
+      say(`No SPHEREx collection covers ${label(view.target)} in this release: there are no ` +
+        "images there yet.", "info");
+      return;
+    }
+    await imageSearch(view.target, s, colls, filters);
+    if (stale()) return;
+    showSpectrumPanel(s);
+    if (s.img) await openImage(s.img, s);
+  } catch (e) {
+    if (stale()) return;
+    if (e instanceof Problem) say(e.message);
+    else { say(`Something went wrong in the page: ${e.message}`); console.error(e); }
+  } finally {
+    if (!stale()) setBusy(false);
+  }
+}
+
+const label = (t) => (t.name ? `${t.name} (${t.sexagesimal})` : t.sexagesimal);
+
+async function resolve(s) {
+  const u = url("/portal/resolve", [["q", s.target], ["frame", s.frame || "icrs"]]);
+  let r;
+  try {
+    r = await fetch(u, { credentials: "same-origin" });
+  } catch {
+    throw new Problem(explain(0, "", "Reading the position"));
+  }
+  const text = await r.text();
+  let doc;
+  try { doc = JSON.parse(text); } catch {
+    throw new Problem(explain(r.status, text, "Reading the position"));
+  }
+  const errs = doc.errors || [];
+  const box = $("resolved");
+  box.textContent = "";
+  for (const e of errs) {
+    box.append(el("div", { class: "err", text: (errs.length > 1 || (doc.targets || []).length
+      ? `line ${e.line}: ` : "") + e.message }));
+  }
+  if (!(doc.targets || []).length) {
+    throw new Problem(errs.length === 1 ? errs[0].message
+      : "None of the lines is a position or a known name (see above).");
+  }
+  if (errs.length) {
+    say(`${errs.length} of the lines could not be read and are left out (see under Where).`,
+      "info");
+  }
+  view.targets = doc.targets;
+  return doc.targets;
+}
+
+function showTargets(targets, sel) {
+  const t = targets[sel];
+  const one = (x) => `${x.name ? x.name + " = " : ""}RA ${fmt(x.ra, 5)} Dec ${fmt(x.dec, 5)}` +
+    ` (${x.sexagesimal}; l ${fmt(x.l, 4)} b ${fmt(x.b, 4)})`;
+  $("resolved").prepend(el("div", { id: "resolved-target", text: "Target: " + one(t) }));
+  if (targets.length < 2) return;
+  const body = $("targets-body");
+  body.textContent = "";
+  const list = el("ol", { class: "target-list" });
+  targets.forEach((x, i) => {
+    const b = el("button", { type: "button", class: "link", "aria-current": i === sel ? "true"
+      : null, text: i === sel ? `${one(x)} (shown)` : one(x),
+    onclick: () => { const s = pushState({ sel: String(i), img: null, job: null }); run(s); } });
+    list.append(el("li", {}, b));
+  });
+  body.append(el("p", { text: `${targets.length} targets; the images of one are shown ` +
+    "at a time: choose it here." }), list);
+  $("targets").hidden = false;
+}
+
+function searchFilters(s) {
+  const out = [];
+  const lo = parseTime(s.tmin, "From"), hi = parseTime(s.tmax, "To");
+  if (lo !== null && hi !== null && lo > hi) {
+    throw new Problem("The time range ends before it starts: swap from and to.");
+  }
+  if (lo !== null || hi !== null) {
+    out.push(["TIME", `${lo === null ? "-Inf" : lo} ${hi === null ? "+Inf" : hi}`]);
+  }
+  const wmin = s.wmin ? Number(s.wmin) : null, wmax = s.wmax ? Number(s.wmax) : null;
+  const dets = (s.det || "").split(",").filter(Boolean);
+  if (dets.length && (wmin !== null || wmax !== null)) {
+    throw new Problem("Choose detectors or a wavelength range, not both.");
+  }
+  for (const d of dets) {
+    const band = DETECTORS.find((x) => x[0] === d);
+    if (!band) throw new Problem(`Unknown detector ${d}: use D1 to D6.`);
+    const mid = ((band[1] + band[2]) / 2) * 1e-6;
+    out.push(["BAND", `${mid} ${mid}`]);
+  }
+  if (wmin !== null || wmax !== null) {
+    if ((wmin !== null && !Number.isFinite(wmin)) || (wmax !== null && !Number.isFinite(wmax))) {
+      throw new Problem("The wavelengths must be numbers in micrometres, e.g. 1.2 and 1.6.");
+    }
+    if (wmin !== null && wmax !== null && wmin > wmax) {
+      throw new Problem("The wavelength range ends before it starts: swap the two values.");
+    }
+    out.push(["BAND", `${wmin === null ? "-Inf" : wmin * 1e-6} ${wmax === null ? "+Inf"
+      : wmax * 1e-6}`]);
+  }
+  return out;
+}
+
+function radiusOf(s) {
+  if (s.shape !== "circle") return 0;
+  const r = Number(s.r);
+  if (!Number.isFinite(r) || r < 0 || r > 10) {
+    throw new Problem("The radius must be a number of degrees between 0 and 10.");
+  }
+  return r;
+}
+
+async function coverage(t, s) {
+  const r = Math.max(radiusOf(s), 1 / 3600);
+  const u = url("/coverage", [["POS", `CIRCLE ${t.ra} ${t.dec} ${r}`]]);
+  const vt = votable(await (await get(u, "The coverage query")).text(), "The coverage query");
+  const rows = records(vt);
+  const body = $("coverage-body");
+  body.textContent = "";
+  const covering = rows.map((x) => x.collection);
+  const p = el("p", { id: "coverage-summary", text: covering.length
+    ? `${covering.length === 1 ? "One collection covers" : covering.length +
+      " collections cover"} ${label(t)}: ${covering.join(", ")}.`
+    : `No collection covers ${label(t)}.` });
+  const table = el("table", { class: "cov-table" }, el("thead", {}, el("tr", {},
+    el("th", { text: "collection" }), el("th", { text: "sky covered" }),
+    el("th", { text: "coverage map (MOC)" }))));
+  const tb = el("tbody");
+  for (const x of rows) {
+    tb.append(el("tr", {}, el("td", { text: x.collection }),
+      el("td", { class: "num", text: (100 * Number(x.sky_fraction)).toFixed(3) + " %" }),
+      el("td", {}, el("a", { href: `${BASE}/coverage/${encodeURIComponent(x.collection)}` +
+        "?FORMAT=json", text: "JSON" }), " ", el("a", { href: `${BASE}/coverage/` +
+        `${encodeURIComponent(x.collection)}`, text: "FITS" }))));
+  }
+  table.append(tb);
+  body.append(p);
+  if (rows.length) body.append(table);
+  body.append(el("p", { class: "downloads" }, el("a", { href: u, text:
+    "the coverage answer (VOTable)" })));
+  $("coverage").hidden = false;
+  return covering;
+}
+
+// ------------------------------------------------------------------ image search and table
+
+function detectorOf(row) {
+  const m = /\/D(\d)$/.exec(row.obs_publisher_did || "");
+  if (m) return "D" + m[1];
+  const mid = ((Number(row.em_min) + Number(row.em_max)) / 2) * 1e6;
+  const d = DETECTORS.find((x) => mid >= x[1] && mid <= x[2]);
+  return d ? d[0] : "";
+}
+
+// "Polygon ICRS ra dec ra dec ..." (or a bare list of numbers) -> [[ra, dec], ...]
+function polygonOf(text) {
+  const nums = (text || "").split(/[\s,]+/).map(Number).filter((v) => Number.isFinite(v));
+  if (/^\s*circle/i.test(text || "")) return null;
+  const out = [];
+  for (let i = 0; i + 1 < nums.length; i += 2) out.push([nums[i], nums[i + 1]]);
+  return out.length >= 3 ? out : null;
+}
+
+async function imageSearch(t, s, colls, filters) {
+  // TAP answers "contains the point" exactly (SIA's POS needs a circle of radius > 0);
+  // the SIA twin of the search is linked for circles.
+  const adql = adqlOf(t, s, colls, filters);
+  const tap = (extra) => url("/tap/sync", [["LANG", "ADQL"], ["REQUEST", "doQuery"],
+    ["QUERY", adql], ...extra]);
+  const u = tap([["MAXREC", String(MAXREC)]]);
+  view.queryURL = u;
+  view.adql = adql;
+  const vt = votable(await (await get(u, "The image search")).text(), "The image search");
+  view.rows = records(vt).map((row, i) => ({
+    i, row, obs_id: row.obs_id, det: detectorOf(row), did: row.obs_publisher_did,
+    lmin: Number(row.em_min) * 1e6, lmax: Number(row.em_max) * 1e6, t: Number(row.t_min),
+    ra: Number(row.s_ra), dec: Number(row.s_dec), coll: row.obs_collection,
+    poly: polygonOf(row.s_region),
+  }));
+  view.page = 0;
+  view.selected = s.img || null;
+  const n = view.rows.length;
+  const what = s.shape === "circle" ? `intersecting a circle of ${radiusOf(s)} deg around`
+    : "containing";
+  $("results-summary").textContent = n
+    ? `${n}${vt.status === "OVERFLOW" ? "+ (the first " + MAXREC + ")" : ""} image${n > 1
+      ? "s" : ""} ${what} ${label(t)} in ${colls.join(", ")}. Choose one to look at it.`
+    : `No image ${what} ${label(t)} matches the search in ${colls.join(", ")}` +
+      (filters.length ? " with these time or wavelength limits: widen them." : ".");
+  if (vt.status === "OVERFLOW") {
+    say(`More than ${MAXREC} images match: the table shows the first ${MAXREC}. Narrow the ` +
+      "search by time or wavelength to see them all.", "info");
+  }
+  const dl = $("downloads");
+  dl.textContent = "";
+  dl.append("Download this table: ",
+    el("a", { id: "dl-votable", href: tap([]), download: "spherex-images.xml",
+      text: "VOTable" }),
+    el("a", { id: "dl-csv", href: tap([["FORMAT", "csv"]]), download: "spherex-images.csv",
+      text: "CSV" }));
+  if (s.shape === "circle") {
+    const sia = [["POS", `CIRCLE ${t.ra} ${t.dec} ${radiusOf(s)}`],
+      ...colls.map((c) => ["COLLECTION", c]), ...filters];
+    dl.append(el("a", { id: "dl-sia", href: url("/sia/query", sia),
+      text: "the same search in SIA" }));
+  }
+  dl.append(el("details", {}, el("summary", { text: "the ADQL query" }),
+    el("pre", { text: adql })));
+  renderTable();
+  skyplot();
+  $("results").hidden = false;
+}
+
+// The search as ADQL on ivoa.obscore; TIME and BAND intervals overlap as in SIA.
+function adqlOf(t, s, colls, filters) {
+  const r = radiusOf(s);
+  const where = [r > 0 ? `INTERSECTS(CIRCLE('ICRS', ${t.ra}, ${t.dec}, ${r}), s_region) = 1`
+    : `CONTAINS(POINT('ICRS', ${t.ra}, ${t.dec}), s_region) = 1`];
+  where.push("(" + colls.map((c) => `obs_collection = '${c.replace(/'/g, "''")}'`)
+    .join(" OR ") + ")");
+  const ors = { TIME: [], BAND: [] };
+  for (const [k, v] of filters) {
+    const [lo, hi] = v.split(" ");
+    const [a, b] = k === "TIME" ? ["t_min", "t_max"] : ["em_min", "em_max"];
+    const terms = [];
+    if (hi !== "+Inf") terms.push(`${a} <= ${hi}`);
+    if (lo !== "-Inf") terms.push(`${b} >= ${lo}`);
+    ors[k].push(terms.length ? "(" + terms.join(" AND ") + ")" : "1 = 1");
+  }
+  for (const k of ["TIME", "BAND"]) if (ors[k].length) where.push("(" + ors[k].join(" OR ") + ")");
+  return "SELECT * FROM ivoa.obscore WHERE " + where.join(" AND ") + " ORDER BY t_min, obs_id";
+}
+
+const COLUMNS = [
+  ["obs_id", "obs_id", (r) => r.obs_id],
+  ["det", "detector", (r) => r.det],
+  ["lmin", "wavelength (\u00b5m)", (r) => `${fmt(r.lmin, 2)}\u2013${fmt(r.lmax, 2)}`, true],
+  ["t", "start (UTC)", (r) => mjdToISO(r.t)],
+  ["ra", "RA (deg)", (r) => fmt(r.ra, 4), true],
+  ["dec", "Dec (deg)", (r) => fmt(r.dec, 4), true],
+  ["coll", "collection", (r) => r.coll],
+];
+
+function sortedRows() {
+  const { key, dir } = view.sort;
+  return [...view.rows].sort((a, b) => {
+    const x = a[key], y = b[key];
+    const c = typeof x === "number" ? x - y : String(x).localeCompare(String(y));
+    return dir * (c || a.i - b.i);
+  });
+}
+
+function renderTable() {
+  const thead = $("results-table").tHead;
+  thead.textContent = "";
+  const tr = el("tr");
+  for (const [key, name] of COLUMNS) {
+    const sorted = view.sort.key === key;
+    tr.append(el("th", { scope: "col", "aria-sort": sorted ? (view.sort.dir > 0 ? "ascending"
+      : "descending") : "none" }, el("button", { type: "button", "data-key": key, text: name,
+      onclick: () => {
+        view.sort = { key, dir: sorted ? -view.sort.dir : 1 };
+        view.page = 0;
+        renderTable();
+        document.querySelector(`th button[data-key=${key}]`).focus();
+      } })));
+  }
+  tr.append(el("th", { scope: "col", text: "image" }));
+  thead.append(tr);
+  const tbody = $("results-table").tBodies[0];
+  tbody.textContent = "";
+  const rows = sortedRows();
+  const pages = Math.max(1, Math.ceil(rows.length / PAGE));
+  view.page = Math.min(view.page, pages - 1);
+  for (const r of rows.slice(view.page * PAGE, (view.page + 1) * PAGE)) {
+    const row = el("tr", { "data-did": r.did, class: r.did === view.selected ? "selected" : null,
+      onmouseenter: () => highlight(r.did), onmouseleave: () => highlight(null) });
+    for (const [, , show, num] of COLUMNS) row.append(el("td", { class: num ? "num" : null,
+      text: show(r) }));
+    row.append(el("td", {}, el("button", { type: "button", class: "link view",
+      "aria-label": `view ${r.obs_id} ${r.det}`, text: "view",
+      onclick: () => { const s = pushState({ img: r.did }); openImage(r.did, s); } })));
+    tbody.append(row);
+  }
+  const pager = $("pager");
+  pager.textContent = "";
+  if (pages > 1) {
+    const go = (p) => { view.page = p; renderTable(); };
+    pager.append(
+      el("button", { type: "button", disabled: view.page === 0, text: "\u2190 previous",
+        onclick: () => go(view.page - 1) }),
+      el("span", { text: `page ${view.page + 1} of ${pages} (${rows.length} images)` }),
+      el("button", { type: "button", disabled: view.page >= pages - 1, text: "next \u2192",
+        onclick: () => go(view.page + 1) }));
+  }
+}
+
+// ------------------------------------------------------------------ sky plot (gnomonic)
+
+const D2R = Math.PI / 180;
+
+function gnomonic(ra0, dec0, ra, dec) {
+  const a0 = ra0 * D2R, d0 = dec0 * D2R, a = ra * D2R, d = dec * D2R;
+  const cosc = Math.sin(d0) * Math.sin(d) + Math.cos(d0) * Math.cos(d) * Math.cos(a - a0);
+  if (cosc <= 1e-6) return null;
+  const xi = (Math.cos(d) * Math.sin(a - a0)) / cosc;
+  const eta = (Math.cos(d0) * Math.sin(d) - Math.sin(d0) * Math.cos(d) * Math.cos(a - a0)) / cosc;
+  return [xi / D2R, eta / D2R];  // degrees on the tangent plane
+}
+
+function skyplot() {
+  const svg = $("skyplot");
+  svg.textContent = "";
+  const t = view.target;
+  const polys = view.rows.filter((r) => r.poly).slice(0, 600).map((r) => ({
+    r, pts: r.poly.map(([a, d]) => gnomonic(t.ra, t.dec, a, d)) }))
+    .filter((p) => p.pts.every(Boolean));
+  let ext = 0.05;
+  for (const p of polys) for (const [x, y] of p.pts) ext = Math.max(ext, Math.abs(x), Math.abs(y));
+  ext = Math.min(ext * 1.08, 30);
+  const S = 320, px = (x) => S / 2 - (x / ext) * (S / 2), py = (y) => S / 2 - (y / ext) * (S / 2);
+  svg.append(el("title", { text: `${polys.length} footprints around ${label(t)}` }));
+  // a grid: one line per "nice" step of degrees
+  const step = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10].find((v) => ext / v <= 4) || 10;
+  const grid = el("g", { stroke: "#2b4663", "stroke-width": "0.6" });
+  for (let v = -Math.floor(ext / step) * step; v <= ext; v += step) {
+    grid.append(el("line", { x1: px(v), x2: px(v), y1: 0, y2: S }),
+      el("line", { y1: py(v), y2: py(v), x1: 0, x2: S }));
+  }
+  svg.append(grid);
+  const g = el("g", { id: "footprints" });
+  for (const p of polys) {
+    g.append(el("polygon", { points: p.pts.map(([x, y]) => `${px(x).toFixed(1)},` +
+      `${py(y).toFixed(1)}`).join(" "), "data-did": p.r.did, class: "fp",
+    fill: "rgba(120,180,255,0.06)", stroke: "#78b4ff", "stroke-width": "0.8" },
+    el("title", { text: `${p.r.obs_id} ${p.r.det}` })));
+  }
+  svg.append(g);
+  svg.append(el("circle", { cx: S / 2, cy: S / 2, r: 5, fill: "none", stroke: "#f6b042",
+    "stroke-width": 2 }), el("line", { x1: S / 2 - 10, x2: S / 2 - 6, y1: S / 2, y2: S / 2,
+    stroke: "#f6b042", "stroke-width": 2 }), el("line", { x1: S / 2 + 6, x2: S / 2 + 10,
+    y1: S / 2, y2: S / 2, stroke: "#f6b042", "stroke-width": 2 }));
+  svg.append(el("text", { x: 8, y: S - 10, fill: "#cfe3ff", "font-size": 11,
+    text: `grid ${step}\u00b0; N up, E left` }),
+  el("text", { x: S / 2 + 8, y: 14, fill: "#cfe3ff", "font-size": 11, text: "N" }),
+  el("text", { x: 6, y: S / 2 - 6, fill: "#cfe3ff", "font-size": 11, text: "E" }));
+  highlight(null);
+}
+
+function highlight(did) {
+  for (const p of document.querySelectorAll("#footprints polygon")) {
+    const on = p.dataset.did === did || p.dataset.did === view.selected;
+    p.setAttribute("stroke", on ? "#f6b042" : "#78b4ff");
+    p.setAttribute("stroke-width", on ? "2" : "0.8");
+    if (on) p.parentNode.append(p);
+  }
+}
+
+// ------------------------------------------------------------------ one image
+
+async function datalink(did) {
+  const u = url("/datalink/links", [["ID", did]]);
+  const vt = votable(await (await get(u, "The image's links (DataLink)")).text(),
+    "The image's links (DataLink)");
+  const rows = records(vt);
+  const err = rows.find((r) => r.error_message);
+  if (err) throw new Problem(`The image's links (DataLink): ${err.error_message}`);
+  const find = (sem) => rows.find((r) => r.semantics === sem && r.access_url);
+  const cutRow = rows.find((r) => r.semantics === "#cutout" &&
+    r.local_semantics === "archive-cutout");
+  let cutout = null;
+  if (cutRow) {
+    const res = [...vt.doc.getElementsByTagName("RESOURCE")]
+      .find((x) => x.getAttribute("ID") === cutRow.service_def);
+    if (res) {
+      const direct = [...res.children].filter((c) => c.tagName === "PARAM");
+      const access = direct.find((p) => p.getAttribute("name") === "accessURL");
+      const inputs = [...res.getElementsByTagName("GROUP")][0];
+      const fixed = inputs ? [...inputs.getElementsByTagName("PARAM")]
+        .filter((p) => p.getAttribute("value")).map((p) => [p.getAttribute("name"),
+          p.getAttribute("value")]) : [];
+      if (access) cutout = { url: access.getAttribute("value"), fixed };
+    }
+  }
+  return { self: find("#this"), preview: find("#preview"), cutout, linksURL: u,
+    calibration: rows.filter((r) => r.semantics === "#calibration") };
+}
+
+async function openImage(did, s) {
+  const r = view.rows.find((x) => x.did === did);
+  view.selected = did;
+  for (const tr of document.querySelectorAll("#results-table tbody tr")) {
+    tr.classList.toggle("selected", tr.dataset.did === did);
+  }
+  highlight(null);
+  if (!r) {
+    say(`The image ${did} is not among the results of this search.`, "info");
+    return;
+  }
+  try {
+    const links = await datalink(did);
+    view.links = links;
+    $("image-title").textContent = `${r.obs_id} ${r.det} (${fmt(r.lmin, 2)}\u2013` +
+      `${fmt(r.lmax, 2)} \u00b5m), ${mjdToISO(r.t)} UTC, ${r.coll}`;
+    const img = $("preview");
+    if (links.preview) {
+      img.src = links.preview.access_url;
+      $("preview-link").href = links.preview.access_url;
+    }
+    markTarget(r);
+    $("cutout-fig").hidden = true;
+    $("cutout-links").textContent = "";
+    const il = $("image-links");
+    il.textContent = "";
+    if (links.self) {
+      il.append(el("a", { href: links.self.access_url, text: "the whole image (FITS, " +
+        `${(Number(links.self.content_length) / 1e6).toFixed(1)} MB)` }));
+    }
+    il.append(el("a", { href: links.linksURL, text: "all its links (DataLink)" }));
+    $("cut").disabled = !links.cutout;
+    if (s && s.size) $("cutsize").value = s.size;
+    $("image").hidden = false;
+    $("image").scrollIntoView({ block: "nearest" });
+  } catch (e) {
+    say(e instanceof Problem ? e.message : `Opening the image failed: ${e.message}`);
+  }
+}
+
+// Sky -> image fraction (0..1 from the first corner) through the homography that maps the
+// footprint's 4 corners (pixel-grid corners (0,0) (N,0) (N,N) (0,N)) on the tangent plane.
+function homography(src, dst) {
+  const A = [], b = [];
+  for (let k = 0; k < 4; k++) {
+    const [x, y] = src[k], [u, v] = dst[k];
+    A.push([x, y, 1, 0, 0, 0, -u * x, -u * y]); b.push(u);
+    A.push([0, 0, 0, x, y, 1, -v * x, -v * y]); b.push(v);
+  }
+  for (let c = 0; c < 8; c++) {  // Gaussian elimination with partial pivoting
+    let p = c;
+    for (let r = c + 1; r < 8; r++) if (Math.abs(A[r][c]) > Math.abs(A[p][c])) p = r;
+    [A[c], A[p]] = [A[p], A[c]]; [b[c], b[p]] = [b[p], b[c]];
+    for (let r = 0; r < 8; r++) {
+      if (r === c || !A[c][c]) continue;
+      const f = A[r][c] / A[c][c];
+      for (let k = c; k < 8; k++) A[r][k] -= f * A[c][k];
+      b[r] -= f * b[c];
+    }
+  }
+  const h = b.map((v, i) => v / A[i][i]);
+  return ([x, y]) => {
+    const w = h[6] * x + h[7] * y + 1;
+    return [(h[0] * x + h[1] * y + h[2]) / w, (h[3] * x + h[4] * y + h[5]) / w];
+  };
+}
+
+function markTarget(r) {
+  const svg = $("preview-mark");
+  svg.textContent = "";
+  const t = view.target;
+  if (!r.poly || r.poly.length !== 4) return;
+  const pts = r.poly.map(([a, d]) => gnomonic(r.ra, r.dec, a, d));
+  const tp = gnomonic(r.ra, r.dec, t.ra, t.dec);
+  if (pts.some((p) => !p) || !tp) return;
+  const [u, v] = homography(pts, [[0, 0], [1, 0], [1, 1], [0, 1]])(tp);
+  if (!(u >= 0 && u <= 1 && v >= 0 && v <= 1)) return;
+  const y = 1 - v;  // the preview is drawn with FITS row 0 at the bottom
+  svg.append(el("circle", { cx: u, cy: y, r: 0.035, fill: "none", stroke: "#f6b042",
+    "stroke-width": 0.008, id: "target-mark", "data-u": u.toFixed(4), "data-v": v.toFixed(4) }));
+}
+
+// ------------------------------------------------------------------ cutout (FITS in, PNG out)
+
+function parseFITS(buffer) {
+  const bytes = new Uint8Array(buffer);
+  const dv = new DataView(buffer);
+  const hdus = [];
+  let pos = 0;
+  while (pos + 2880 <= bytes.length) {
+    const cards = {};
+    let end = false;
+    while (!end && pos + 2880 <= bytes.length) {
+      for (let i = 0; i < 36; i++) {
+        const card = String.fromCharCode(...bytes.subarray(pos + i * 80, pos + i * 80 + 80));
+        const key = card.slice(0, 8).trim();
+        if (key === "END") { end = true; break; }
+        if (card[8] === "=") {
+          let v = card.slice(10).split(" /")[0].trim();
+          if (v.startsWith("'")) v = v.slice(1, v.lastIndexOf("'")).trim();
+          if (!(key in cards)) cards[key] = v;
+        }
+      }
+      pos += 2880;
+    }
+    const naxis = Number(cards.NAXIS || 0);
+    const axes = [];
+    for (let i = 1; i <= naxis; i++) axes.push(Number(cards["NAXIS" + i]));
+    const bitpix = Number(cards.BITPIX);
+    const n = naxis ? axes.reduce((a, x) => a * x, 1) : 0;
+    const size = (Math.abs(bitpix) / 8) * (Number(cards.GCOUNT || 1) * n +
+      Number(cards.PCOUNT || 0));
+    hdus.push({ cards, axes, bitpix, start: pos, name: cards.EXTNAME || (hdus.length ? ""
+      : "PRIMARY") });
+    pos += Math.ceil(size / 2880) * 2880;
+  }
+  const image = hdus.find((h) => h.name === "IMAGE") ||
+    hdus.find((h) => h.axes.length === 2 && h.axes[0] > 0);
+  if (!image) throw new Problem("The cutout has no image extension.");
+  const [nx, ny] = image.axes;
+  const data = new Float64Array(nx * ny);
+  const w = Math.abs(image.bitpix) / 8;
+  for (let k = 0; k < nx * ny; k++) {
+    const o = image.start + k * w;
+    data[k] = image.bitpix === -32 ? dv.getFloat32(o) : image.bitpix === -64 ? dv.getFloat64(o)
+      : image.bitpix === 16 ? dv.getInt16(o) : image.bitpix === 32 ? dv.getInt32(o)
+        : dv.getUint8(o);
+  }
+  return { nx, ny, data, cards: image.cards, hdus };
+}
+
+function drawImage(canvas, { nx, ny, data }) {
+  const finite = [...data].filter(Number.isFinite).sort((a, b) => a - b);
+  const q = (f) => finite[Math.min(finite.length - 1, Math.floor(f * finite.length))] ?? 0;
+  const lo = q(0.01), hi = q(0.995);
+  canvas.width = nx;
+  canvas.height = ny;
+  const ctx = canvas.getContext("2d");
+  const out = ctx.createImageData(nx, ny);
+  const k = Math.asinh(10);
+  for (let y = 0; y < ny; y++) {
+    for (let x = 0; x < nx; x++) {
+      const v = data[y * nx + x];
+      const f = Number.isFinite(v) ? Math.min(1, Math.max(0, (v - lo) / Math.max(hi - lo,
+        1e-12))) : 0;
+      const g = Math.round((255 * Math.asinh(f * 10)) / k);
+      const o = ((ny - 1 - y) * nx + x) * 4;  // FITS row 0 at the bottom
+      out.data[o] = out.data[o + 1] = out.data[o + 2] = g;
+      out.data[o + 3] = 255;
+    }
+  }
+  ctx.putImageData(out, 0, 0);
+}
+
+async function makeCutout() {
+  const links = view.links, t = view.target;
+  const r = view.rows.find((x) => x.did === view.selected);
+  if (!links || !links.cutout || !r) return;
+  const size = $("cutsize").value;
+  pushState({ size }, true);
+  const params = [...links.cutout.fixed.filter(([k]) => !["ra", "dec", "size"].includes(k)),
+    ["ra", String(t.ra)], ["dec", String(t.dec)], ["size", size]];
+  const q = new URLSearchParams(params);
+  const u = links.cutout.url + "?" + q;
+  const btn = $("cut");
+  btn.disabled = true;
+  $("cutout-links").textContent = "making the cutout\u2026";
+  try {
+    const res = await get(u, "The cutout");
+    const buf = await res.arrayBuffer();
+    const img = parseFITS(buf);
+    const canvas = $("cutout-canvas");
+    drawImage(canvas, img);
+    const arcmin = Number(size) * 60;
+    $("cutout-cap").textContent = `${img.nx} \u00d7 ${img.ny} pixels of ${r.obs_id} ${r.det}` +
+      ` around the target, ${arcmin} arcmin asked (clipped at the image edge)`;
+    $("cutout-fig").hidden = false;
+    const name = `cutout_${r.obs_id}_${r.det}_${fmt(t.ra, 4)}_${fmt(t.dec, 4)}`;
+    const cl = $("cutout-links");
+    cl.textContent = "";
+    cl.append(el("a", { id: "cutout-fits", href: u, download: name + ".fits",
+      text: `Download the cutout (FITS, ${(buf.byteLength / 1024).toFixed(0)} kB)` }),
+    el("a", { id: "cutout-png", href: canvas.toDataURL("image/png"), download: name + ".png",
+      text: "as PNG" }));
+  } catch (e) {
+    $("cutout-links").textContent = "";
+    say(e instanceof Problem ? e.message : `The cutout could not be shown: ${e.message}`);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------ spectrophotometry
+
+function showSpectrumPanel(s) {
+  $("spectrum").hidden = false;
+  $("phot").textContent = `Measure the spectrum of ${view.target.name || "the target"}`;
+  $("spec-fig").hidden = true;
+  $("phot-links").textContent = "";
+  $("phot-phase").textContent = "";
+  if (s.job) followJob(s.job);
+}
+
+async function startJob() {
+  const t = view.target;
+  const body = new URLSearchParams([["POINT", `${t.ra},${t.dec}`], ["PHASE", "RUN"]]);
+  const s = readState();
+  if (s.coll) body.append("COLLECTION", s.coll);
+  $("phot").disabled = true;
+  $("phot-phase").textContent = "submitting\u2026";
+  try {
+    const r = await get(url("/spectrophotometry/async"), "Starting the spectrophotometry job",
+      { method: "POST", body });
+    const job = r.url;
+    pushState({ job });
+    await followJob(job);
+  } catch (e) {
+    $("phot-phase").textContent = "";
+    say(e instanceof Problem ? e.message : `The job could not be started: ${e.message}`);
+  } finally {
+    $("phot").disabled = false;
+  }
+}
+
+async function followJob(job) {
+  const runId = view.runId;
+  const phaseBox = $("phot-phase");
+  const t0 = Date.now();
+  for (;;) {
+    if (runId !== view.runId) return;
+    let doc;
+    try {
+      doc = parseXML(await (await get(job, "The spectrophotometry job")).text(), "The job");
+    } catch (e) {
+      phaseBox.textContent = "";
+      say(e.message + " (jobs are kept for a limited time, and only for the browser that " +
+        "started them)");
+      return;
+    }
+    const tag = (n) => doc.getElementsByTagNameNS("*", n)[0];
+    const phase = (tag("phase")?.textContent || "").trim();
+    const secs = Math.round((Date.now() - t0) / 1000);
+    phaseBox.textContent = `job ${phase}${phase === "EXECUTING" || phase === "QUEUED"
+      ? ` (${secs} s)` : ""}`;
+    phaseBox.dataset.phase = phase;
+    if (phase === "COMPLETED") return showSpectrum(doc, job);
+    if (phase === "ERROR" || phase === "ABORTED") {
+      const msg = tag("message")?.textContent?.trim();
+      say(`The spectrophotometry job ended in ${phase}${msg ? ": " + msg : ""}.`);
+      return;
+    }
+    if (Date.now() - t0 > 15 * 60 * 1000) {
+      say("The job is still running after 15 minutes; reload this page later to see it.",
+        "info");
+      return;
+    }
+    await new Promise((ok) => setTimeout(ok, 700));
+  }
+}
+
+async function showSpectrum(doc, job) {
+  const results = [...doc.getElementsByTagNameNS("*", "result")].map((r) => ({
+    id: r.getAttribute("id"),
+    href: r.getAttributeNS("http://www.w3.org/1999/xlink", "href") || r.getAttribute("xlink:href"),
+  }));
+  const links = $("phot-links");
+  links.textContent = "";
+  links.append("Result files: ", ...results.map((r) => el("a", { href: r.href, text: r.id })),
+    el("a", { href: job, text: "the job (UWS)" }));
+  const long = results.find((r) => r.id === "long");
+  if (!long) { say("The job finished without a measurement table."); return; }
+  const vt = votable(await (await get(long.href, "The job's result")).text(), "The result");
+  const pts = records(vt).map((m) => ({ lam: Number(m.lambda), flux: Number(m.flux),
+    err: Number(m.flux_err), w: Number(m.lambda_width), did: m.obs_publisher_did }))
+    .filter((p) => Number.isFinite(p.lam) && Number.isFinite(p.flux));
+  plotSpectrum(pts);
+}
+
+function plotSpectrum(pts) {
+  const svg = $("spec-plot");
+  svg.textContent = "";
+  $("spec-fig").hidden = false;
+  if (!pts.length) {
+    $("spec-cap").textContent = "No image gave a measurement of the target.";
+    return;
+  }
+  const W = 640, H = 320, L = 64, R = 16, T = 14, B = 44;
+  const lmin = Math.min(...pts.map((p) => p.lam)), lmax = Math.max(...pts.map((p) => p.lam));
+  const e = (p) => (Number.isFinite(p.err) ? p.err : 0);
+  let ymin = Math.min(...pts.map((p) => p.flux - e(p))), ymax = Math.max(...pts.map((p) =>
+    p.flux + e(p)));
+  if (ymax === ymin) { ymax += 1; ymin -= 1; }
+  const pad = 0.06 * (ymax - ymin);
+  ymin -= pad; ymax += pad;
+  const x0 = Math.max(0.6, lmin - 0.1), x1 = Math.min(5.2, lmax + 0.1);
+  const X = (v) => L + ((v - x0) / Math.max(x1 - x0, 1e-9)) * (W - L - R);
+  const Y = (v) => T + ((ymax - v) / (ymax - ymin)) * (H - T - B);
+  const axes = el("g", { stroke: "#333", "stroke-width": 1, "font-size": 11, fill: "#333" });
+  axes.append(el("line", { x1: L, x2: W - R, y1: H - B, y2: H - B }),
+    el("line", { x1: L, x2: L, y1: T, y2: H - B }));
+  for (let v = Math.ceil(x0 * 2) / 2; v <= x1; v += 0.5) {
+    axes.append(el("line", { x1: X(v), x2: X(v), y1: H - B, y2: H - B + 4 }),
+      el("text", { x: X(v), y: H - B + 16, "text-anchor": "middle", stroke: "none",
+        text: v.toFixed(1) }));
+  }
+  const ystep = niceStep((ymax - ymin) / 5);
+  for (let v = Math.ceil(ymin / ystep) * ystep; v <= ymax; v += ystep) {
+    axes.append(el("line", { x1: L - 4, x2: L, y1: Y(v), y2: Y(v) }),
+      el("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end", stroke: "none",
+        text: Number(v.toPrecision(6)).toString() }));
+  }
+  axes.append(el("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle",
+    stroke: "none", text: "wavelength (\u00b5m)" }),
+  el("text", { x: 14, y: (T + H - B) / 2, "text-anchor": "middle", stroke: "none",
+    transform: `rotate(-90 14 ${(T + H - B) / 2})`, text: "flux density (\u00b5Jy)" }));
+  svg.append(axes);
+  const g = el("g", { id: "spec-points" });
+  for (const p of pts) {
+    const err = e(p);
+    g.append(el("line", { x1: X(p.lam), x2: X(p.lam), y1: Y(p.flux - err), y2: Y(p.flux + err),
+      stroke: "#0b5cad", "stroke-width": 1 }),
+    el("circle", { cx: X(p.lam), cy: Y(p.flux), r: 3, fill: "#0b5cad", class: "pt",
+      "data-lambda": p.lam, "data-flux": p.flux, "data-err": err },
+    el("title", { text: `${p.lam.toFixed(3)} \u00b5m: ${p.flux.toPrecision(4)} \u00b1 ` +
+      `${err.toPrecision(3)} \u00b5Jy` })));
+  }
+  svg.append(g);
+  $("spec-cap").textContent = `${pts.length} measurements of ${label(view.target)}: flux ` +
+    "density with 1-sigma error bars.";
+}
+
+function niceStep(raw) {
+  const p = 10 ** Math.floor(Math.log10(raw || 1));
+  return [1, 2, 5, 10].map((m) => m * p).find((v) => v >= raw) || p * 10;
+}
+
+// ------------------------------------------------------------------ set-up
+
+function ensureCollectionOption(name) {
+  if (!name) return;
+  const sel = $("collection");
+  if (![...sel.options].some((o) => o.value === name)) sel.append(el("option", { value: name,
+    text: name }));
+}
+
+async function loadCollections() {
+  try {
+    const vt = votable(await (await get(url("/coverage"), "The list of collections")).text(),
+      "The list of collections");
+    for (const r of records(vt)) ensureCollectionOption(r.collection);
+    const s = readState();
+    if (s.coll) $("collection").value = s.coll;
+  } catch { /* the search still works with "every collection" */ }
+}
+
+function setUp() {
+  const box = $("detectors");
+  for (const [d, lo, hi] of DETECTORS) {
+    box.append(el("label", {}, el("input", { type: "checkbox", value: d, name: "det" }),
+      ` ${d} `, el("small", { text: `${lo.toFixed(2)}\u2013${hi.toFixed(2)} \u00b5m` })));
+  }
+  $("search").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const s = { ...formState(), sel: null, img: null, job: null };
+    if (!s.target) {
+      say("Type an object name (M31, NGC 6543, NEP) or a position (270.0 66.56, " +
+        "17h18m51.62s -26d08m55.6s) first.");
+      $("target").focus();
+      return;
+    }
+    const next = pushState(s);
+    run(next);
+  });
+  $("target").addEventListener("keydown", (ev) => {  // Enter searches; Shift+Enter: new line
+    if (ev.key === "Enter" && !ev.shiftKey) {
+      ev.preventDefault();
+      $("search").requestSubmit();
+    }
+  });
+  $("cut").addEventListener("click", makeCutout);
+  $("phot").addEventListener("click", startJob);
+  $("preview").addEventListener("error", () => {
+    if ($("preview").getAttribute("src")) say("The quick-look of this image could not be made.");
+  });
+  window.addEventListener("popstate", () => {
+    const s = readState();
+    fillForm(s);
+    run(s);
+  });
+  const s = readState();
+  fillForm(s);
+  loadCollections();
+  if (s.target) run(s);
+}
+
+setUp();

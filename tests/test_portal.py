@@ -1,0 +1,378 @@
+"""The portal at /: the position resolver against astropy, the page and its static files,
+and the page itself driven in a real headless Chromium over the session archive (typed
+position -> coverage and images checked against /coverage and TAP, preview, cutout
+checked against the parent's pixels, a spectrophotometry job checked against its result).
+
+The browser tests skip, saying why, when selenium, chromium or chromedriver is missing or
+the browser does not start (.ci/run installs chromium and chromium-driver with apt).
+Screenshots of every step are written under pytest's tmp_path (the path is printed).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import astropy.units as u
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import requests
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.io.votable import parse
+
+from chalicelib.services import names, portal
+from chalicelib.web.params import Params
+
+STATIC = Path(portal.__file__).with_name("portal_static")
+
+
+# ------------------------------------------------------------------ resolver vs astropy
+
+CASES = [  # (typed, frame, the same position as astropy is told it explicitly)
+    ("17h18m51.62s -26d08m55.6s", "icrs", SkyCoord("17h18m51.62s", "-26d08m55.6s")),
+    ("17:18:51.62 -26:08:55.6", "icrs", SkyCoord("17:18:51.62 -26:08:55.6",
+                                                  unit=(u.hourangle, u.deg))),
+    ("17 18 51.62 -26 08 55.6", "icrs", SkyCoord("17 18 51.62 -26 08 55.6",
+                                                  unit=(u.hourangle, u.deg))),
+    ("270.0 66.56", "icrs", SkyCoord(270.0 * u.deg, 66.56 * u.deg)),
+    ("10.5, +41.2", "icrs", SkyCoord(10.5 * u.deg, 41.2 * u.deg)),
+    ("359.9999 -89.5", "icrs", SkyCoord(359.9999 * u.deg, -89.5 * u.deg)),
+    ("00h42m44.3s +41d16m09s", "icrs", SkyCoord("00h42m44.3s +41d16m09s")),
+    ("120.5 -3.2", "galactic", SkyCoord(l=120.5 * u.deg, b=-3.2 * u.deg, frame="galactic")),
+    ("0 90", "galactic", SkyCoord(l=0 * u.deg, b=90 * u.deg, frame="galactic")),
+]
+
+
+@pytest.mark.parametrize(("text", "frame", "expected"), CASES)
+def test_resolver_reads_positions_as_astropy_does(text, frame, expected) -> None:
+    got = portal.parse_position(text, frame)
+    here = SkyCoord(got["ra"] * u.deg, got["dec"] * u.deg)
+    assert here.separation(expected.icrs).arcsec < 1e-3
+    g = expected.galactic
+    assert SkyCoord(l=got["l"] * u.deg, b=got["b"] * u.deg, frame="galactic").separation(
+        g).arcsec < 0.01
+
+
+@pytest.mark.parametrize(("typed", "name"), [
+    ("M31", "M31"), ("m 31", "M31"), ("Messier 31", "M31"), ("NGC 224", "M31"),
+    ("ngc0224", "M31"), ("Andromeda", "M31"), ("M1", "M1"), ("crab nebula", "M1"),
+    ("NGC 6543", "NGC 6543"), ("NEP", "NEP"), ("sep", "SEP"), ("IC 342", "IC 342")])
+def test_names_resolve_from_the_shipped_table(typed, name) -> None:
+    got = portal.parse_position(typed)
+    assert got["name"] == name
+    entry = names.lookup(name)
+    assert (got["ra"], got["dec"]) == (entry.ra, entry.dec)
+
+
+def test_names_table_is_complete_and_sane() -> None:
+    entries = names.all_names()
+    messier = {e.name for e in entries if re.fullmatch(r"M\d+", e.name)}
+    assert messier == {f"M{i}" for i in range(1, 111)}
+    for e in entries:
+        assert 0 <= e.ra < 360 and -90 <= e.dec <= 90, e
+    nep, sep = names.lookup("NEP"), names.lookup("SEP")
+    assert abs(nep.ra - 270.0) < 1e-6 and abs(nep.dec - 66.56) < 0.01
+    assert abs(sep.ra - 90.0) < 1e-6 and abs(sep.dec + 66.56) < 0.01
+    # a few well-known positions (to an arcminute)
+    for name, ra, dec in [("M31", 10.6847, 41.2690), ("M42", 83.8221, -5.3911),
+                          ("M87", 187.7059, 12.3911), ("M45", 56.85, 24.1167)]:
+        e = names.lookup(name)
+        assert SkyCoord(e.ra * u.deg, e.dec * u.deg).separation(
+            SkyCoord(ra * u.deg, dec * u.deg)).arcmin < 1.5, name
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("Foo Bar", "unknown object name"), ("M 200", "unknown object name"),
+    ("10 95", r"between -90 and \+90"), ("12h 13h", "could not read")])
+def test_unreadable_lines_say_why(text, words) -> None:
+    with pytest.raises(portal.Unreadable, match=words):
+        portal.parse_position(text)
+
+
+def test_resolve_endpoint_takes_a_list_and_reports_each_bad_line() -> None:
+    reply = portal.resolve(Params([("q", "M31\nnot a thing\n270 66.56; NEP")]))
+    assert reply.status == 200
+    import json
+
+    doc = json.loads(reply.body)
+    assert [t["line"] for t in doc["targets"]] == [1, 3, 4]
+    assert [e["line"] for e in doc["errors"]] == [2]
+    assert "unknown object name" in doc["errors"][0]["message"]
+    bad = portal.resolve(Params([("q", "nowhere at all")]))
+    assert bad.status == 400 and "unknown object name" in json.loads(bad.body)["errors"][0][
+        "message"]
+    assert portal.resolve(Params([("q", " ")])).status == 400
+
+
+# ------------------------------------------------------------------ page and static files
+
+def test_page_and_static_files_are_served(server) -> None:
+    r = requests.get(server + "/", timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert f'{server}/portal/static/portal.js' in r.text and "__BASE__" not in r.text
+    assert "/tap/capabilities" in r.text  # the landing content is folded in
+    assert requests.get(server + "/about", timeout=30).status_code == 200
+    for name, ctype in [("portal.js", "text/javascript"), ("portal.css", "text/css"),
+                        ("icon.svg", "image/svg+xml")]:
+        f = requests.get(f"{server}/portal/static/{name}", timeout=30)
+        assert f.status_code == 200 and f.headers["Content-Type"].startswith(ctype)
+        assert f.content == (STATIC / name).read_bytes()
+    for bad in ["..%2Fportal.py", "../portal.py", "nothere.js", ".hidden", "index.htm"]:
+        assert requests.get(f"{server}/portal/static/{bad}", timeout=30).status_code == 404
+    j = requests.get(f"{server}/portal/resolve", params={"q": "NEP"}, timeout=30).json()
+    assert j["targets"][0]["name"] == "NEP"
+
+
+def test_static_files_name_no_other_host() -> None:
+    """No URL to any host: every request the page makes is to the archive's own base
+    (XML namespace names are identifiers, never fetched)."""
+    for path in STATIC.iterdir():
+        text = path.read_text()
+        for m in re.finditer(r"[a-z]+://[^\s\"'`)]+", text):
+            assert m.group(0).startswith("http://www.w3.org/"), (path.name, m.group(0))
+        assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", text), path.name
+        assert "import(" not in text and "@import" not in text, path.name
+
+
+# ------------------------------------------------------------------ in a real browser
+
+def _driver_or_skip():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not binary or not Path(driver).exists():
+        pytest.skip("chromium / chromium-driver not installed (apt-get install chromium "
+                    "chromium-driver; .ci/run does)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    profile = tempfile.mkdtemp(prefix="portal-chromium-")
+    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--no-first-run", "--window-size=1280,1000",
+              f"--user-data-dir={profile}"]:
+        opts.add_argument(a)
+    try:
+        d = webdriver.Chrome(service=Service(driver), options=opts)
+    except Exception as e:  # the browser would not start here
+        shutil.rmtree(profile, ignore_errors=True)
+        pytest.skip(f"headless chromium did not start: {str(e).splitlines()[0]}")
+    d.set_page_load_timeout(60)
+    return d, profile
+
+
+@pytest.fixture(scope="module")
+def browser():
+    d, profile = _driver_or_skip()
+    yield d
+    d.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("portal-screenshots")
+    print(f"\nportal screenshots in {folder}")
+    return folder
+
+
+def _wait(d, test, what: str, timeout: float = 60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            got = test(d)
+        except Exception:  # the element is not there yet
+            got = None
+        if got:
+            return got
+        time.sleep(0.1)
+    msg = d.execute_script("return document.getElementById('message').textContent")
+    raise AssertionError(f"timed out waiting for {what}; message on the page: {msg!r}")
+
+
+def _shot(d, folder: Path, name: str) -> Path:
+    h = d.execute_script("return document.documentElement.scrollHeight")
+    w = d.execute_script("return window.innerWidth")
+    d.set_window_size(max(w, 360), min(max(h, 600) + 120, 4000))
+    path = folder / f"{name}.png"
+    d.save_screenshot(str(path))
+    return path
+
+
+def _js(d, script: str):
+    return d.execute_script(script)
+
+
+def _tap_dids(server: str, ra: float, dec: float) -> set[str]:
+    q = (f"SELECT obs_publisher_did FROM ivoa.obscore WHERE CONTAINS(POINT('ICRS', {ra}, "
+         f"{dec}), s_region) = 1")
+    r = requests.get(f"{server}/tap/sync", params={"LANG": "ADQL", "QUERY": q,
+                                                   "FORMAT": "csv"}, timeout=60)
+    return set(r.text.split()[1:])
+
+
+@pytest.fixture(scope="module")
+def source(synth_dir, server):
+    """An injected source of the test archive that wide or deep images contain."""
+    truth = pq.read_table(synth_dir / "truth.parquet").to_pylist()
+    best = max(truth[:40], key=lambda t: len(_tap_dids(server, t["ra"], t["dec"])))
+    return best
+
+
+def test_browser_search_preview_cutout_and_spectrum(browser, server, source, shots) -> None:
+    d = browser
+    d.set_window_size(1280, 1000)
+    d.get(server + "/")
+    c = SkyCoord(source["ra"] * u.deg, source["dec"] * u.deg)
+    typed = c.to_string("hmsdms", precision=3)
+    box = d.find_element("id", "target")
+    box.clear()
+    box.send_keys(typed)
+    d.find_element("id", "go").click()
+
+    # 1. the position as astropy reads it, the coverage as /coverage answers
+    resolved = _wait(d, lambda d: d.find_element("id", "resolved-target").text, "the target")
+    ra_t = float(re.search(r"RA ([\d.]+)", resolved).group(1))
+    dec_t = float(re.search(r"Dec (-?[\d.]+)", resolved).group(1))
+    assert SkyCoord(ra_t * u.deg, dec_t * u.deg).separation(c).arcsec < 0.05
+    _wait(d, lambda d: d.find_elements("css selector", "#results-table tbody tr"), "rows")
+    cov = d.find_element("id", "coverage-summary").text
+    vot = parse(io.BytesIO(requests.get(f"{server}/coverage", params={
+        "POS": f"CIRCLE {ra_t} {dec_t} {1 / 3600}"}, timeout=30).content))
+    expected_cov = sorted(str(x) for x in vot.get_first_table().to_table()["collection"])
+    assert expected_cov and all(x in cov for x in expected_cov)
+
+    # 2. the rows: every image TAP says contains the point, and only those
+    dids = _js(d, "return [...document.querySelectorAll('#results-table tbody tr')]"
+                  ".map(r => r.dataset.did)")
+    n_total = _js(d, "return document.getElementById('results-summary').textContent")
+    expected = _tap_dids(server, ra_t, dec_t)
+    assert len(expected) <= 20 and set(dids) == expected, (n_total, dids, expected)
+    assert len(_js(d, "return document.querySelectorAll('#footprints polygon')")) == len(
+        expected)
+    csv = requests.get(d.find_element("id", "dl-csv").get_attribute("href"), timeout=30).text
+    assert {line.split(",")[4] for line in csv.splitlines()[1:]} == expected
+    _shot(d, shots, "1-search")
+
+    # sorting by a column header, keyboard style (Enter on the focused button)
+    from selenium.webdriver.common.keys import Keys
+
+    d.find_element("css selector", "th button[data-key=det]").send_keys(Keys.ENTER)
+    dets = _js(d, "return [...document.querySelectorAll('#results-table tbody tr td:nth-child(2)')]"
+                  ".map(td => td.textContent)")
+    assert dets == sorted(dets)
+
+    # 3. the preview of the first image, the target marked on it
+    d.find_element("css selector", "#results-table tbody tr button.view").click()
+    _wait(d, lambda d: _js(d, "const i = document.getElementById('preview');"
+                              "return i.complete && i.naturalWidth > 0"), "the preview")
+    mark = d.find_elements("id", "target-mark")
+    assert mark, "the target is not marked on the preview"
+    assert "img=" in d.current_url
+    _shot(d, shots, "2-preview")
+
+    # 4. a cutout: drawn on the page, its FITS equal to the parent's pixels
+    d.find_element("id", "cutsize").send_keys("30")  # 30 arcmin
+    d.find_element("id", "cut").click()
+    link = _wait(d, lambda d: d.find_element("id", "cutout-fits"), "the cutout")
+    body = requests.get(link.get_attribute("href"), timeout=60).content
+    this = _js(d, "return document.querySelector('#image-links a').href")
+    parent = fits.open(io.BytesIO(requests.get(this, timeout=60).content))
+    with fits.open(io.BytesIO(body)) as cut:
+        img = cut["IMAGE"]
+        x0 = int(round(1 - img.header["CRPIX1A"]))
+        y0 = int(round(1 - img.header["CRPIX2A"]))
+        ny, nx = img.data.shape
+        assert np.array_equal(img.data, parent["IMAGE"].data[y0:y0 + ny, x0:x0 + nx],
+                              equal_nan=True)
+        size = _js(d, "const c = document.getElementById('cutout-canvas');"
+                      "return [c.width, c.height]")
+        assert size == [nx, ny]
+    assert _js(d, "return document.getElementById('cutout-png').href").startswith(
+        "data:image/png")
+    _shot(d, shots, "3-cutout")
+
+    # 5. spectrophotometry: phase shown, the plotted points are the job's measurements
+    d.find_element("id", "phot").click()
+    _wait(d, lambda d: _js(d, "return document.getElementById('phot-phase').dataset.phase")
+          in ("COMPLETED", "ERROR"), "the job", timeout=150)
+    assert _js(d, "return document.getElementById('phot-phase').dataset.phase") == "COMPLETED"
+    job = parse_qs(urlparse(d.current_url).query)["job"][0]
+    cookies = {c["name"]: c["value"] for c in d.get_cookies()}
+    long = requests.get(f"{job}/results/long", cookies=cookies, timeout=60)
+    assert long.status_code == 200
+    table = parse(io.BytesIO(long.content)).get_first_table().to_table()
+    table = table[np.isfinite(np.asarray(table["flux"], float))
+                  & np.isfinite(np.asarray(table["lambda"], float))]
+    pts = _js(d, "return [...document.querySelectorAll('#spec-points circle')].map(c => "
+                 "[+c.dataset.lambda, +c.dataset.flux, +c.dataset.err])")
+    assert len(pts) == len(table) > 0
+    got = sorted(pts)
+    want = sorted(zip(np.asarray(table["lambda"], float), np.asarray(table["flux"], float),
+                      np.nan_to_num(np.asarray(table["flux_err"], float))))
+    assert np.allclose(got, want, rtol=1e-9, atol=1e-12)
+    _shot(d, shots, "4-spectrum")
+
+    # 6. the page asked nothing of any other host
+    hosts = _js(d, "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert hosts and all(h.startswith(server) or h.startswith("data:") for h in hosts), hosts
+
+
+def test_browser_errors_back_button_and_narrow_screen(browser, server, shots) -> None:
+    d = browser
+    d.set_window_size(1280, 1000)
+    d.get(server + "/?target=Nowhere+Special")
+    msg = _wait(d, lambda d: d.find_element("id", "message").text, "an error message")
+    assert "unknown object name" in msg
+    assert not d.find_element("id", "results").is_displayed()
+    _shot(d, shots, "5-unknown-name")
+
+    d.get(server + "/?target=10+95")  # declination out of range
+    msg = _wait(d, lambda d: d.find_element("id", "message").text, "an error message")
+    assert "-90" in msg
+
+    # a position no collection covers: said in words, not an empty table
+    d.get(server + "/?target=M31")
+    _wait(d, lambda d: d.find_element("id", "coverage-summary").text, "coverage")
+    msg = _wait(d, lambda d: d.find_element("id", "message").text, "a message")
+    assert "No SPHEREx collection covers" in msg or d.find_element("id", "results").is_displayed()
+
+    # the back button returns to the previous search
+    d.get(server + "/?target=NEP&shape=circle&r=1")
+    _wait(d, lambda d: d.find_elements("css selector", "#results-table tbody tr"), "rows")
+    box = d.find_element("id", "target")
+    box.clear()
+    box.send_keys("SEP")
+    d.find_element("id", "go").click()
+    _wait(d, lambda d: "SEP" in d.find_element("id", "resolved-target").text, "SEP")
+    d.back()
+    _wait(d, lambda d: "NEP" in d.find_element("id", "resolved-target").text, "NEP again")
+    assert d.find_element("id", "target").get_attribute("value") == "NEP"
+    _wait(d, lambda d: d.find_elements("css selector", "#results-table tbody tr"), "rows")
+
+    # narrow screen: nothing wider than the window
+    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": 390, "height": 900, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        time.sleep(0.3)
+        wide = _js(d, "return [...document.querySelectorAll('body *')].filter(e => "
+                      "e.getBoundingClientRect().right > 391 && !e.closest('.table-wrap, pre'))"
+                      ".map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + "
+                      "Math.round(e.getBoundingClientRect().right))")
+        assert _js(d, "return window.innerWidth") == 390, wide
+        over = _js(d, "return document.documentElement.scrollWidth - "
+                      "document.documentElement.clientWidth")
+        assert over <= 1, (over, wide)
+        d.save_screenshot(str(shots / "6-narrow.png"))
+    finally:
+        d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
