@@ -18,7 +18,7 @@ from chalicelib.web.params import (
     client_key,
     guarded,
     identify,
-    rate_limiter_from_env,
+    rate_limiter,
 )
 
 app = Chalice(app_name="spherex-archive")
@@ -26,7 +26,6 @@ app.api.binary_types.extend([
     "application/fits", "application/gzip", "application/x-gzip", "image/png",
     "application/octet-stream", "application/vnd.apache.parquet", "multipart/form-data",
 ])
-LIMITER = rate_limiter_from_env()
 ANY = ["GET", "POST"]
 # DALI: POST is a form (urlencoded or multipart for uploads); Chalice accepts JSON only
 # unless told otherwise
@@ -58,8 +57,9 @@ def _serve(form: str, view: Callable[[Any, Params, str], Reply]) -> Response:
     caller = identify(headers, context)
 
     def run() -> Reply:
-        if LIMITER is not None:
-            LIMITER.admit(client_key(headers, context, caller))
+        limiter = rate_limiter()
+        if limiter is not None:
+            limiter.admit(client_key(headers, context, caller))
         return view(*_request())
 
     reply = guarded(form, run, context.get("requestId"), caller)

@@ -18,6 +18,17 @@ os.environ.setdefault("AWS_REGION", "us-east-1")
 os.environ["QUIET_HTTP"] = "1"
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Each test reads the settings from the environment it sets up (chalicelib.config
+    keeps them per process); a test changing the environment mid-way resets them too."""
+    from chalicelib import config
+
+    config.reset()
+    yield
+    config.reset()
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """Two weekly deliveries of small FITS images (64 px, the field stays 3.485 deg)."""

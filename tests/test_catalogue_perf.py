@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from chalicelib import config
 from chalicelib.ingest.delivery import ingest
 from chalicelib.lake import releases
 from chalicelib.lake.storage import Archive
@@ -43,6 +44,7 @@ def test_queries_do_not_list_storage_until_a_release_appears(one_week, deliverie
 
 def test_release_ttl_bounds_staleness(one_week, deliveries, monkeypatch):
     monkeypatch.setenv("CATALOGUE_RELEASE_TTL", "0.3")
+    config.reset()
     cat = Catalogue(one_week)
     checks = []
     real = releases.newest

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from chalicelib import dali
+from chalicelib import config, dali
 from chalicelib.query import runtime
 
 VOTABLE_ERROR = b'name="QUERY_STATUS" value="ERROR"'
@@ -47,6 +47,7 @@ def test_defect_03_forwarded_headers_only_behind_a_declared_proxy(server, monkey
     assert b"evil.example" not in requests.get(server + "/sia/capabilities",
                                                headers=fwd).content
     monkeypatch.setenv("TRUSTED_PROXY", "1")
+    config.reset()
     proxied = requests.get(server + "/sia/capabilities", headers={
         "X-Forwarded-Host": "archive.example.org", "X-Forwarded-Proto": "https"})
     assert b"https://archive.example.org/sia" in proxied.content
@@ -306,10 +307,9 @@ def test_rate_limiter_token_bucket():
 
 
 def test_callers_over_their_rate_get_429_and_cannot_spoof_their_address(server, monkeypatch):
-    import app as app_module
-    from chalicelib.web.params import RateLimiter
-
-    monkeypatch.setattr(app_module, "LIMITER", RateLimiter(rate=0.01, burst=3))
+    monkeypatch.setenv("RATE_LIMIT", "0.01")
+    monkeypatch.setenv("RATE_BURST", "3")
+    config.reset()
     codes = [requests.get(server + "/tap/availability",
                           headers={"X-Client-Address": f"10.0.0.{i}"}).status_code
              for i in range(5)]

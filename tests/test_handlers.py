@@ -23,6 +23,7 @@ import boto3
 import pytest
 from chalice import Chalice, Response
 
+from chalicelib import config
 from chalicelib.jobs import uws
 from chalicelib.lambdas import handlers
 from chalicelib.query import runtime
@@ -56,6 +57,7 @@ def assert_valid_emf(doc: dict[str, Any]) -> None:
 def test_request_log_is_one_emf_line_with_what_services_add(
         emitted: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STAGE", "prod")
+    config.reset()
     with obs.request_log("/tap/{rest+}", request_id="r-1", method="POST") as req:
         obs.add(rows=10, bytes_read=4096)
         obs.add(rows=5, query_ms=3.5)
@@ -81,6 +83,7 @@ def test_metrics_go_to_stdout_in_lambda(capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "spherex-dev-ingest")
     monkeypatch.setenv("METRICS_NAMESPACE", "Test")
+    config.reset()
     obs.metric("IngestFailures", 1, "Count", Service="ingest")
     obs.log_event("note", delivery="2025W35")
     lines = capsys.readouterr().out.splitlines()
@@ -99,6 +102,7 @@ def test_outside_lambda_lines_go_to_the_logger(caplog: pytest.LogCaptureFixture,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
     monkeypatch.delenv("OBSERVABILITY_STDOUT", raising=False)
+    config.reset()
     with caplog.at_level(logging.INFO, logger="chalicelib.web.observability"):
         obs.metric("JobFailures", 0)
     assert capsys.readouterr().out == ""
@@ -464,6 +468,7 @@ def test_ingest_lambda_merges_due_weeks_and_survives_a_failed_merge(tmp_path, de
     ingest(deliveries[0], arch)
     monkeypatch.setenv("ARCHIVE_URL", str(tmp_path / "arch"))
     monkeypatch.setenv("MERGE_EVERY", "1")
+    config.reset()
     with monkeypatch.context() as m:
         m.setattr(maintenance, "after_ingest", lambda *a, **k: 1 / 0)
         assert handlers._maintain().startswith("failed, retried after the next delivery")

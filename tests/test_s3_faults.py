@@ -11,12 +11,15 @@ import pytest
 from astropy.io import fits
 from faults import FaultProxy
 
+from chalicelib import config
+
 
 @pytest.fixture(scope="module")
 def shared_proxy(moto_endpoint):
     """S3 through the fault proxy, for every client (S3_ENDPOINT_URL is read per use)."""
     with FaultProxy(moto_endpoint) as p, pytest.MonkeyPatch.context() as mp:
         mp.setenv("S3_ENDPOINT_URL", p.url)
+        config.reset()
         yield p
 
 

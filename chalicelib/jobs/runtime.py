@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..config import settings
 from ..lake import current
 from .uws import (
     DynamoJobStore,
@@ -44,13 +45,14 @@ class JobKind:
 def store():
     with _lock:
         if "store" not in _state:
-            table = os.environ.get("JOBS_TABLE")
+            conf = settings()
+            table = conf.jobs_table
             if table:
                 import boto3  # deferred: AWS path only
 
                 _state["store"] = DynamoJobStore(table, boto3.client("dynamodb"))
             else:
-                folder = os.environ.get("JOBS_DIR") or _local_jobs_dir()
+                folder = conf.jobs_dir or _local_jobs_dir()
                 _state["store"] = LocalJobStore(folder)
         return _state["store"]
 
@@ -67,7 +69,7 @@ def result_sink(job: Job, result_id: str, content: bytes, mime_type: str) -> str
 
 
 def _executor(kind: JobKind):
-    arn = os.environ.get(f"{kind.name.upper()}_STATE_MACHINE_ARN")
+    arn = settings().state_machine_arn(kind.name)
     if arn:
         import boto3  # deferred: AWS path only
 

@@ -13,7 +13,6 @@ results in the archive under results/<service>/<job id>/).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -27,11 +26,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+from ..config import settings
 from ..lake.storage import Archive, region, s3_endpoint
 from ..web import observability as obs
 
-if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # in Lambda: every log line is JSON
-    obs.configure_logging()
+
+@cache
+def _configure_logging() -> None:
+    """In Lambda every log line is JSON; done once, by the first entry point called."""
+    if settings().in_lambda:
+        obs.configure_logging()
 
 # ---- AWS clients and the job store -------------------------------------------------------
 
@@ -117,6 +121,7 @@ def _not_found(path: str) -> dict[str, Any]:
 
 def api(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """API Gateway (REST, Lambda proxy) -> the Chalice app, one JSON log line per request."""
+    _configure_logging()
     application = _chalice_app()
     route = route_event(event, application.routes)
     ctx = event.get("requestContext", {})
@@ -190,6 +195,7 @@ def _job_outcome(job_id: str, service: str) -> dict[str, Any]:
 
 def run_job(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Step Functions task: run one UWS job to COMPLETED or ERROR (never over ABORTED)."""
+    _configure_logging()
     from ..jobs import runtime as jobs  # deferred: per function
     from ..jobs import uws  # deferred: per function
 
@@ -237,6 +243,7 @@ def describe_error(error: dict[str, Any]) -> tuple[str, str]:
 
 def fail_job(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Catch target of every state machine: the job ends in ERROR with a useful message."""
+    _configure_logging()
     from ..jobs.uws import fail_job as uws_fail  # deferred: per function
 
     job_id = event["job_id"]
@@ -252,6 +259,7 @@ def fail_job(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
 
 def _step(name: str, event: dict[str, Any]) -> Any:
+    _configure_logging()
     from ..photometry import steps  # deferred: per function
 
     start = time.perf_counter()
@@ -388,8 +396,7 @@ def _maintain() -> str | None:
     from ..ingest import maintenance  # deferred: per function
 
     try:
-        every = os.environ.get("MERGE_EVERY")
-        return maintenance.after_ingest(Archive.from_env(), int(every) if every else None)
+        return maintenance.after_ingest(Archive.from_env(), settings().merge_every)
     except Exception as exc:  # noqa: BLE001 - reported in the status, retried next time
         obs.log_event("maintenance", state="failed", error=f"{type(exc).__name__}: {exc}")
         return f"failed, retried after the next delivery: {type(exc).__name__}: {exc}"
@@ -433,6 +440,7 @@ def ingest_from_s3(event: dict[str, Any], context: Any = None) -> dict[str, Any]
     write <prefix>_status.json (state ok / rejected / failed). A rejected delivery
     committed nothing, so uploading its manifest again retries it; an unexpected failure
     is re-raised after the status is written, so Lambda's async retry runs it again."""
+    _configure_logging()
     request_id = getattr(context, "aws_request_id", None)
     done = []
     for record in event.get("Records", []):

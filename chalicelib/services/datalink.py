@@ -10,11 +10,11 @@ fail, gets an error row of its own; the other IDs are still answered.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 
 import pyarrow as pa
 
+from ..config import settings
 from ..geometry import sky
 from ..query import products, runtime
 from ..render import votable
@@ -22,7 +22,6 @@ from ..render.descriptors import DATALINK, SODA_SYNC
 from ..render.votable import Field, Param, service_descriptor
 from ..web.params import Params, Reply
 
-MAX_IDS = int(os.environ.get("DATALINK_MAX_IDS", "10000"))
 PER_ID_DESCRIPTORS = 50  # above this, one shared SODA descriptor keeps responses small
 log = logging.getLogger(__name__)
 
@@ -202,8 +201,9 @@ def links(params: Params, base: str) -> Reply:
     except votable.UnsupportedFormat as e:
         return Reply(400, votable.error_document(f"UsageFault: {e}"),
                      "application/x-votable+xml")
-    overflow = len(ids) > MAX_IDS
-    ids = ids[:MAX_IDS]  # whole IDs only: never truncate within one ID
+    max_ids = settings().datalink_max_ids
+    overflow = len(ids) > max_ids
+    ids = ids[:max_ids]  # whole IDs only: never truncate within one ID
     cat = runtime.catalogue(base)
     planes = products.by_ids(cat, sorted(set(ids)))
     cals = products.calibration_inputs(cat, [p["planeid"] for p in planes.values()])

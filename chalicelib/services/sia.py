@@ -7,9 +7,9 @@ Values of one parameter are ORed, different parameters ANDed; intervals may be o
 from __future__ import annotations
 
 import math
-import os
 
 from .. import dali
+from ..config import settings
 from ..geometry import sky
 from ..geometry.sqlfunctions import sql_str
 from ..lake import schema
@@ -22,9 +22,6 @@ from ..web.params import Params, Reply, parse_maxrec, sync_slot
 from . import datalink
 from .tap.meta import availability, vosi_capabilities
 
-DEFAULT_MAXREC = int(os.environ.get("SIA_DEFAULT_MAXREC", "10000"))
-HARD_MAXREC = int(os.environ.get("SIA_HARD_MAXREC", "1000000"))
-TIMEOUT = float(os.environ.get("SIA_TIMEOUT", "25"))
 TABLE = schema.TABLES["ivoa.obscore"]
 
 # parameter -> (column, kind); kind: interval | text | int
@@ -141,9 +138,11 @@ def where(params: Params, cat: Catalogue) -> str:
 
 def query(params: Params, base: str) -> Reply:
     cat = runtime.catalogue(base)
+    conf = settings()
     try:
         fmt = votable.parse_format(params.get("RESPONSEFORMAT"))
-        maxrec = parse_maxrec(params, DEFAULT_MAXREC, HARD_MAXREC, SiaUsageError)
+        maxrec = parse_maxrec(params, conf.sia_default_maxrec, conf.sia_hard_maxrec,
+                              SiaUsageError)
         fields = datalink.bind_fields([votable.Field.from_column(c) for c in TABLE.served])
         if maxrec == 0:
             body, ctype = votable.write(TABLE.arrow_schema().empty_table().select(
@@ -154,7 +153,7 @@ def query(params: Params, base: str) -> Reply:
         sql = (f"SELECT {cols} FROM ivoa.obscore WHERE {where(params, cat)} "
                "ORDER BY t_min, obs_publisher_did")
         with sync_slot():
-            table = cat.query(sql, timeout=TIMEOUT, max_rows=maxrec + 1)
+            table = cat.query(sql, timeout=conf.sia_timeout, max_rows=maxrec + 1)
     except (SiaUsageError, votable.UnsupportedFormat, QueryError) as e:
         return Reply(400, votable.error_document(f"UsageError: {e}"),
                      "application/x-votable+xml")
@@ -192,7 +191,7 @@ def self_description(base: str) -> str:
         Param("CALIB", "int", options=["0", "1", "2", "3", "4"]),
         Param("TARGET", "char", arraysize="*"),
         Param("FORMAT", "char", arraysize="*"),
-        Param("MAXREC", "int", min="0", max=str(HARD_MAXREC)),
+        Param("MAXREC", "int", min="0", max=str(settings().sia_hard_maxrec)),
         Param("RESPONSEFORMAT", "char", arraysize="*",
               options=["votable", "votable/b2", "csv", "tsv", "fits", "parquet"]),
     ]

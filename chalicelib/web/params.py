@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import logging
 import math
-import os
 import re
 import secrets
 import threading
@@ -26,6 +26,7 @@ from email.utils import collapse_rfc2231_value
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl
 
+from ..config import Settings, settings
 from ..dali import UsageError
 from ..jobs.uws.service import ANONYMOUS
 
@@ -149,17 +150,19 @@ class Reply:
         return cls(status, body, "text/xml; charset=utf-8")
 
 
-def base_url(headers: dict[str, str], context: dict | None = None) -> str:
+def base_url(headers: dict[str, str], context: dict | None = None,
+             conf: Settings | None = None) -> str:
     """The public base URL of the API, never taken from what a client sends: $PUBLIC_URL;
     on AWS the API's own domain (requestContext.domainName, plus the stage on an
     execute-api host); locally the address the server is bound to, which the local server
     writes into Host. X-Forwarded-* count only behind a proxy the operator declared
     ($TRUSTED_PROXY=1)."""
-    if os.environ.get("PUBLIC_URL"):
-        return os.environ["PUBLIC_URL"].rstrip("/")
+    conf = conf or settings()
+    if conf.public_url:
+        return conf.public_url
     h = {k.lower(): v for k, v in (headers or {}).items()}
     ctx = context or {}
-    if os.environ.get("TRUSTED_PROXY") == "1" and h.get("x-forwarded-host"):
+    if conf.trusted_proxy and h.get("x-forwarded-host"):
         return f"{h.get('x-forwarded-proto') or 'https'}://{h['x-forwarded-host']}"
     domain = ctx.get("domainName")
     if domain:
@@ -228,31 +231,45 @@ class ServiceBusy(Exception):
         self.retry_after, self.status = retry_after, status
 
 
-# Synchronous queries run at once per process, beyond which callers are refused (503 and
-# Retry-After) rather than queued until their time limit: twice the cores of a Lambda or
-# of this machine, since a query spends part of its time waiting on storage.
-SYNC_SLOTS = int(os.environ.get("SYNC_SLOTS", str(2 * (os.cpu_count() or 2))))
+# Synchronous queries run at once per process (settings().sync_slots), beyond which callers
+# are refused (503 and Retry-After) rather than queued until their time limit.
 SYNC_WAIT_S = 2.0
-_sync_slots = threading.BoundedSemaphore(SYNC_SLOTS)
+_slots_lock = threading.Lock()
+_sync_slots: threading.BoundedSemaphore | None = None  # made on first use
+
+
+def _slots() -> threading.BoundedSemaphore:
+    global _sync_slots
+    with _slots_lock:
+        if _sync_slots is None:
+            _sync_slots = threading.BoundedSemaphore(settings().sync_slots)
+        return _sync_slots
 
 
 @contextlib.contextmanager
 def sync_slot(wait: float = SYNC_WAIT_S) -> Iterator[None]:
     """Hold one of the process's synchronous query slots, or raise ServiceBusy."""
-    if not _sync_slots.acquire(timeout=wait):
-        raise ServiceBusy(f"all {SYNC_SLOTS} synchronous query slots are busy; retry "
-                          f"shortly, or submit the query as an asynchronous job", 5.0)
+    slots = _slots()
+    if not slots.acquire(timeout=wait):
+        raise ServiceBusy(f"all {settings().sync_slots} synchronous query slots are busy; "
+                          f"retry shortly, or submit the query as an asynchronous job", 5.0)
     try:
         yield
     finally:
-        _sync_slots.release()
+        slots.release()
 
 
-def rate_limiter_from_env() -> RateLimiter | None:
-    """RATE_LIMIT requests a second per caller (bursts of RATE_BURST); 0 turns it off.
-    On AWS, API Gateway's stage throttling and usage plans limit first."""
-    rate = float(os.environ.get("RATE_LIMIT", "50"))
-    return RateLimiter(rate, float(os.environ.get("RATE_BURST", "200"))) if rate > 0 else None
+def rate_limiter(conf: Settings | None = None) -> RateLimiter | None:
+    """The process's limiter: RATE_LIMIT requests a second per caller (bursts of
+    RATE_BURST); 0 turns it off. One per pair of values, kept between requests. On AWS,
+    API Gateway's stage throttling and usage plans limit first."""
+    conf = conf or settings()
+    return _limiter(conf.rate_limit, conf.rate_burst) if conf.rate_limit > 0 else None
+
+
+@functools.cache
+def _limiter(rate: float, burst: float) -> RateLimiter:
+    return RateLimiter(rate, burst)
 
 
 class RateLimiter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...config import settings
 from ...jobs.runtime import JobKind
 from ...jobs.uws import UWSUsageError
 from ...query import runtime
@@ -9,7 +10,6 @@ from ...query.catalogue import QueryTimeout
 from ...render.votable import error_document
 from ...web.params import Params, Reply
 from .. import uws
-from .errors import ASYNC_TIMEOUT
 from .sync import run_query
 
 SERVICE = "tap"
@@ -19,9 +19,10 @@ def run(job, ctx) -> None:
     """Run the query of a job and store the result named `result` (what pyvo fetches)."""
     params = Params([(k, v) for k, vs in job.parameters.items() for v in vs])
     cat = runtime.catalogue(runtime.public_base())
-    limit = min(ASYNC_TIMEOUT, job.execution_duration or ASYNC_TIMEOUT)
+    conf = settings()
+    limit = min(conf.tap_async_timeout, job.execution_duration or conf.tap_async_timeout)
     try:  # a TapUsageError is the caller's mistake: the job's errorSummary is its message
-        res = run_query(params, cat, limit)
+        res = run_query(params, cat, limit, conf)
     except QueryTimeout:
         raise UWSUsageError(f"The query ran longer than the limit of {limit:g} s; ask for "
                             f"less (TOP, a narrower region) or split it") from None
