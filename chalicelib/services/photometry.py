@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from ..jobs.runtime import JobKind
 from ..photometry import steps
 from ..query import runtime
-from ..web.params import Params, Reply
+from ..web.params import Reply
+from ..web.request import Request
 from . import uws
 from .tap.meta import vosi_capabilities
 
@@ -66,12 +67,12 @@ def capabilities(base: str) -> str:
         ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", "")])
 
 
-def handle(rest: str, method: str, params: Params, base: str) -> Reply:
+def handle(req: Request) -> Reply:
     """Route /spectrophotometry/{rest+}: async/... to UWS, capabilities to VOSI."""
-    rest = rest.strip("/")
+    rest = req.rest
     if rest == "capabilities":
-        return Reply.xml(capabilities(base))
+        return Reply.xml(capabilities(req.base))
     if rest.split("/", 1)[0] == "async":
-        return uws.handle_uws(JOB, method, rest[len("async"):], params, base,
-                               f"{base}/spectrophotometry/async")
+        return uws.handle_uws(JOB, req, rest[len("async"):],
+                              f"{req.base}/spectrophotometry/async")
     return Reply.text(f"Not found: /spectrophotometry/{rest}", 404)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from .. import dali
-from ..config import settings
+from ..config import Settings, settings
 from ..geometry import sky
 from ..geometry.sqlfunctions import sql_str
 from ..lake import schema
@@ -19,6 +19,7 @@ from ..render import votable
 from ..render.votable import Param, service_descriptor
 from ..web import observability
 from ..web.params import Params, Reply, parse_maxrec, sync_slot
+from ..web.request import Request
 from . import datalink
 from .tap.meta import availability, vosi_capabilities
 
@@ -136,9 +137,9 @@ def where(params: Params, cat: Catalogue) -> str:
     return " AND ".join(clauses) or "TRUE"
 
 
-def query(params: Params, base: str) -> Reply:
+def query(params: Params, base: str, conf: Settings | None = None) -> Reply:
     cat = runtime.catalogue(base)
-    conf = settings()
+    conf = conf or settings()
     try:
         fmt = votable.parse_format(params.get("RESPONSEFORMAT"))
         maxrec = parse_maxrec(params, conf.sia_default_maxrec, conf.sia_hard_maxrec,
@@ -147,7 +148,8 @@ def query(params: Params, base: str) -> Reply:
         if maxrec == 0:
             body, ctype = votable.write(TABLE.arrow_schema().empty_table().select(
                 [c.name for c in TABLE.served]), fields, "votable",
-                resources_after=[self_description(base)] + datalink.descriptors(base))
+                resources_after=[self_description(base, conf.sia_hard_maxrec)]
+                + datalink.descriptors(base))
             return Reply(200, body, ctype)
         cols = ", ".join(c.name for c in TABLE.served)
         sql = (f"SELECT {cols} FROM ivoa.obscore WHERE {where(params, cat)} "
@@ -167,7 +169,7 @@ def query(params: Params, base: str) -> Reply:
     return Reply(200, body, ctype)
 
 
-def self_description(base: str) -> str:
+def self_description(base: str, hard_maxrec: int) -> str:
     """MAXREC=0: the service's own input parameters as a service descriptor."""
     p = [
         Param("POS", "char", arraysize="*", description="CIRCLE ra dec r | RANGE ra1 ra2 "
@@ -191,7 +193,7 @@ def self_description(base: str) -> str:
         Param("CALIB", "int", options=["0", "1", "2", "3", "4"]),
         Param("TARGET", "char", arraysize="*"),
         Param("FORMAT", "char", arraysize="*"),
-        Param("MAXREC", "int", min="0", max=str(settings().sia_hard_maxrec)),
+        Param("MAXREC", "int", min="0", max=str(hard_maxrec)),
         Param("RESPONSEFORMAT", "char", arraysize="*",
               options=["votable", "votable/b2", "csv", "tsv", "fits", "parquet"]),
     ]
@@ -206,12 +208,12 @@ def capabilities(base: str) -> str:
         ("ivo://ivoa.net/std/VOSI#availability", "availability", "")])
 
 
-def handle(rest: str, method: str, params: Params, base: str) -> Reply:
-    rest = rest.strip("/")
+def handle(req: Request) -> Reply:
+    rest = req.rest
     if rest in ("query", ""):
-        return query(params, base)
+        return query(req.params, req.base, req.settings)
     if rest == "capabilities":
-        return Reply.xml(capabilities(base))
+        return Reply.xml(capabilities(req.base))
     if rest == "availability":
         return availability()
     return Reply.text(f"Not found: /sia/{rest}", 404)

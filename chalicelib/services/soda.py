@@ -12,6 +12,7 @@ from ..jobs.runtime import JobKind
 from ..jobs.uws import UWSUsageError
 from ..query import products, runtime
 from ..web.params import Params, Reply
+from ..web.request import Request
 from . import uws
 
 SERVICE = "soda"
@@ -95,11 +96,10 @@ def run(job, ctx) -> None:
 JOB = JobKind(SERVICE, run, _validate, max_duration=3600)
 
 
-def handle(rest: str, method: str, params: Params, base: str) -> Reply:
-    rest = rest.strip("/")
+def handle(req: Request) -> Reply:
+    rest = req.rest
     if rest == "sync":
-        return sync(params, base)
+        return sync(req.params, req.base)
     if rest.split("/", 1)[0] == "async":
-        return uws.handle_uws(JOB, method, rest[len("async"):], params, base,
-                               f"{base}/soda/async")
+        return uws.handle_uws(JOB, req, rest[len("async"):], f"{req.base}/soda/async")
     return Reply.text(f"Not found: /soda/{rest}", 404)

@@ -7,7 +7,6 @@ multipart) alike, a repeated parameter gives several values.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import hashlib
 import logging
@@ -176,7 +175,6 @@ def base_url(headers: dict[str, str], context: dict | None = None,
 OWNER_COOKIE = "uws_owner"
 OWNER_HEADER = "x-owner-token"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
-_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", default=None)
 
 
 def identify(headers: dict[str, str], context: dict | None = None) -> str | None:
@@ -213,11 +211,6 @@ def owner_cookie(token: str, base: str) -> str:
     secure = "; Secure" if base.startswith("https://") else ""
     return (f"{OWNER_COOKIE}={token}; Path=/; Max-Age=31536000; HttpOnly; "
             f"SameSite=Lax{secure}")
-
-
-def current_caller() -> str | None:
-    """The owner identity of the request being served (set by serving)."""
-    return _caller.get()
 
 
 # ---- load: per-caller rate limits and refusals when full ----------------------------------
@@ -323,13 +316,11 @@ def error_reply(form: str, status: int, message: str) -> Reply:
     return Reply.text(message + "\n", status)
 
 
-def guarded(form: str, call: Callable[[], Reply], request_id: str | None = None,
-            caller: str | None = None) -> Reply:
+def guarded(form: str, call: Callable[[], Reply], request_id: str | None = None) -> Reply:
     """Run one request: a caller's mistake (UsageError) is a 400 logged as one line; any
     other exception is a 500 logged once with its traceback under a request id, which the
     caller is given, never the exception's text (it may name paths, buckets, settings)."""
     rid = request_id or uuid.uuid4().hex
-    token = _caller.set(caller)
     try:
         reply = call()
     except UsageError as e:
@@ -344,7 +335,5 @@ def guarded(form: str, call: Callable[[], Reply], request_id: str | None = None,
         log.exception("request %s failed", rid)
         reply = error_reply(form, 500, f"InternalError: the service failed on this request "
                                        f"(request id {rid}); please report it with that id")
-    finally:
-        _caller.reset(token)
     reply.headers.setdefault("X-Request-Id", rid)
     return reply

@@ -9,6 +9,7 @@ from ...query import runtime
 from ...query.catalogue import QueryTimeout
 from ...render.votable import error_document
 from ...web.params import Params, Reply
+from ...web.request import Request
 from .. import uws
 from .sync import run_query
 
@@ -35,8 +36,8 @@ def run(job, ctx) -> None:
 JOB = JobKind(SERVICE, run, None, max_duration=3600)
 
 
-def handle_async(sub: str, method: str, params: Params, base: str) -> Reply:
-    reply = uws.handle_uws(JOB, method, sub, params, base, f"{base}/tap/async")
+def handle_async(sub: str, req: Request) -> Reply:
+    reply = uws.handle_uws(JOB, req, sub, f"{req.base}/tap/async")
     if sub.rstrip("/").endswith("/error") and reply.status == 200:  # TAP: a VOTable error
         return Reply(200, error_document(reply.body.decode() or "no error"),
                      "application/x-votable+xml", reply.headers)

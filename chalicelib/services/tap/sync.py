@@ -99,9 +99,9 @@ def _rename(table: pa.Table, names: list[str]) -> pa.Table:
     return table.rename_columns(names) if table.column_names != names else table
 
 
-def sync(params: Params, base: str) -> Reply:
+def sync(params: Params, base: str, conf: Settings | None = None) -> Reply:
     cat = runtime.catalogue(base)
-    conf = settings()
+    conf = conf or settings()
     try:
         with sync_slot():
             res = run_query(params, cat, conf.tap_sync_timeout, conf)
