@@ -57,7 +57,6 @@ def _serve(form: str, view: Callable[[Request], Reply], **path: str) -> Response
         query = {k: req.query_params.getlist(k) for k in req.query_params or {}}
         params = Params.parse(query, req.raw_body, headers.get("content-type"))
         base = base_url(headers, context, conf)
-        runtime.remember_base(base)
         return view(Request(req.method, params, base, path, caller,
                             context.get("requestId"), conf))
 

@@ -232,6 +232,29 @@ def test_run_job_stores_results_and_counts_failures(
     assert handlers.run_job({"service": "tap", "job_id": job_id})["ran"] is False
 
 
+def test_a_worker_answers_with_the_base_url_the_job_was_created_with(
+        archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No process-wide 'last base URL': the TAP runner's DataLink descriptors point at
+    the base stored in the job record, whatever another request used meanwhile."""
+    store = uws.LocalJobStore(tmp_path / "jobs")
+    monkeypatch.setattr(handlers, "job_store", lambda: store)
+    monkeypatch.setenv("ARCHIVE_URL", archive.url)
+    runtime.reset()
+    try:
+        job = uws.Job(job_id=uws.model.new_job_id(), service="tap", phase="EXECUTING",
+                      start_time=uws.model.utcnow(), base_url="https://one.example/api",
+                      parameters={"lang": ["ADQL"], "query": [
+                          "SELECT TOP 1 obs_publisher_did FROM ivoa.obscore"]})
+        store.create(job)
+        assert handlers.run_job({"service": "tap", "job_id": job.job_id})["phase"] == \
+            "COMPLETED"
+        href = store.get(job.job_id).results[0]["href"]
+        body = runtime.archive().read_bytes(href.removeprefix("archive:"))
+    finally:
+        runtime.reset()
+    assert b"https://one.example/api/datalink/links" in body
+
+
 class FakeContext:
     aws_request_id = "lambda-req-1"
 

@@ -39,6 +39,7 @@ from chalicelib.jobs.uws import (
     UWSService,
     UWSUsageError,
     create_table,
+    dynamo,
     fail_job,
     format_time,
     parse_time,
@@ -485,6 +486,26 @@ def test_store_semantics(store: Any) -> None:
     assert not store.update_if("j1", None, phase="COMPLETED")
     store.create(Job(job_id="j2", service="tap"))
     assert store.delete("j2") and store.get("j2") is None and not store.delete("j2")
+
+
+def test_the_base_url_is_stored_with_the_job(store: Any, tmp_path: Path) -> None:
+    """Job.base_url is set at creation from the service's base and survives both stores;
+    a record written before the field existed reads back with base_url None."""
+    service = UWSService(store, LocalExecutor(store, {}, None), service_name="tap",
+                         public_base="https://archive.example.org")
+    job = service.create_job({"QUERY": ["SELECT 1"]})
+    assert store.get(job.job_id).base_url == "https://archive.example.org"
+    old = Job(job_id="old-1", service="tap")
+    if isinstance(store, LocalJobStore):  # the JSON document of an old record
+        doc = {k: v for k, v in old.to_dict().items() if k != "base_url"}
+        with store._transaction() as con:
+            con.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (old.job_id, old.service, None, old.phase, doc["creation_time"],
+                         None, 0, json.dumps(doc)))
+    else:  # an old DynamoDB item has no base_url attribute
+        item = {k: v for k, v in dynamo.to_item(old).items() if k != "base_url"}
+        store.client.put_item(TableName=store.table, Item=item)
+    assert store.get("old-1").base_url is None and store.get("old-1").service == "tap"
 
 
 def test_job_list_filters_match_brute_force(store: Any, harness: Callable[..., Harness]) -> None:

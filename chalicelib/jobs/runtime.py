@@ -29,6 +29,7 @@ _lock = threading.RLock()  # store() is called while holding it
 _services: dict[tuple[str, str], UWSService] = {}
 _state: dict[str, object] = {}
 RESULT_PREFIX = "archive:"
+LOCAL_BASE = "http://127.0.0.1:8000"  # the local server's default address
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,17 @@ def service(kind: JobKind, base: str) -> UWSService:
     if svc is None:
         svc = UWSService(st, _executor(kind), service_name=kind.name,
                          params_validator=kind.validator,
-                         max_duration=kind.max_duration, result_url_fn=result_url(base))
+                         max_duration=kind.max_duration, result_url_fn=result_url(base),
+                         public_base=base)
         with _lock:
             _services[key] = svc
     return svc
+
+
+def job_base(stored: str | None) -> str:
+    """The base URL a job's results point at: the one stored with the job (Job.base_url);
+    for a record older than that field, PUBLIC_URL, else the local server's address."""
+    return (stored or settings().public_url or LOCAL_BASE).rstrip("/")
 
 
 def reset() -> None:

@@ -39,14 +39,3 @@ def reset() -> None:
     with _lock:
         _catalogues.clear()
 
-
-_last_base = {"url": "http://127.0.0.1:8000"}
-
-
-def remember_base(base: str) -> None:
-    """Called per request: workers without a request use the URL callers last used."""
-    _last_base["url"] = base
-
-
-def public_base() -> str:
-    return config.settings().public_url or _last_base["url"]

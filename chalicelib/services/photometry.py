@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from ..jobs import runtime as jobs
 from ..jobs.runtime import JobKind
 from ..photometry import steps
 from ..query import runtime
@@ -31,7 +32,8 @@ def run(job, ctx) -> None:
     write the results."""
     req = steps.parse(job.parameters)
     ctx.set_progress(0.0, f"planning {len(req.sources)} sources")
-    items, notes = steps.plan_items(runtime.catalogue(runtime.public_base()), req)
+    base = jobs.job_base(job.base_url)
+    items, notes = steps.plan_items(runtime.catalogue(base), req)
     batches = steps.batches_of(items)
     arch = runtime.archive()
     done = [0]
@@ -53,7 +55,7 @@ def run(job, ctx) -> None:
     with ThreadPoolExecutor(LOCAL_THREADS) as pool:
         rows = [r for batch_rows in pool.map(one, batches) for r in batch_rows]
     ctx.check_aborted()
-    summary = steps.assemble_results(req.sources, rows, notes, ctx.add_result)
+    summary = steps.assemble_results(req.sources, rows, notes, ctx.add_result, base=base)
     ctx.set_progress(1.0, f"{summary['measurements']} measurements of "
                           f"{summary['sources']} sources", **summary)
 

@@ -8,6 +8,7 @@ concurrently by the range-reading cutout engine.
 from __future__ import annotations
 
 from ..cutout import CutoutError, MultiValued, NoOverlap, cutout, cutout_many, parse_soda_params
+from ..jobs import runtime as jobs
 from ..jobs.runtime import JobKind
 from ..jobs.uws import UWSUsageError
 from ..query import products, runtime
@@ -73,7 +74,7 @@ def run(job, ctx) -> None:
     p = Params([(k, v) for k, vs in job.parameters.items() for v in vs])
     ids = list(dict.fromkeys(p.getall("ID")))
     regions = parse_soda_params(p)
-    found = products.by_ids(runtime.catalogue(runtime.public_base()), ids)
+    found = products.by_ids(runtime.catalogue(jobs.job_base(job.base_url)), ids)
     items, names, skipped = [], [], []
     for i, did in enumerate(ids):
         if did not in found:

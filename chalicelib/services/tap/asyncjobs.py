@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...config import settings
+from ...jobs import runtime as jobs
 from ...jobs.runtime import JobKind
 from ...jobs.uws import UWSUsageError
 from ...query import runtime
@@ -19,7 +20,7 @@ SERVICE = "tap"
 def run(job, ctx) -> None:
     """Run the query of a job and store the result named `result` (what pyvo fetches)."""
     params = Params([(k, v) for k, vs in job.parameters.items() for v in vs])
-    cat = runtime.catalogue(runtime.public_base())
+    cat = runtime.catalogue(jobs.job_base(job.base_url))
     conf = settings()
     limit = min(conf.tap_async_timeout, job.execution_duration or conf.tap_async_timeout)
     try:  # a TapUsageError is the caller's mistake: the job's errorSummary is its message
