@@ -9,18 +9,12 @@ from chalice import Chalice, Response
 from chalicelib.config import settings
 from chalicelib.query import runtime
 from chalicelib.services import landing
-from chalicelib.web.params import (
-    TEXT,
-    VOTABLE,
-    Params,
-    Reply,
-    base_url,
-    client_key,
-    guarded,
-    identify,
-    rate_limiter,
-)
+from chalicelib.web.callers import identify
+from chalicelib.web.load import client_key, rate_limiter
+from chalicelib.web.params import Params
+from chalicelib.web.replies import TEXT, VOTABLE, Reply, guarded
 from chalicelib.web.request import Request
+from chalicelib.web.urls import base_url
 
 app = Chalice(app_name="spherex-archive")
 app.api.binary_types.extend([

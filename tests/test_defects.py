@@ -206,7 +206,7 @@ def test_defect_01_jobs_are_private(server, service, form):
 
 
 def test_defect_01_owner_token_header_and_gateway_identities():
-    from chalicelib.web.params import anonymous_owner, identify
+    from chalicelib.web.callers import anonymous_owner, identify
 
     token = "t" * 32
     assert identify({"X-Owner-Token": token}) == anonymous_owner(token)
@@ -292,7 +292,7 @@ def test_defect_02_outbound_fetches_only_through_one_guarded_client():
 # ---- load: rate limits per caller (429) and refusals when full (503) ------------------------
 
 def test_rate_limiter_token_bucket():
-    from chalicelib.web.params import RateLimiter, ServiceBusy
+    from chalicelib.web.load import RateLimiter, ServiceBusy
 
     lim = RateLimiter(rate=2.0, burst=3.0, max_callers=2)
     for _ in range(3):
@@ -324,7 +324,7 @@ def test_callers_over_their_rate_get_429_and_cannot_spoof_their_address(server, 
 def test_sync_queries_beyond_capacity_get_503_with_retry_after(server, monkeypatch):
     import threading
 
-    from chalicelib.web import params as web
+    from chalicelib.web import load as web
 
     monkeypatch.setattr(web, "_sync_slots", threading.BoundedSemaphore(1))
     with web.sync_slot():  # the only slot is taken

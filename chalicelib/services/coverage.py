@@ -11,7 +11,7 @@ from ..dali import shape
 from ..lake.moc import DEPTH, collection_moc, collections, from_polygons, to_bytes
 from ..query import runtime
 from ..render import votable
-from ..web.params import Reply
+from ..web.replies import Reply
 from ..web.request import Request
 
 FORMATS = {"fits": "application/fits", "json": "application/json", "ascii": "text/plain"}

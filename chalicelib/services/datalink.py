@@ -19,7 +19,7 @@ from ..query import products, runtime
 from ..render import votable
 from ..render.descriptors import DATALINK, SODA_SYNC
 from ..render.votable import Field, Param, service_descriptor
-from ..web.params import Reply
+from ..web.replies import Reply
 from ..web.request import Request
 
 PER_ID_DESCRIPTORS = 50  # above this, one shared SODA descriptor keeps responses small

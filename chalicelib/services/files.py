@@ -16,7 +16,8 @@ from ..cutout.fitsrange import RangeReader, read_layout
 from ..cutout.region import parse_gzip
 from ..query import products, runtime
 from ..web import observability
-from ..web.params import Params, Reply
+from ..web.params import Params
+from ..web.replies import Reply
 from ..web.request import Request
 
 PREVIEW_PX = 512

@@ -13,7 +13,7 @@ from ..jobs import runtime as jobs
 from ..jobs.runtime import JobKind
 from ..photometry import steps
 from ..query import runtime
-from ..web.params import Reply
+from ..web.replies import Reply
 from ..web.request import Request
 from . import uws
 from .tap.meta import vosi_capabilities

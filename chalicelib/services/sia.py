@@ -18,7 +18,9 @@ from ..query.catalogue import Catalogue, QueryError, QueryTimeout
 from ..render import votable
 from ..render.votable import Param, service_descriptor
 from ..web import observability
-from ..web.params import Params, Reply, parse_maxrec, sync_slot
+from ..web.load import sync_slot
+from ..web.params import Params, parse_maxrec
+from ..web.replies import Reply
 from ..web.request import Request
 from . import datalink
 from .tap.meta import availability, vosi_capabilities

@@ -12,7 +12,8 @@ from ..jobs import runtime as jobs
 from ..jobs.runtime import JobKind
 from ..jobs.uws import UWSUsageError
 from ..query import products, runtime
-from ..web.params import Params, Reply
+from ..web.params import Params
+from ..web.replies import Reply
 from ..web.request import Request
 from . import uws
 

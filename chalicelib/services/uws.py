@@ -10,7 +10,8 @@ from ..jobs import runtime as jobs
 from ..jobs.runtime import JobKind
 from ..jobs.uws.service import may_see
 from ..lake import current
-from ..web.params import Reply, anonymous_owner, new_owner_token, owner_cookie
+from ..web.callers import anonymous_owner, new_owner_token, owner_cookie
+from ..web.replies import Reply
 from ..web.request import Request
 
 

@@ -17,9 +17,9 @@ from .params import Params
 class Request:
     method: str
     params: Params
-    base: str  # the public base URL of the API (web.params.base_url)
+    base: str  # the public base URL of the API (web.urls.base_url)
     path: Mapping[str, str] = field(default_factory=dict)  # path parameters, greedy too
-    caller: str | None = None  # the owner identity (web.params.identify), or None
+    caller: str | None = None  # the owner identity (web.callers.identify), or None
     request_id: str | None = None
     settings: Settings = field(default_factory=settings)
 

@@ -9,7 +9,8 @@ from ...jobs.uws import UWSUsageError
 from ...query import runtime
 from ...query.catalogue import QueryTimeout
 from ...render.votable import error_document
-from ...web.params import Params, Reply
+from ...web.params import Params
+from ...web.replies import Reply
 from ...web.request import Request
 from .. import uws
 from .sync import run_query

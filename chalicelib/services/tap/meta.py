@@ -12,7 +12,7 @@ from ...config import settings
 from ...lake import schema
 from ...query.adql import LANGUAGE_FEATURES
 from ...query.catalogue import TAP_SCHEMA_TABLES
-from ...web.params import Reply
+from ...web.replies import Reply
 from . import errors as tap
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"

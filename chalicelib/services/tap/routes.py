@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from xml.sax.saxutils import escape
 
-from ...web.params import Reply
+from ...web.replies import Reply
 from ...web.request import Request
 from . import meta as tapmeta
 from .asyncjobs import handle_async

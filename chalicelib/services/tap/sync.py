@@ -17,7 +17,9 @@ from ...query.catalogue import Catalogue, QueryError, QueryTimeout
 from ...query.uploads import UploadUsageError, load_uploads
 from ...render import votable
 from ...web import observability
-from ...web.params import Params, Reply, parse_maxrec, sync_slot
+from ...web.load import sync_slot
+from ...web.params import Params, parse_maxrec
+from ...web.replies import Reply
 from ..datalink import bind_fields, descriptors
 from . import meta as tapmeta
 from .errors import LANGS, UPLOAD_LIMIT, TapUsageError
