@@ -15,6 +15,7 @@ from ..photometry import steps
 from ..query import runtime
 from ..web.replies import Reply
 from ..web.request import Request
+from ..web.routes import Handler, dispatch
 from . import uws
 from .tap.meta import vosi_capabilities
 
@@ -69,12 +70,17 @@ def capabilities(base: str) -> str:
         ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", "")])
 
 
+ROUTES: dict[str, Handler] = {
+    "capabilities": lambda rest, req: Reply.xml(capabilities(req.base)),
+}
+PREFIXES: dict[str, Handler] = {
+    "async": lambda rest, req: uws.handle_uws(JOB, req, rest[len("async"):],
+                                              f"{req.base}/spectrophotometry/async"),
+}
+
+
 def handle(req: Request) -> Reply:
     """Route /spectrophotometry/{rest+}: async/... to UWS, capabilities to VOSI."""
-    rest = req.rest
-    if rest == "capabilities":
-        return Reply.xml(capabilities(req.base))
-    if rest.split("/", 1)[0] == "async":
-        return uws.handle_uws(JOB, req, rest[len("async"):],
-                              f"{req.base}/spectrophotometry/async")
-    return Reply.text(f"Not found: /spectrophotometry/{rest}", 404)
+    return dispatch(req, ROUTES,
+                    lambda rest: Reply.text(f"Not found: /spectrophotometry/{rest}", 404),
+                    PREFIXES)

@@ -15,6 +15,7 @@ from ..query import products, runtime
 from ..web.params import Params
 from ..web.replies import Reply
 from ..web.request import Request
+from ..web.routes import Handler, dispatch
 from . import uws
 
 SERVICE = "soda"
@@ -98,10 +99,13 @@ def run(job, ctx) -> None:
 JOB = JobKind(SERVICE, run, _validate, max_duration=3600)
 
 
+ROUTES: dict[str, Handler] = {"sync": lambda rest, req: sync(req.params, req.base)}
+PREFIXES: dict[str, Handler] = {
+    "async": lambda rest, req: uws.handle_uws(JOB, req, rest[len("async"):],
+                                              f"{req.base}/soda/async"),
+}
+
+
 def handle(req: Request) -> Reply:
-    rest = req.rest
-    if rest == "sync":
-        return sync(req.params, req.base)
-    if rest.split("/", 1)[0] == "async":
-        return uws.handle_uws(JOB, req, rest[len("async"):], f"{req.base}/soda/async")
-    return Reply.text(f"Not found: /soda/{rest}", 404)
+    return dispatch(req, ROUTES, lambda rest: Reply.text(f"Not found: /soda/{rest}", 404),
+                    PREFIXES)

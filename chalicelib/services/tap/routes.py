@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from xml.sax.saxutils import escape
 
 from ...web.replies import Reply
 from ...web.request import Request
+from ...web.routes import Handler, dispatch
 from . import meta as tapmeta
 from .asyncjobs import handle_async
 from .sync import sync
 
 # rest of the path -> (rest, request) -> Reply; async/... and tables/<name> go by their
 # first segment
-ROUTES: dict[str, Callable[[str, Request], Reply]] = {
+ROUTES: dict[str, Handler] = {
     "sync": lambda rest, req: sync(req.params, req.base, req.settings),
     "availability": lambda rest, req: tapmeta.availability(),
     "capabilities": lambda rest, req: Reply.xml(tapmeta.capabilities(req.base)),
@@ -21,7 +21,7 @@ ROUTES: dict[str, Callable[[str, Request], Reply]] = {
     "examples": lambda rest, req: Reply(200, tapmeta.examples(req.base),
                                         "application/xhtml+xml"),
 }
-PREFIXES: dict[str, Callable[[str, Request], Reply]] = {
+PREFIXES: dict[str, Handler] = {
     "async": lambda rest, req: handle_async(rest[len("async"):], req),
     "tables": lambda rest, req: _table(rest.split("/", 1)[1]),
 }
@@ -33,8 +33,5 @@ def _table(name: str) -> Reply:
 
 
 def handle(req: Request) -> Reply:
-    rest = req.rest
-    route = ROUTES.get(rest) or PREFIXES.get(rest.split("/", 1)[0])
-    if route is None:
-        return Reply.text(f"Not found: /tap/{escape(rest)}", 404)
-    return route(rest, req)
+    return dispatch(req, ROUTES, lambda rest: Reply.text(f"Not found: /tap/{escape(rest)}", 404),
+                    PREFIXES)
