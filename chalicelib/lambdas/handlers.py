@@ -13,18 +13,18 @@ results in the archive under results/<service>/<job id>/).
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 from urllib.parse import unquote_plus
 
 from ..config import settings
 from ..lake.storage import region, s3_endpoint
 from ..web import observability as obs
+from ..web.routes import resolve_route
 
 
 @cache
@@ -62,31 +62,6 @@ def reset() -> None:
 
 
 # ---- the API function --------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def _route_patterns(routes: tuple[str, ...]) -> list[tuple[str, re.Pattern[str]]]:
-    """Chalice routes as regexes: exact first, then {name}, then greedy {name+} tails."""
-    out = []
-    for route in sorted(routes, key=lambda r: ("+}" in r, "{" in r, -len(r))):
-        rx = ""
-        for part in route.strip("/").split("/"):
-            m = re.fullmatch(r"\{(\w+)(\+?)\}", part)
-            if m:
-                rx += f"/(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})"
-            elif part:
-                rx += "/" + re.escape(part)
-        out.append((route, re.compile((rx or "/") + "/?$")))
-    return out
-
-
-def resolve_route(routes: dict[str, Any], path: str) -> tuple[str, dict[str, str]] | None:
-    """(Chalice route, path parameters) for a request path, or None."""
-    for route, rx in _route_patterns(tuple(routes)):
-        m = rx.match(path or "/")
-        if m:
-            return route, m.groupdict()
-    return None
 
 
 def _chalice_app() -> Any:
