@@ -13,6 +13,7 @@ import requests
 
 from chalicelib import config, dali
 from chalicelib.query import runtime
+from tests.support import REPO_ROOT
 
 VOTABLE_ERROR = b'name="QUERY_STATUS" value="ERROR"'
 
@@ -273,7 +274,7 @@ def test_defect_02_outbound_fetches_only_through_one_guarded_client():
     server, is not part of the service)."""
     import ast
 
-    root = Path(__file__).resolve().parents[1] / "chalicelib"
+    root = REPO_ROOT / "chalicelib"
     tooling = ("benchmarks", "synth", "devtools", "localserver.py", "demo.py", "__main__.py")
     offenders = []
     for path in root.rglob("*.py"):

@@ -49,6 +49,7 @@ from chalicelib.jobs.uws.executor import INTERNAL
 from chalicelib.jobs.uws.model import utcnow
 from chalicelib.lambdas import handlers
 from tests.moto_dynamodb import atomic_requests
+from tests.support import REPO_ROOT
 
 BASE = "http://uws.test/tap/async"
 ACTIVE = {"PENDING", "QUEUED", "EXECUTING"}
@@ -694,7 +695,7 @@ def test_local_store_is_shared_across_processes(local_store: LocalJobStore) -> N
         "print(sum(s.update_if(f'p{i}', 'PENDING', phase='QUEUED') for i in range(20)))\n")
     procs = [subprocess.Popen([sys.executable, "-c", script,
                                str(local_store.path)], stdout=subprocess.PIPE,
-                              cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+                              cwd=REPO_ROOT) for _ in range(2)]
     claimed = sum(int(p.communicate(timeout=30)[0]) for p in procs)
     assert claimed == 20
     assert {j.phase for j in local_store.list()} == {"QUEUED"}
