@@ -9,9 +9,9 @@ import uuid
 import numpy as np
 import pytest
 from astropy.io import fits
-from faults import FaultProxy
 
 from chalicelib import config
+from tests.support.faults import FaultProxy
 
 
 @pytest.fixture(scope="module")

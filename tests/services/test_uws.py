@@ -48,8 +48,8 @@ from chalicelib.jobs.uws import (
 from chalicelib.jobs.uws.executor import INTERNAL
 from chalicelib.jobs.uws.model import utcnow
 from chalicelib.lambdas import handlers
-from tests.moto_dynamodb import atomic_requests
 from tests.support import REPO_ROOT
+from tests.support.moto_dynamodb import atomic_requests
 
 BASE = "http://uws.test/tap/async"
 ACTIVE = {"PENDING", "QUEUED", "EXECUTING"}
