@@ -60,7 +60,7 @@ ACTIVE = {"PENDING", "QUEUED", "EXECUTING"}
 @pytest.fixture(scope="module")
 def moto(moto_endpoint: str) -> Iterator[str]:
     """The shared moto server (conftest), with DynamoDB's per-item atomicity restored
-    (tests/moto_dynamodb.py): two racing UpdateItems cannot both pass their condition,
+    (tests/support/moto_dynamodb.py): two racing UpdateItems cannot both pass their condition,
     and a read never sees half an UpdateItem, so the tests check our ConditionExpressions
     and write grouping rather than moto's threading."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -589,7 +589,7 @@ def test_a_reader_never_sees_error_without_its_summary(
         store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """fail_job makes phase ERROR and errorSummary visible together, however a reader
     interleaves. moto gets a wide window between the SET actions of one UpdateItem: without
-    DynamoDB's atomicity (tests/moto_dynamodb.py) a poll read ERROR and no errorSummary,
+    DynamoDB's atomicity (tests/support/moto_dynamodb.py) a poll read ERROR and no errorSummary,
     which is how test_infra's job machine test once failed."""
     set_one = SetExecutor.execute
 
