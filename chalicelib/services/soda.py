@@ -58,7 +58,7 @@ def sync(params: Params, base: str) -> Reply:
 
 
 def _validate(params: dict[str, list[str]]) -> None:
-    p = Params([(k, v) for k, vs in params.items() for v in vs])
+    p = Params.from_dict(params)
     if not p.getall("ID"):
         raise UWSUsageError("ID is required")
     try:
@@ -73,7 +73,7 @@ def _validate(params: dict[str, list[str]]) -> None:
 def run(job, ctx) -> None:
     """One result per (ID, region) combination; a combination without overlap is
     reported in jobInfo, not as a failure."""
-    p = Params([(k, v) for k, vs in job.parameters.items() for v in vs])
+    p = Params.from_dict(job.parameters)
     ids = list(dict.fromkeys(p.getall("ID")))
     regions = parse_soda_params(p)
     found = products.by_ids(runtime.catalogue(jobs.job_base(job.base_url)), ids)

@@ -47,6 +47,11 @@ class Params:
         return {k: list(v) for k, v in self._values.items()}
 
     @classmethod
+    def from_dict(cls, values: dict[str, list[str]] | None) -> Params:
+        """Parameters from name -> values (a query string's, or a stored job's)."""
+        return cls([(k, v) for k, vs in (values or {}).items() for v in vs])
+
+    @classmethod
     def parse(cls, query: dict[str, list[str]] | None, body: bytes | None,
               content_type: str | None) -> Params:
         pairs = [(k, v) for k, vs in (query or {}).items() for v in vs]

@@ -20,7 +20,7 @@ SERVICE = "tap"
 
 def run(job, ctx) -> None:
     """Run the query of a job and store the result named `result` (what pyvo fetches)."""
-    params = Params([(k, v) for k, vs in job.parameters.items() for v in vs])
+    params = Params.from_dict(job.parameters)
     cat = runtime.catalogue(jobs.job_base(job.base_url))
     conf = settings()
     limit = min(conf.tap_async_timeout, job.execution_duration or conf.tap_async_timeout)
