@@ -87,6 +87,30 @@ def s3_archive(moto_endpoint):
     return Archive(f"s3://{bucket}/archive")
 
 
+# The session archive's planes as delivered (records to check services against), and
+# an SIA client of the local server.
+@pytest.fixture(scope="module")
+def planes(deliveries):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pa.concat_tables([pq.read_table(d / "plane.parquet") for d in deliveries])
+
+
+@pytest.fixture(scope="module")
+def images(planes):
+    import pyarrow.compute as pc
+
+    return planes.filter(pc.is_valid(planes["poly"])).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def sia(server):
+    import pyvo
+
+    return pyvo.dal.sia2.SIA2Service(server + "/sia")
+
+
 @pytest.fixture(scope="session")
 def server(archive):
     """The Chalice app served locally over the session archive; yields its base URL."""

@@ -1,4 +1,5 @@
-"""Regression tests: DataLink for calibration datasets and per-ID errors."""
+"""DataLink over the local server: links of SIA results, many IDs at once, and the
+regressions for calibration datasets and per-ID errors."""
 
 from __future__ import annotations
 
@@ -122,3 +123,35 @@ def test_datalinklint_accepts_calibration_and_mixed_batch(server, cal_rows, scie
                              capture_output=True, text=True, timeout=120)
         assert "Totals: Errors: 0;" in out.stdout, out.stdout[-3000:] + out.stderr[-1000:]
         assert not [ln for ln in out.stdout.splitlines() if ln.startswith("E-")]
+
+
+def test_datalink_from_sia_results(sia, images, archive, deliveries):
+    res = sia.search(pos=(images[0]["s_ra"], images[0]["s_dec"], 0.01))
+    dl = next(res.iter_datalinks())
+    this = [link for link in dl if link.semantics == "#this"][0]
+    key = this.access_url.split("/data/", 1)[1]
+    assert this.content_length == archive.size("data/" + key)
+    sems = [link.semantics for link in dl]
+    assert "#cutout" in sems and "#preview" in sems and sems.count("#calibration") >= 1
+    soda = dl.get_adhocservice_by_id([link.service_def for link in dl
+                                      if link.semantics == "#cutout"
+                                      and link.service_def.startswith("soda")][0])
+    std = {p.name: str(p.value) for p in soda.params}["standardID"]
+    assert std == "ivo://ivoa.net/std/SODA#sync-1.0"
+
+
+def test_datalink_many_ids_post_contiguous_and_unknown(server, planes):
+    dids = planes["obs_publisher_did"].to_pylist()
+    ids = dids + ["ivo://nowhere/x?y"]
+    r = requests.post(server + "/datalink/links", data={"ID": ids})
+    assert r.status_code == 200
+    rows = parse_single_table(io.BytesIO(r.content)).to_table(use_names_over_ids=True)
+    seen, last = [], None
+    for rid in rows["ID"]:
+        if rid != last:
+            assert rid not in seen  # rows of one ID are contiguous
+            seen.append(rid)
+            last = rid
+    assert seen == ids
+    bad = rows[rows["ID"] == "ivo://nowhere/x?y"]
+    assert len(bad) == 1 and str(bad["error_message"][0]).startswith("NotFoundFault")

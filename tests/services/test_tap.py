@@ -22,11 +22,6 @@ def tap(server):
     return pyvo.dal.TAPService(server + "/tap")
 
 
-@pytest.fixture(scope="module")
-def planes(deliveries):
-    return pa.concat_tables([pq.read_table(d / "plane.parquet") for d in deliveries])
-
-
 def _brute_contains(planes, ra, dec):
     """Images whose footprint contains (ra, dec), by direct geometry on the records."""
     imgs = planes.filter(pa.compute.is_valid(planes["poly"]))
