@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import os
 import socket
 import threading
 import time
@@ -27,6 +26,8 @@ from urllib.parse import urljoin, urlsplit
 import certifi
 from urllib3 import BaseHTTPResponse
 from urllib3.connection import HTTPConnection, HTTPSConnection
+
+from .config import settings
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,7 @@ def fetch(url: str, limit: int) -> bytes:
 
 
 def _allowed() -> set[tuple[str, int]]:
-    out = set()
-    for item in os.environ.get("OUTBOUND_ALLOW", "").split(","):
-        host, sep, port = item.strip().rpartition(":")
-        if sep and host and port.isdigit():
-            out.add((host.strip("[]").lower(), int(port)))
-    return out
+    return set(settings().outbound_allow)
 
 
 def _vet(url: str) -> _Target:

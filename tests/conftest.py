@@ -21,6 +21,17 @@ os.environ["QUIET_HTTP"] = "1"
 os.environ["RATE_LIMIT"] = "0"
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Each test reads the settings from the environment it sets up (chalicelib.config
+    keeps them per process); a test changing the environment mid-way resets them too."""
+    from chalicelib import config
+
+    config.reset()
+    yield
+    config.reset()
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """Two weekly deliveries of small FITS images (64 px, the field stays 3.485 deg)."""
@@ -77,6 +88,30 @@ def s3_archive(moto_endpoint):
     bucket = f"archive-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
     return Archive(f"s3://{bucket}/archive")
+
+
+# The session archive's planes as delivered (records to check services against), and
+# an SIA client of the local server.
+@pytest.fixture(scope="module")
+def planes(deliveries):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pa.concat_tables([pq.read_table(d / "plane.parquet") for d in deliveries])
+
+
+@pytest.fixture(scope="module")
+def images(planes):
+    import pyarrow.compute as pc
+
+    return planes.filter(pc.is_valid(planes["poly"])).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def sia(server):
+    import pyvo
+
+    return pyvo.dal.sia2.SIA2Service(server + "/sia")
 
 
 @pytest.fixture(scope="session")

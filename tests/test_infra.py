@@ -35,9 +35,10 @@ from chalicelib.jobs import runtime as jobs
 from chalicelib.jobs import uws
 from chalicelib.lambdas import handlers
 from chalicelib.services.registry import JOBS
-from tests.moto_dynamodb import atomic_requests
+from tests.support import REPO_ROOT
+from tests.support.moto_dynamodb import atomic_requests
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 INFRA = ROOT / "infra"
 TEMPLATE = INFRA / "template.yaml"
 ASL_FILES = sorted((INFRA / "statemachines").glob("*.asl.json"))

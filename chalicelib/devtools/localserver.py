@@ -26,6 +26,8 @@ from chalice.local import (
     ThreadedHTTPServer,
 )
 
+from ..web.routes import resolve_route
+
 MAX_BODY = 64 * 1024 * 1024  # request bodies above this are refused with 413
 READ_TIMEOUT = 30.0  # seconds a socket read may wait; then the connection is dropped
 _PIECE = 1 << 20  # bodies are read this much at a time, never one size-long allocation
@@ -60,22 +62,12 @@ class RouteError(RuntimeError):
 
 
 class GreedyRouteMatcher(RouteMatcher):
-    """Exact routes first, then {name} segments, then {name+} tails."""
+    """Exact routes first, then {name} segments, then greedy {name+} tails: the same
+    matching as the Lambda entry point (web.routes.resolve_route)."""
 
     def __init__(self, route_urls: list[str]):
         super().__init__(route_urls)
-        self._patterns = []
-        for route in sorted(route_urls, key=lambda r: ("+}" in r, -len(r))):
-            rx = ""
-            for part in route.strip("/").split("/"):
-                m = re.fullmatch(r"\{(\w+)(\+?)\}", part)
-                if m and m.group(2):  # Chalice looks greedy values up as 'name+'
-                    rx += f"/(?P<{m.group(1)}__greedy>.+)"
-                elif m:
-                    rx += f"/(?P<{m.group(1)}>[^/]+)"
-                elif part:
-                    rx += "/" + re.escape(part)
-            self._patterns.append((route, re.compile((rx or "/") + "/?$")))
+        self._routes = tuple(route_urls)
 
     def match_route(self, url: str) -> MatchResult:
         try:
@@ -88,12 +80,10 @@ class GreedyRouteMatcher(RouteMatcher):
     def _match(self, url: str) -> MatchResult:
         parsed = urlparse(url)
         query = parse_qs(parsed.query, keep_blank_values=True)
-        for route, rx in self._patterns:
-            m = rx.match(parsed.path)
-            if m:
-                captured = {k.replace("__greedy", "+"): v for k, v in m.groupdict().items()}
-                return MatchResult(route, captured, query)
-        raise NoRoute(parsed.path)
+        found = resolve_route(self._routes, parsed.path, greedy_suffix="+")  # Chalice's name
+        if found is None:
+            raise NoRoute(parsed.path)
+        return MatchResult(found[0], found[1], query)
 
 
 class Handler(ChaliceRequestHandler):

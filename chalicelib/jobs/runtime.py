@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..config import settings
 from ..lake import current
 from .uws import (
     DynamoJobStore,
@@ -28,6 +29,7 @@ _lock = threading.RLock()  # store() is called while holding it
 _services: dict[tuple[str, str], UWSService] = {}
 _state: dict[str, object] = {}
 RESULT_PREFIX = "archive:"
+LOCAL_BASE = "http://127.0.0.1:8000"  # the local server's default address
 
 
 @dataclass(frozen=True)
@@ -44,13 +46,14 @@ class JobKind:
 def store():
     with _lock:
         if "store" not in _state:
-            table = os.environ.get("JOBS_TABLE")
+            conf = settings()
+            table = conf.jobs_table
             if table:
                 import boto3  # deferred: AWS path only
 
                 _state["store"] = DynamoJobStore(table, boto3.client("dynamodb"))
             else:
-                folder = os.environ.get("JOBS_DIR") or _local_jobs_dir()
+                folder = conf.jobs_dir or _local_jobs_dir()
                 _state["store"] = LocalJobStore(folder)
         return _state["store"]
 
@@ -67,7 +70,7 @@ def result_sink(job: Job, result_id: str, content: bytes, mime_type: str) -> str
 
 
 def _executor(kind: JobKind):
-    arn = os.environ.get(f"{kind.name.upper()}_STATE_MACHINE_ARN")
+    arn = settings().state_machine_arn(kind.name)
     if arn:
         import boto3  # deferred: AWS path only
 
@@ -102,10 +105,17 @@ def service(kind: JobKind, base: str) -> UWSService:
     if svc is None:
         svc = UWSService(st, _executor(kind), service_name=kind.name,
                          params_validator=kind.validator,
-                         max_duration=kind.max_duration, result_url_fn=result_url(base))
+                         max_duration=kind.max_duration, result_url_fn=result_url(base),
+                         public_base=base)
         with _lock:
             _services[key] = svc
     return svc
+
+
+def job_base(stored: str | None) -> str:
+    """The base URL a job's results point at: the one stored with the job (Job.base_url);
+    for a record older than that field, PUBLIC_URL, else the local server's address."""
+    return (stored or settings().public_url or LOCAL_BASE).rstrip("/")
 
 
 def reset() -> None:

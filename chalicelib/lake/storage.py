@@ -14,14 +14,15 @@ from pathlib import Path
 
 import fsspec
 
+from ..config import settings
+
 
 def s3_endpoint() -> str | None:
-    return os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or \
-        os.environ.get("AWS_ENDPOINT_URL")
+    return settings().s3_endpoint_url
 
 
 def region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return settings().aws_region
 
 
 def duckdb_s3(con) -> None:
@@ -66,7 +67,7 @@ class Archive:
 
     @classmethod
     def from_env(cls, url: str | None = None) -> Archive:
-        url = url or os.environ.get("ARCHIVE_URL") or "./archive"
+        url = url or settings().archive_url
         if "://" not in url:
             url = str(Path(url).resolve())
         return cls(url.rstrip("/"))

@@ -13,25 +13,25 @@ results in the archive under results/<service>/<job id>/).
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from functools import cache, lru_cache
-from pathlib import Path
+from functools import cache
 from typing import Any
 from urllib.parse import unquote_plus
 
-from ..lake.storage import Archive, region, s3_endpoint
+from ..config import settings
+from ..lake.storage import region, s3_endpoint
 from ..web import observability as obs
+from ..web.routes import resolve_route
 
-if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # in Lambda: every log line is JSON
-    obs.configure_logging()
+
+@cache
+def _configure_logging() -> None:
+    """In Lambda every log line is JSON; done once, by the first entry point called."""
+    if settings().in_lambda:
+        obs.configure_logging()
 
 # ---- AWS clients and the job store -------------------------------------------------------
 
@@ -64,31 +64,6 @@ def reset() -> None:
 # ---- the API function --------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4)
-def _route_patterns(routes: tuple[str, ...]) -> list[tuple[str, re.Pattern[str]]]:
-    """Chalice routes as regexes: exact first, then {name}, then greedy {name+} tails."""
-    out = []
-    for route in sorted(routes, key=lambda r: ("+}" in r, "{" in r, -len(r))):
-        rx = ""
-        for part in route.strip("/").split("/"):
-            m = re.fullmatch(r"\{(\w+)(\+?)\}", part)
-            if m:
-                rx += f"/(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})"
-            elif part:
-                rx += "/" + re.escape(part)
-        out.append((route, re.compile((rx or "/") + "/?$")))
-    return out
-
-
-def resolve_route(routes: dict[str, Any], path: str) -> tuple[str, dict[str, str]] | None:
-    """(Chalice route, path parameters) for a request path, or None."""
-    for route, rx in _route_patterns(tuple(routes)):
-        m = rx.match(path or "/")
-        if m:
-            return route, m.groupdict()
-    return None
-
-
 def _chalice_app() -> Any:
     # app.py sits next to chalicelib/ in LAMBDA_TASK_ROOT
     import app  # deferred: app.py imports chalicelib
@@ -117,6 +92,7 @@ def _not_found(path: str) -> dict[str, Any]:
 
 def api(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """API Gateway (REST, Lambda proxy) -> the Chalice app, one JSON log line per request."""
+    _configure_logging()
     application = _chalice_app()
     route = route_event(event, application.routes)
     ctx = event.get("requestContext", {})
@@ -190,6 +166,7 @@ def _job_outcome(job_id: str, service: str) -> dict[str, Any]:
 
 def run_job(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Step Functions task: run one UWS job to COMPLETED or ERROR (never over ABORTED)."""
+    _configure_logging()
     from ..jobs import runtime as jobs  # deferred: per function
     from ..jobs import uws  # deferred: per function
 
@@ -237,6 +214,7 @@ def describe_error(error: dict[str, Any]) -> tuple[str, str]:
 
 def fail_job(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Catch target of every state machine: the job ends in ERROR with a useful message."""
+    _configure_logging()
     from ..jobs.uws import fail_job as uws_fail  # deferred: per function
 
     job_id = event["job_id"]
@@ -252,6 +230,7 @@ def fail_job(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
 
 def _step(name: str, event: dict[str, Any]) -> Any:
+    _configure_logging()
     from ..photometry import steps  # deferred: per function
 
     start = time.perf_counter()
@@ -273,159 +252,7 @@ def photometry_assemble(event: dict[str, Any], context: Any = None) -> Any:
     return _step("assemble", event)
 
 
-# ---- ingest from the S3 inbox ------------------------------------------------------------
-
-MANIFEST = "manifest.json"
-STATUS = "_status.json"
-TMP_FRACTION = 0.9  # of free /tmp a delivery may fill (ingest needs a little scratch space)
-
-
-class TooBig(RuntimeError):
-    """The delivery does not fit this function's /tmp: not the delivery's fault."""
-
-
-def delivery_prefix(key: str) -> str | None:
-    """'2025W35/manifest.json' -> '2025W35/'; None for a key that is not a delivery manifest
-    (a file under data/ that happens to be called manifest.json, or one at the top)."""
-    if not key.endswith("/" + MANIFEST):
-        return None
-    prefix = key[: -len(MANIFEST)]
-    return None if "/data/" in f"/{prefix}" else prefix
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def write_status(bucket: str, prefix: str, status: dict[str, Any]) -> None:
-    body = json.dumps(status, indent=1, default=str).encode()
-    _client("s3").put_object(Bucket=bucket, Key=prefix + STATUS, Body=body,
-                             ContentType="application/json")
-
-
-def _objects(bucket: str, prefix: str) -> list[tuple[str, int]]:
-    pages = _client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                      Prefix=prefix)
-    return [(o["Key"], int(o["Size"])) for page in pages for o in page.get("Contents", [])
-            if not o["Key"].endswith("/") and o["Key"] != prefix + STATUS]
-
-
-def download(bucket: str, prefix: str, folder: Path, workers: int = 16) -> int:
-    """Copy every object under prefix into folder (same relative paths); returns bytes."""
-    objects = _objects(bucket, prefix)
-    total = sum(size for _, size in objects)
-    free = shutil.disk_usage(folder).free
-    if total > TMP_FRACTION * free:
-        raise TooBig(f"the delivery is {total / 1e9:.2f} GB but the ingest function has "
-                     f"{free / 1e9:.2f} GB of /tmp; ingest it with `python -m chalicelib "
-                     "ingest` from a machine with enough disk")
-    client = _client("s3")
-    targets = {key: local_path(folder, key[len(prefix):]) for key, _ in objects}
-
-    def fetch(key: str) -> None:
-        targets[key].parent.mkdir(parents=True, exist_ok=True)
-        client.download_file(bucket, key, str(targets[key]))
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(fetch, targets))
-    return total
-
-
-def local_path(folder: Path, relative: str) -> Path:
-    """Where an object goes under folder; S3 keys may contain '..', paths may not escape."""
-    from ..ingest.delivery import DeliveryError  # deferred: per function
-
-    root = folder.resolve()
-    dest = (root / relative).resolve()
-    if not dest.is_relative_to(root) or dest == root:
-        raise DeliveryError(f"object key {relative!r} points outside the delivery")
-    return dest
-
-
-def _released_as(bucket: str, prefix: str) -> tuple[str, int] | None:
-    """(delivery, release) if the manifest names a delivery the archive already has."""
-    from botocore.exceptions import ClientError  # deferred: AWS path only
-
-    from ..lake import releases  # deferred: per function
-
-    try:
-        body = _client("s3").get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
-        delivery = json.loads(body)["delivery"]
-    except (ClientError, ValueError, KeyError, TypeError):
-        return None  # let ingest() say what is wrong with the manifest
-    latest = releases.load(Archive.from_env())
-    return (delivery, latest.number) if delivery in latest.runs else None
-
-
-def _run_ingest(bucket: str, prefix: str, status: dict[str, Any], start: float) -> None:
-    """Fill status with the outcome of a successful (or skipped) ingest."""
-    from ..ingest.delivery import ingest  # deferred: per function
-
-    released = _released_as(bucket, prefix)
-    if released is not None:  # a duplicate event or a re-upload: skip the download
-        status.update(state="ok", skipped=True, delivery=released[0], release=released[1],
-                      message=f"{released[0]}: already in release {released[1]}; nothing "
-                      "changed")
-        return
-    workdir = Path(tempfile.mkdtemp(prefix="delivery-"))
-    try:
-        status["bytes_downloaded"] = download(bucket, prefix, workdir)
-        fetched = round(time.perf_counter() - start, 3)
-        summary = ingest(workdir, Archive.from_env())
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    status.update(state="ok", message=summary.text(), delivery=summary.delivery,
-                  release=summary.release, skipped=summary.skipped, rows=summary.rows,
-                  files=summary.files, bytes=summary.bytes,
-                  timings={"download": fetched,
-                           **{k: round(v, 3) for k, v in summary.seconds.items()}})
-    status["maintenance"] = _maintain()
-
-
-def _maintain() -> str | None:
-    """Merge the new weeks into a sky-sorted tier when due. The delivery is committed
-    whatever happens here: a failure is reported and the next ingest tries again."""
-    from ..ingest import maintenance  # deferred: per function
-
-    try:
-        every = os.environ.get("MERGE_EVERY")
-        return maintenance.after_ingest(Archive.from_env(), int(every) if every else None)
-    except Exception as exc:  # noqa: BLE001 - reported in the status, retried next time
-        obs.log_event("maintenance", state="failed", error=f"{type(exc).__name__}: {exc}")
-        return f"failed, retried after the next delivery: {type(exc).__name__}: {exc}"
-
-
-def _ingest_delivery(bucket: str, prefix: str, request_id: str | None) -> dict[str, Any]:
-    from ..ingest.delivery import DeliveryError  # deferred: per function
-
-    status: dict[str, Any] = {"source": f"s3://{bucket}/{prefix}", "state": "running",
-                              "started": _now(), "request_id": request_id}
-    write_status(bucket, prefix, status)
-    start = time.perf_counter()
-    try:
-        _run_ingest(bucket, prefix, status, start)
-    except DeliveryError as exc:
-        status.update(state="rejected", message=f"{exc}. Nothing was committed; fix the "
-                      f"delivery and upload {MANIFEST} again to retry.")
-    except TooBig as exc:
-        status.update(state="failed", message=str(exc))
-    except Exception as exc:  # infrastructure or a bug: report, then let Lambda retry
-        status.update(state="failed", message=f"{type(exc).__name__}: {exc}. Nothing was "
-                      f"committed; upload {MANIFEST} again to retry.")
-        _finish(bucket, prefix, status, start)
-        raise
-    return _finish(bucket, prefix, status, start)
-
-
-def _finish(bucket: str, prefix: str, status: dict[str, Any], start: float) -> dict[str, Any]:
-    seconds = round(time.perf_counter() - start, 3)
-    status.update(finished=_now(), seconds=seconds)
-    write_status(bucket, prefix, status)
-    failed = status["state"] != "ok"
-    obs.metrics({"IngestSeconds": (seconds, "Seconds"), "IngestFailures": (int(failed), "Count")},
-                event="ingest", source=status["source"], state=status["state"],
-                message=status.get("message"), release=status.get("release"))
-    return status
+# ---- ingest from the S3 inbox (logic in chalicelib.ingest.inbox) -------------------------
 
 
 def ingest_from_s3(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
@@ -433,14 +260,17 @@ def ingest_from_s3(event: dict[str, Any], context: Any = None) -> dict[str, Any]
     write <prefix>_status.json (state ok / rejected / failed). A rejected delivery
     committed nothing, so uploading its manifest again retries it; an unexpected failure
     is re-raised after the status is written, so Lambda's async retry runs it again."""
+    _configure_logging()
+    from ..ingest import inbox  # deferred: per function
+
     request_id = getattr(context, "aws_request_id", None)
     done = []
     for record in event.get("Records", []):
         bucket = record["s3"]["bucket"]["name"]
         key = unquote_plus(record["s3"]["object"]["key"])  # event keys are URL-encoded
-        prefix = delivery_prefix(key)
+        prefix = inbox.delivery_prefix(key)
         if prefix is None:
             obs.log_event("ingest_ignored", bucket=bucket, key=key)
             continue
-        done.append(_ingest_delivery(bucket, prefix, request_id))
+        done.append(inbox.ingest_delivery(_client("s3"), bucket, prefix, request_id, obs))
     return {"deliveries": done}

@@ -382,7 +382,7 @@ def assemble_results(sources: list[dict], rows: list[dict], notes: dict[str, Any
     """Write result, long, long-parquet and plot-<source_id>; returns a summary. The
     VOTables carry DataLink service descriptors (cutouts of every input image around the
     source, DataLink of the images) with accessURLs under base (default: the public URL)."""
-    base = (base or runtime.public_base()).rstrip("/")
+    base = jobs.job_base(base)
     per = _sorted_rows(sources, rows)
     infos = [("n_sources", str(len(sources)), None),
              ("n_measurements", str(sum(map(len, per))), None)]
@@ -423,7 +423,7 @@ def plan(event: dict[str, Any]) -> dict[str, Any]:
     sources and (when large) the items are stored in the archive."""
     arch = runtime.archive()
     req = parse(event.get("parameters") or {})
-    items, notes = plan_items(runtime.catalogue(runtime.public_base()), req)
+    items, notes = plan_items(runtime.catalogue(jobs.job_base(event.get("base_url"))), req)
     batches = batches_of(items)
     state = {"sources": req.sources, "half": req.half, "notes": notes, "batches": batches}
     arch.write_bytes(f"{_job_prefix(event['job_id'])}/plan.json", json.dumps(state).encode())
@@ -472,7 +472,8 @@ def assemble(event: dict[str, Any]) -> dict[str, Any]:
         return {"job_id": event["job_id"], "completed": False}
     ctx = RunContext(store, job, result_sink=jobs.result_sink)
     try:
-        summary = assemble_results(state["sources"], rows, state["notes"], ctx.add_result)
+        summary = assemble_results(state["sources"], rows, state["notes"], ctx.add_result,
+                                   base=job.base_url)
         ctx.set_progress(1.0, f"{summary['measurements']} measurements", **summary)
     except JobAborted:  # ABORTed or timed out meanwhile: leave the job as it is
         return {"job_id": event["job_id"], "completed": False}

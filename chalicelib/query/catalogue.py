@@ -8,7 +8,6 @@ TAP, SIA, DataLink, coverage and job planning all query through it.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -18,6 +17,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from ..config import settings
 from ..geometry import sky, sqlfunctions
 from ..geometry.sqlfunctions import sql_in, sql_list, sql_str
 from ..lake import releases, schema
@@ -31,8 +31,8 @@ def release_ttl(archive: Archive) -> float:
     """Seconds a release check stays good. Locally the check is a stat (done per query);
     on S3 it is a HEAD, done at most once a second so a committed delivery is still
     visible within a second (CATALOGUE_RELEASE_TTL overrides)."""
-    env = os.environ.get("CATALOGUE_RELEASE_TTL")
-    return float(env) if env else (1.0 if archive.is_s3 else 0.0)
+    ttl = settings().catalogue_release_ttl
+    return ttl if ttl is not None else (1.0 if archive.is_s3 else 0.0)
 
 
 class QueryTimeout(Exception):

@@ -11,7 +11,8 @@ from ..dali import shape
 from ..lake.moc import DEPTH, collection_moc, collections, from_polygons, to_bytes
 from ..query import runtime
 from ..render import votable
-from ..web.params import Reply
+from ..web.replies import Reply
+from ..web.request import Request
 
 FORMATS = {"fits": "application/fits", "json": "application/json", "ascii": "text/plain"}
 
@@ -27,8 +28,9 @@ def _region_moc(pos: str) -> MOC:
     return from_polygons([list(v)])
 
 
-def search(params, base: str):
+def search(req: Request) -> Reply:
     """Which collections cover a region: a VOTable of collections with their MOC URL."""
+    params, base = req.params, req.base
     cat = runtime.catalogue(base)
     pos = params.get("POS")
     try:
@@ -57,8 +59,9 @@ def search(params, base: str):
     return Reply(200, body, ctype)
 
 
-def moc(collection: str, params, base: str):
+def moc(req: Request) -> Reply:
     """A collection's MOC 2.0 as FITS (default), JSON or ASCII (FORMAT=...)."""
+    collection, params, base = req.path["collection"], req.params, req.base
     # a short name or its MIME type, lenient about case
     fmt = (params.get("FORMAT") or "fits").strip().lower()
     fmt = fmt if fmt in FORMATS else {m: n for n, m in FORMATS.items()}.get(fmt)

@@ -10,7 +10,6 @@ fail, gets an error row of its own; the other IDs are still answered.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 
 import pyarrow as pa
@@ -20,9 +19,9 @@ from ..query import products, runtime
 from ..render import votable
 from ..render.descriptors import DATALINK, SODA_SYNC
 from ..render.votable import Field, Param, service_descriptor
-from ..web.params import Params, Reply
+from ..web.replies import Reply
+from ..web.request import Request
 
-MAX_IDS = int(os.environ.get("DATALINK_MAX_IDS", "10000"))
 PER_ID_DESCRIPTORS = 50  # above this, one shared SODA descriptor keeps responses small
 log = logging.getLogger(__name__)
 
@@ -190,7 +189,8 @@ def _answer(did: str, plane: dict | None, cals: list[dict], base: str,
                            "the archive has logged the problem")], []
 
 
-def links(params: Params, base: str) -> Reply:
+def links(req: Request) -> Reply:
+    params, base = req.params, req.base
     # a value may list several IDs (an array-valued cell bound by ref=): IVOA identifiers
     # never contain whitespace, so splitting on it is safe
     ids = [i for v in params.getall("ID") for i in v.split()]
@@ -202,8 +202,9 @@ def links(params: Params, base: str) -> Reply:
     except votable.UnsupportedFormat as e:
         return Reply(400, votable.error_document(f"UsageFault: {e}"),
                      "application/x-votable+xml")
-    overflow = len(ids) > MAX_IDS
-    ids = ids[:MAX_IDS]  # whole IDs only: never truncate within one ID
+    max_ids = req.settings.datalink_max_ids
+    overflow = len(ids) > max_ids
+    ids = ids[:max_ids]  # whole IDs only: never truncate within one ID
     cat = runtime.catalogue(base)
     planes = products.by_ids(cat, sorted(set(ids)))
     cals = products.calibration_inputs(cat, [p["planeid"] for p in planes.values()])

@@ -16,7 +16,9 @@ from ..cutout.fitsrange import RangeReader, read_layout
 from ..cutout.region import parse_gzip
 from ..query import products, runtime
 from ..web import observability
-from ..web.params import Params, Reply
+from ..web.params import Params
+from ..web.replies import Reply
+from ..web.request import Request
 
 PREVIEW_PX = 512
 
@@ -44,8 +46,9 @@ def _cut(key: str, center: str | None, size: str | None, params: Params,
     return Reply(200, res.data, ctype, headers)
 
 
-def data(key: str, params: Params, base: str) -> Reply:
+def data(req: Request) -> Reply:
     """The file itself (S3: a redirect to a presigned URL), or a cutout of it."""
+    key, params, base = req.path.get("path") or "", req.params, req.base
     if products.by_key(runtime.catalogue(base), key) is None:
         return _not_found(key)
     if "center" in params or "size" in params:
@@ -58,11 +61,12 @@ def data(key: str, params: Params, base: str) -> Reply:
                  {"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-def cutout_route(key: str | None, params: Params, base: str) -> Reply:
+def cutout_route(req: Request) -> Reply:
     """/cutout/{key}?ra=&dec=&size= and /cutout?path=|ID=&ra=&dec=&size= (plain FITS unless
     gzip=true)."""
+    params, base = req.params, req.base
     cat = runtime.catalogue(base)
-    key = key or params.get("path")
+    key = req.path.get("path") or params.get("path")
     if not key and params.get("ID"):
         found = products.by_ids(cat, [params.get("ID")]).get(params.get("ID"))
         key = found["uri"] if found else None
@@ -78,9 +82,10 @@ def cutout_route(key: str | None, params: Params, base: str) -> Reply:
     return _cut(key, f"{ra},{dec}", size, params, False)
 
 
-def preview(key: str, base: str) -> Reply:
+def preview(req: Request) -> Reply:
     """A PNG quick-look of the IMAGE extension: made once from a range read of that HDU
     only, then cached in the archive."""
+    key, base = req.path.get("path") or "", req.base
     if products.by_key(runtime.catalogue(base), key) is None:
         return _not_found(key)
     arch = runtime.archive()

@@ -27,7 +27,9 @@ from xml.sax.saxutils import escape, quoteattr
 from ..lake.moc import collection_moc, collections, to_bytes
 from ..query import runtime
 from ..query.catalogue import Catalogue
-from ..web.params import Params, Reply
+from ..web.params import Params
+from ..web.replies import Reply
+from ..web.request import Request
 from . import photometry, sia
 from .tap import meta as tapmeta
 
@@ -435,7 +437,8 @@ def _formats(args: dict[str, str], base: str) -> str:
         for p, (s, ns) in FORMATS.items()) + "</ListMetadataFormats>"
 
 
-def handle(params: Params, base: str) -> Reply:
+def handle(req: Request) -> Reply:
+    params, base = req.params, req.base
     args: dict[str, str] | None = None
     try:
         args = _args(params)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from ..jobs import runtime as jobs
 from ..jobs.runtime import JobKind
 from ..photometry import steps
 from ..query import runtime
-from ..web.params import Params, Reply
+from ..web.replies import Reply
+from ..web.request import Request
+from ..web.routes import Handler, dispatch
 from . import uws
 from .tap.meta import vosi_capabilities
 
@@ -30,7 +33,8 @@ def run(job, ctx) -> None:
     write the results."""
     req = steps.parse(job.parameters)
     ctx.set_progress(0.0, f"planning {len(req.sources)} sources")
-    items, notes = steps.plan_items(runtime.catalogue(runtime.public_base()), req)
+    base = jobs.job_base(job.base_url)
+    items, notes = steps.plan_items(runtime.catalogue(base), req)
     batches = steps.batches_of(items)
     arch = runtime.archive()
     done = [0]
@@ -52,7 +56,7 @@ def run(job, ctx) -> None:
     with ThreadPoolExecutor(LOCAL_THREADS) as pool:
         rows = [r for batch_rows in pool.map(one, batches) for r in batch_rows]
     ctx.check_aborted()
-    summary = steps.assemble_results(req.sources, rows, notes, ctx.add_result)
+    summary = steps.assemble_results(req.sources, rows, notes, ctx.add_result, base=base)
     ctx.set_progress(1.0, f"{summary['measurements']} measurements of "
                           f"{summary['sources']} sources", **summary)
 
@@ -66,12 +70,17 @@ def capabilities(base: str) -> str:
         ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", "")])
 
 
-def handle(rest: str, method: str, params: Params, base: str) -> Reply:
+ROUTES: dict[str, Handler] = {
+    "capabilities": lambda rest, req: Reply.xml(capabilities(req.base)),
+}
+PREFIXES: dict[str, Handler] = {
+    "async": lambda rest, req: uws.handle_uws(JOB, req, rest[len("async"):],
+                                              f"{req.base}/spectrophotometry/async"),
+}
+
+
+def handle(req: Request) -> Reply:
     """Route /spectrophotometry/{rest+}: async/... to UWS, capabilities to VOSI."""
-    rest = rest.strip("/")
-    if rest == "capabilities":
-        return Reply.xml(capabilities(base))
-    if rest.split("/", 1)[0] == "async":
-        return uws.handle_uws(JOB, method, rest[len("async"):], params, base,
-                               f"{base}/spectrophotometry/async")
-    return Reply.text(f"Not found: /spectrophotometry/{rest}", 404)
+    return dispatch(req, ROUTES,
+                    lambda rest: Reply.text(f"Not found: /spectrophotometry/{rest}", 404),
+                    PREFIXES)

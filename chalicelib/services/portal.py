@@ -16,7 +16,10 @@ import re
 from html import escape
 from pathlib import Path
 
-from ..web.params import Params, Reply
+from ..web.params import Params
+from ..web.replies import Reply
+from ..web.request import Request
+from ..web.routes import Handler, dispatch
 from . import landing, names
 
 STATIC = Path(__file__).with_name("portal_static")
@@ -128,13 +131,18 @@ def _json(doc: dict, status: int = 200) -> Reply:
                  {"Cache-Control": "no-store"})
 
 
-def handle(rest: str, params: Params, base: str) -> Reply:
-    rest = rest.strip("/")
-    if rest == "resolve":
-        return resolve(params)
-    if rest == "names":
-        return _json({"names": [{"name": n.name, "aliases": list(n.aliases), "ra": n.ra,
-                                 "dec": n.dec, "kind": n.kind} for n in names.all_names()]})
-    if rest.startswith("static/"):
-        return static_file(rest[len("static/"):])
-    return Reply.text(f"Not found: /portal/{rest}", 404)
+def _names(rest: str, req: Request) -> Reply:
+    return _json({"names": [{"name": n.name, "aliases": list(n.aliases), "ra": n.ra,
+                             "dec": n.dec, "kind": n.kind} for n in names.all_names()]})
+
+
+ROUTES: dict[str, Handler] = {"resolve": lambda rest, req: resolve(req.params),
+                              "names": _names}
+PREFIXES: dict[str, Handler] = {
+    "static": lambda rest, req: static_file(rest[len("static/"):])}
+
+
+def handle(req: Request) -> Reply:
+    """/portal/resolve, /portal/names and /portal/static/<file>."""
+    return dispatch(req, ROUTES, lambda rest: Reply.text(f"Not found: /portal/{rest}", 404),
+                    PREFIXES)

@@ -7,9 +7,10 @@ Values of one parameter are ORed, different parameters ANDed; intervals may be o
 from __future__ import annotations
 
 import math
-import os
+from dataclasses import dataclass
 
 from .. import dali
+from ..config import Settings, settings
 from ..geometry import sky
 from ..geometry.sqlfunctions import sql_str
 from ..lake import schema
@@ -18,13 +19,14 @@ from ..query.catalogue import Catalogue, QueryError, QueryTimeout
 from ..render import votable
 from ..render.votable import Param, service_descriptor
 from ..web import observability
-from ..web.params import Params, Reply, parse_maxrec, sync_slot
+from ..web.load import sync_slot
+from ..web.params import Params, parse_maxrec
+from ..web.replies import Reply
+from ..web.request import Request
+from ..web.routes import Handler, dispatch
 from . import datalink
 from .tap.meta import availability, vosi_capabilities
 
-DEFAULT_MAXREC = int(os.environ.get("SIA_DEFAULT_MAXREC", "10000"))
-HARD_MAXREC = int(os.environ.get("SIA_HARD_MAXREC", "1000000"))
-TIMEOUT = float(os.environ.get("SIA_TIMEOUT", "25"))
 TABLE = schema.TABLES["ivoa.obscore"]
 
 # parameter -> (column, kind); kind: interval | text | int
@@ -82,14 +84,74 @@ def _range_polygons(ra1, ra2, de1, de2) -> list[list[float]]:
     return pieces
 
 
-def pos_condition(text: str, cat: Catalogue) -> str:
-    shape, args = dali.shape(text, "POS", error=SiaUsageError)
-    if shape == "CIRCLE":
+# ---- the request as a model: parsed and checked first, then translated to SQL -----------
+
+Shape = tuple[str, tuple[float, ...]]  # (CIRCLE | RANGE | POLYGON, normalised numbers)
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class SiaQuery:
+    """One SIA 2.0 query. Values of one parameter are ORed, parameters ANDed; `simple`
+    holds the SIMPLE parameters given, in SIMPLE's order, as (name, values): intervals,
+    integers or strings by the parameter's kind. MAXREC=0 asks for the service's own
+    description, so its constraints are not looked at (nor checked)."""
+    maxrec: int
+    responseformat: str  # a votable.parse_format name
+    pos: tuple[Shape, ...] = ()
+    band: tuple[Interval, ...] = ()
+    time: tuple[Interval, ...] = ()
+    pol: tuple[str, ...] = ()
+    simple: tuple[tuple[str, tuple[Interval | int | str, ...]], ...] = ()
+
+    @classmethod
+    def parse(cls, params: Params, default_maxrec: int, hard_maxrec: int) -> SiaQuery:
+        """Raises SiaUsageError (or votable.UnsupportedFormat) on the first bad value, in
+        the order RESPONSEFORMAT, MAXREC, POS, BAND, TIME, POL, then SIMPLE's."""
+        fmt = votable.parse_format(params.get("RESPONSEFORMAT"))
+        maxrec = parse_maxrec(params, default_maxrec, hard_maxrec, SiaUsageError)
+        if maxrec == 0:
+            return cls(maxrec, fmt)
+
+        def given(name: str) -> list[str]:
+            return [v.strip() for v in params.getall(name) if v.strip()]
+
+        return cls(
+            maxrec, fmt,
+            pos=tuple(dali.shape(v, "POS", error=SiaUsageError) for v in given("POS")),
+            band=tuple(_interval(v, "BAND") for v in given("BAND")),
+            time=tuple(_interval(v, "TIME") for v in given("TIME")),
+            pol=tuple(_pol(v) for v in given("POL")),
+            simple=tuple((name, tuple(_simple(name, v) for v in given(name)))
+                         for name in SIMPLE if given(name)))
+
+
+def _pol(value: str) -> str:
+    if value not in POL_STATES:
+        raise SiaUsageError(f"POL: {value!r} is not a polarization state")
+    return value
+
+
+def _simple(name: str, value: str) -> Interval | int | str:
+    kind = SIMPLE[name][1]
+    if kind == "interval":
+        return _interval(value, name)
+    if kind == "int":
+        try:
+            return int(value)
+        except ValueError:
+            raise SiaUsageError(f"{name}: {value!r} is not an integer") from None
+    return value
+
+
+def pos_condition(shape: Shape, cat: Catalogue) -> str:
+    kind, args = shape
+    if kind == "CIRCLE":
         ra, dec, r = args
         box = cat.box_sql("s_ra", "s_dec", ra, dec, r, footprint=True, table=TABLE.name)
         return f"({box} AND sky_circle_x_poly_bin({ra!r}, {dec!r}, {r!r}, " \
                f"{schema.PACKED_REGION}))"
-    if shape == "RANGE":
+    if kind == "RANGE":
         ra1, ra2, de1, de2 = args
         return "(" + " OR ".join(_poly_condition(p, cat) for p in
                                  _range_polygons(ra1, ra2, de1, de2)) + ")"
@@ -105,56 +167,46 @@ def _poly_condition(poly: list[float], cat: Catalogue) -> str:
     return f"({box} AND sky_poly_x_poly({arr}, s_region))"
 
 
-def _param_condition(name: str, value: str, cat: Catalogue) -> str:
-    if name == "POS":
-        return pos_condition(value, cat)
-    if name == "BAND":
-        lo, hi = _interval(value, "BAND")
-        return _overlap("em_min", "em_max", lo, hi)
-    if name == "TIME":
-        lo, hi = _interval(value, "TIME")
-        return _overlap("t_min", "t_max", lo, hi)
-    if name == "POL":
-        if value not in POL_STATES:
-            raise SiaUsageError(f"POL: {value!r} is not a polarization state")
-        return f"(pol_states LIKE {sql_str('%/' + value + '/%')})"
+def _simple_condition(name: str, value: Interval | int | str) -> str:
     col, kind = SIMPLE[name]
     if kind == "interval":
-        return _within(col, *_interval(value, name))
+        return _within(col, *value)
     if kind == "int":
-        try:
-            return f"({col} = {int(value)})"
-        except ValueError:
-            raise SiaUsageError(f"{name}: {value!r} is not an integer") from None
+        return f"({col} = {value})"
     return f"({col} = {sql_str(value)})"
 
 
-def where(params: Params, cat: Catalogue) -> str:
-    clauses = []
-    for name in ["POS", "BAND", "TIME", "POL", *SIMPLE]:
-        values = [v for v in params.getall(name) if v.strip()]
-        if values:
-            clauses.append("(" + " OR ".join(_param_condition(name, v.strip(), cat)
-                                             for v in values) + ")")
+def where(q: SiaQuery, cat: Catalogue) -> str:
+    """The model as a SQL condition on ivoa.obscore."""
+    groups = [
+        [pos_condition(shape, cat) for shape in q.pos],
+        [_overlap("em_min", "em_max", lo, hi) for lo, hi in q.band],
+        [_overlap("t_min", "t_max", lo, hi) for lo, hi in q.time],
+        [f"(pol_states LIKE {sql_str('%/' + v + '/%')})" for v in q.pol],
+        *([_simple_condition(name, v) for v in values] for name, values in q.simple),
+    ]
+    clauses = ["(" + " OR ".join(group) + ")" for group in groups if group]
     return " AND ".join(clauses) or "TRUE"
 
 
-def query(params: Params, base: str) -> Reply:
+def query(params: Params, base: str, conf: Settings | None = None) -> Reply:
     cat = runtime.catalogue(base)
+    conf = conf or settings()
     try:
-        fmt = votable.parse_format(params.get("RESPONSEFORMAT"))
-        maxrec = parse_maxrec(params, DEFAULT_MAXREC, HARD_MAXREC, SiaUsageError)
+        q = SiaQuery.parse(params, conf.sia_default_maxrec, conf.sia_hard_maxrec)
+        fmt, maxrec = q.responseformat, q.maxrec
         fields = datalink.bind_fields([votable.Field.from_column(c) for c in TABLE.served])
         if maxrec == 0:
             body, ctype = votable.write(TABLE.arrow_schema().empty_table().select(
                 [c.name for c in TABLE.served]), fields, "votable",
-                resources_after=[self_description(base)] + datalink.descriptors(base))
+                resources_after=[self_description(base, conf.sia_hard_maxrec)]
+                + datalink.descriptors(base))
             return Reply(200, body, ctype)
         cols = ", ".join(c.name for c in TABLE.served)
-        sql = (f"SELECT {cols} FROM ivoa.obscore WHERE {where(params, cat)} "
+        sql = (f"SELECT {cols} FROM ivoa.obscore WHERE {where(q, cat)} "
                "ORDER BY t_min, obs_publisher_did")
         with sync_slot():
-            table = cat.query(sql, timeout=TIMEOUT, max_rows=maxrec + 1)
+            table = cat.query(sql, timeout=conf.sia_timeout, max_rows=maxrec + 1)
     except (SiaUsageError, votable.UnsupportedFormat, QueryError) as e:
         return Reply(400, votable.error_document(f"UsageError: {e}"),
                      "application/x-votable+xml")
@@ -175,7 +227,7 @@ def _echo(params: Params) -> str:
     return "&".join(f"{n}={v}" for n in names for v in params.getall(n)) or "(no constraint)"
 
 
-def self_description(base: str) -> str:
+def self_description(base: str, hard_maxrec: int) -> str:
     """MAXREC=0: the service's own input parameters as a service descriptor."""
     p = [
         Param("POS", "char", arraysize="*", description="CIRCLE ra dec r | RANGE ra1 ra2 "
@@ -199,7 +251,7 @@ def self_description(base: str) -> str:
         Param("CALIB", "int", options=["0", "1", "2", "3", "4"]),
         Param("TARGET", "char", arraysize="*"),
         Param("FORMAT", "char", arraysize="*"),
-        Param("MAXREC", "int", min="0", max=str(HARD_MAXREC)),
+        Param("MAXREC", "int", min="0", max=str(hard_maxrec)),
         Param("RESPONSEFORMAT", "char", arraysize="*",
               options=["votable", "votable/b2", "csv", "tsv", "fits", "parquet", "html"],
               description="votable (default), votable/b2, csv, tsv, fits, parquet or "
@@ -217,12 +269,17 @@ def capabilities(base: str) -> str:
         ("ivo://ivoa.net/std/VOSI#availability", "availability", "")])
 
 
-def handle(rest: str, method: str, params: Params, base: str) -> Reply:
-    rest = rest.strip("/")
-    if rest in ("query", ""):
-        return query(params, base)
-    if rest == "capabilities":
-        return Reply.xml(capabilities(base))
-    if rest == "availability":
-        return availability()
-    return Reply.text(f"Not found: /sia/{rest}", 404)
+def _query(rest: str, req: Request) -> Reply:
+    return query(req.params, req.base, req.settings)
+
+
+ROUTES: dict[str, Handler] = {
+    "query": _query,
+    "": _query,
+    "capabilities": lambda rest, req: Reply.xml(capabilities(req.base)),
+    "availability": lambda rest, req: availability(),
+}
+
+
+def handle(req: Request) -> Reply:
+    return dispatch(req, ROUTES, lambda rest: Reply.text(f"Not found: /sia/{rest}", 404))

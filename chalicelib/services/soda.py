@@ -8,10 +8,14 @@ concurrently by the range-reading cutout engine.
 from __future__ import annotations
 
 from ..cutout import CutoutError, MultiValued, NoOverlap, cutout, cutout_many, parse_soda_params
+from ..jobs import runtime as jobs
 from ..jobs.runtime import JobKind
 from ..jobs.uws import UWSUsageError
 from ..query import products, runtime
-from ..web.params import Params, Reply
+from ..web.params import Params
+from ..web.replies import Reply
+from ..web.request import Request
+from ..web.routes import Handler, dispatch
 from . import uws
 
 SERVICE = "soda"
@@ -54,7 +58,7 @@ def sync(params: Params, base: str) -> Reply:
 
 
 def _validate(params: dict[str, list[str]]) -> None:
-    p = Params([(k, v) for k, vs in params.items() for v in vs])
+    p = Params.from_dict(params)
     if not p.getall("ID"):
         raise UWSUsageError("ID is required")
     try:
@@ -69,10 +73,10 @@ def _validate(params: dict[str, list[str]]) -> None:
 def run(job, ctx) -> None:
     """One result per (ID, region) combination; a combination without overlap is
     reported in jobInfo, not as a failure."""
-    p = Params([(k, v) for k, vs in job.parameters.items() for v in vs])
+    p = Params.from_dict(job.parameters)
     ids = list(dict.fromkeys(p.getall("ID")))
     regions = parse_soda_params(p)
-    found = products.by_ids(runtime.catalogue(runtime.public_base()), ids)
+    found = products.by_ids(runtime.catalogue(jobs.job_base(job.base_url)), ids)
     items, names, skipped = [], [], []
     for i, did in enumerate(ids):
         if did not in found:
@@ -95,11 +99,13 @@ def run(job, ctx) -> None:
 JOB = JobKind(SERVICE, run, _validate, max_duration=3600)
 
 
-def handle(rest: str, method: str, params: Params, base: str) -> Reply:
-    rest = rest.strip("/")
-    if rest == "sync":
-        return sync(params, base)
-    if rest.split("/", 1)[0] == "async":
-        return uws.handle_uws(JOB, method, rest[len("async"):], params, base,
-                               f"{base}/soda/async")
-    return Reply.text(f"Not found: /soda/{rest}", 404)
+ROUTES: dict[str, Handler] = {"sync": lambda rest, req: sync(req.params, req.base)}
+PREFIXES: dict[str, Handler] = {
+    "async": lambda rest, req: uws.handle_uws(JOB, req, rest[len("async"):],
+                                              f"{req.base}/soda/async"),
+}
+
+
+def handle(req: Request) -> Reply:
+    return dispatch(req, ROUTES, lambda rest: Reply.text(f"Not found: /soda/{rest}", 404),
+                    PREFIXES)

@@ -10,25 +10,22 @@ from ..jobs import runtime as jobs
 from ..jobs.runtime import JobKind
 from ..jobs.uws.service import may_see
 from ..lake import current
-from ..web.params import (
-    Reply,
-    anonymous_owner,
-    current_caller,
-    new_owner_token,
-    owner_cookie,
-)
+from ..web.callers import anonymous_owner, new_owner_token, owner_cookie
+from ..web.replies import Reply
+from ..web.request import Request
 
 
-def local_result(path: str):
+def local_result(req: Request) -> Reply:
     """Serve results/<service>/<job>/<id> from a local archive (S3 uses presigned URLs)
     to whoever may see the job."""
+    path = req.path.get("rest") or ""
     parts = path.split("/")
     arch = current.archive()
     if arch.is_s3 or len(parts) != 3 or any(p in ("", ".", "..") for p in parts):
         return Reply.text("Not found", 404)
     key = "results/" + path
     job = jobs.store().get(parts[1])
-    if job is None or not may_see(job, current_caller()) or not arch.exists(key):
+    if job is None or not may_see(job, req.caller) or not arch.exists(key):
         return Reply.text("Not found", 404)
     mime = next((r.get("mime_type") for r in job.results
                  if r.get("href", "").endswith(key)), None)
@@ -49,11 +46,12 @@ def keep_uploads(params) -> dict[str, list[str]]:
     return values
 
 
-def handle_uws(kind: JobKind, method: str, sub: str, params, base: str, list_url: str):
-    """One async service's UWS request, as a web Reply, on behalf of the current caller.
-    A caller without an identity creating a job gets an owner token (a cookie) so that
-    its job list shows its own jobs."""
-    owner, token = current_caller(), None
+def handle_uws(kind: JobKind, req: Request, sub: str, list_url: str) -> Reply:
+    """One async service's UWS request (`sub`: the path under its job list), as a web
+    Reply, on behalf of the request's caller. A caller without an identity creating a job
+    gets an owner token (a cookie) so that its job list shows its own jobs."""
+    method, params, base = req.method, req.params, req.base
+    owner, token = req.caller, None
     if owner is None and method.upper() == "POST" and not sub.strip("/"):
         token = new_owner_token()
         owner = anonymous_owner(token)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,9 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import settings
+
 log = logging.getLogger(__name__)
 
-DEFAULT_NAMESPACE = "SpherexArchive"
 # Units CloudWatch accepts in EMF (a subset: what this code base uses).
 UNITS = frozenset({"Count", "Milliseconds", "Seconds", "Bytes", "None", "Percent"})
 
@@ -39,16 +39,16 @@ _cold = True  # the first request of a process pays the container's start-up
 
 
 def namespace() -> str:
-    return os.environ.get("METRICS_NAMESPACE", DEFAULT_NAMESPACE)
+    return settings().metrics_namespace
 
 
 def stage() -> str:
-    return os.environ.get("STAGE", "local")
+    return settings().stage
 
 
 def _to_stdout() -> bool:
-    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-                or os.environ.get("OBSERVABILITY_STDOUT") == "1")
+    conf = settings()
+    return conf.in_lambda or conf.observability_stdout
 
 
 def _write(line: str) -> None:

@@ -1,35 +1,16 @@
-"""HTTP plumbing shared by every service: parameters and replies, framework-free.
+"""Request parameters, framework-free: DALI rules live here once.
 
-DALI rules live here once: parameter names are case-insensitive, GET and POST (form or
-multipart) alike, a repeated parameter gives several values.
+Parameter names are case-insensitive, GET and POST (form or multipart) alike, a repeated
+parameter gives several values; MAXREC is parsed the one DALI way.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import hashlib
-import logging
-import math
-import os
-import re
-import secrets
-import threading
-import time
-import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import collapse_rfc2231_value
-from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl
-
-from ..dali import UsageError
-from ..jobs.uws.service import ANONYMOUS
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,6 +45,11 @@ class Params:
 
     def to_dict(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self._values.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, list[str]] | None) -> Params:
+        """Parameters from name -> values (a query string's, or a stored job's)."""
+        return cls([(k, v) for k, vs in (values or {}).items() for v in vs])
 
     @classmethod
     def parse(cls, query: dict[str, list[str]] | None, body: bytes | None,
@@ -127,207 +113,3 @@ def parse_maxrec(params: Params, default: int, hard: int, error: type[Exception]
     if value < 0:
         raise error(f"MAXREC must be a non-negative integer, not {raw!r}")
     return min(value, hard)
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes | str = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def redirect(cls, url: str, status: int = 303) -> Reply:
-        return cls(status, b"", "text/plain", {"Location": url})
-
-    @classmethod
-    def text(cls, text: str, status: int = 200) -> Reply:
-        return cls(status, text.encode(), "text/plain; charset=utf-8")
-
-    @classmethod
-    def xml(cls, body: bytes | str, status: int = 200) -> Reply:
-        return cls(status, body, "text/xml; charset=utf-8")
-
-
-def base_url(headers: dict[str, str], context: dict | None = None) -> str:
-    """The public base URL of the API, never taken from what a client sends: $PUBLIC_URL;
-    on AWS the API's own domain (requestContext.domainName, plus the stage on an
-    execute-api host); locally the address the server is bound to, which the local server
-    writes into Host. X-Forwarded-* count only behind a proxy the operator declared
-    ($TRUSTED_PROXY=1)."""
-    if os.environ.get("PUBLIC_URL"):
-        return os.environ["PUBLIC_URL"].rstrip("/")
-    h = {k.lower(): v for k, v in (headers or {}).items()}
-    ctx = context or {}
-    if os.environ.get("TRUSTED_PROXY") == "1" and h.get("x-forwarded-host"):
-        return f"{h.get('x-forwarded-proto') or 'https'}://{h['x-forwarded-host']}"
-    domain = ctx.get("domainName")
-    if domain:
-        stage = ctx.get("stage")
-        return f"https://{domain}" + (f"/{stage}" if stage and "execute-api" in domain else "")
-    return f"http://{h.get('host') or '127.0.0.1:8000'}"
-
-
-# ---- callers: who owns a job ------------------------------------------------------------
-
-OWNER_COOKIE = "uws_owner"
-OWNER_HEADER = "x-owner-token"
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
-_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", default=None)
-
-
-def identify(headers: dict[str, str], context: dict | None = None) -> str | None:
-    """The caller as a job owner: the identity API Gateway vouches for (Cognito, a custom
-    authorizer, IAM, an API key), else the hash of an owner token the caller holds (the
-    cookie minted with its first job, or X-Owner-Token), else None."""
-    ctx = context or {}
-    auth, ident = ctx.get("authorizer") or {}, ctx.get("identity") or {}
-    for kind, value in (("cognito", (auth.get("claims") or {}).get("sub")),
-                        ("authorizer", auth.get("principalId")),
-                        ("iam", ident.get("userArn")),
-                        ("cognito-identity", ident.get("cognitoIdentityId")),
-                        ("apikey", ident.get("apiKeyId"))):
-        if value:
-            return f"{kind}:{value}"
-    h = {k.lower(): v for k, v in (headers or {}).items()}
-    token = h.get(OWNER_HEADER)
-    if token is None and h.get("cookie"):
-        morsel = SimpleCookie(h["cookie"]).get(OWNER_COOKIE)
-        token = morsel.value if morsel else None
-    return anonymous_owner(token) if token and _TOKEN.match(token) else None
-
-
-def anonymous_owner(token: str) -> str:
-    """Stored owners are hashes: a leaked job record does not give away the token."""
-    return ANONYMOUS + hashlib.sha256(token.encode()).hexdigest()[:32]
-
-
-def new_owner_token() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def owner_cookie(token: str, base: str) -> str:
-    secure = "; Secure" if base.startswith("https://") else ""
-    return (f"{OWNER_COOKIE}={token}; Path=/; Max-Age=31536000; HttpOnly; "
-            f"SameSite=Lax{secure}")
-
-
-def current_caller() -> str | None:
-    """The owner identity of the request being served (set by serving)."""
-    return _caller.get()
-
-
-# ---- load: per-caller rate limits and refusals when full ----------------------------------
-
-class ServiceBusy(Exception):
-    """Our capacity, not the caller's mistake: 503 with Retry-After (429 when the caller
-    went over its own rate)."""
-
-    def __init__(self, message: str, retry_after: float, status: int = 503):
-        super().__init__(message)
-        self.retry_after, self.status = retry_after, status
-
-
-# Synchronous queries run at once per process, beyond which callers are refused (503 and
-# Retry-After) rather than queued until their time limit: twice the cores of a Lambda or
-# of this machine, since a query spends part of its time waiting on storage.
-SYNC_SLOTS = int(os.environ.get("SYNC_SLOTS", str(2 * (os.cpu_count() or 2))))
-SYNC_WAIT_S = 2.0
-_sync_slots = threading.BoundedSemaphore(SYNC_SLOTS)
-
-
-@contextlib.contextmanager
-def sync_slot(wait: float = SYNC_WAIT_S) -> Iterator[None]:
-    """Hold one of the process's synchronous query slots, or raise ServiceBusy."""
-    if not _sync_slots.acquire(timeout=wait):
-        raise ServiceBusy(f"all {SYNC_SLOTS} synchronous query slots are busy; retry "
-                          f"shortly, or submit the query as an asynchronous job", 5.0)
-    try:
-        yield
-    finally:
-        _sync_slots.release()
-
-
-def rate_limiter_from_env() -> RateLimiter | None:
-    """RATE_LIMIT requests a second per caller (bursts of RATE_BURST); 0 turns it off.
-    On AWS, API Gateway's stage throttling and usage plans limit first."""
-    rate = float(os.environ.get("RATE_LIMIT", "50"))
-    return RateLimiter(rate, float(os.environ.get("RATE_BURST", "200"))) if rate > 0 else None
-
-
-class RateLimiter:
-    """A token bucket per caller: `rate` requests a second on average, bursts of `burst`.
-    At most `max_callers` buckets are kept (the least recently seen are forgotten: a
-    forgotten caller starts with a full bucket, which only errs on the generous side)."""
-
-    def __init__(self, rate: float, burst: float, max_callers: int = 10_000):
-        self.rate, self.burst, self.max_callers = rate, burst, max_callers
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def admit(self, caller: str, now: float | None = None) -> None:
-        """Take one token for `caller`, or raise ServiceBusy(429) saying when to retry."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            tokens, last = self._buckets.pop(caller, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            admitted = tokens >= 1.0
-            self._buckets[caller] = (tokens - 1.0 if admitted else tokens, now)
-            while len(self._buckets) > self.max_callers:
-                self._buckets.popitem(last=False)
-        if not admitted:
-            wait = (1.0 - tokens) / self.rate
-            raise ServiceBusy(f"too many requests from this client: at most {self.rate:g} a "
-                              f"second (bursts of {self.burst:g}); retry in {wait:.1f} s",
-                              wait, 429)
-
-
-def client_key(headers: dict[str, str], context: dict | None, caller: str | None) -> str:
-    """Who a rate limit counts against: the caller's identity, else its address (API
-    Gateway's sourceIp; the local server's X-Client-Address, which it sets itself)."""
-    if caller:
-        return caller
-    h = {k.lower(): v for k, v in (headers or {}).items()}
-    ip = ((context or {}).get("identity") or {}).get("sourceIp")
-    local = h.get("x-client-address")
-    return "ip:" + str(local if local and ip in (None, "127.0.0.1") else ip)
-
-
-# ---- errors: the one place exceptions become standard error documents -------------------
-
-VOTABLE, TEXT = "votable", "text"  # DALI's VOTable error; SODA/DataLink-style plain text
-
-
-def error_reply(form: str, status: int, message: str) -> Reply:
-    if form == VOTABLE:
-        from ..render.votable import error_document  # deferred: the writer needs pyarrow
-
-        return Reply(status, error_document(message), "application/x-votable+xml")
-    return Reply.text(message + "\n", status)
-
-
-def guarded(form: str, call: Callable[[], Reply], request_id: str | None = None,
-            caller: str | None = None) -> Reply:
-    """Run one request: a caller's mistake (UsageError) is a 400 logged as one line; any
-    other exception is a 500 logged once with its traceback under a request id, which the
-    caller is given, never the exception's text (it may name paths, buckets, settings)."""
-    rid = request_id or uuid.uuid4().hex
-    token = _caller.set(caller)
-    try:
-        reply = call()
-    except UsageError as e:
-        log.info("request %s: usage error: %s", rid, e)
-        reply = error_reply(form, 400, f"UsageError: {e}")
-    except ServiceBusy as e:
-        log.info("request %s: refused (%d): %s", rid, e.status, e)
-        word = "ServiceBusy" if e.status == 503 else "TooManyRequests"
-        reply = error_reply(form, e.status, f"{word}: {e}")
-        reply.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
-    except Exception:  # noqa: BLE001 - the last line of defence of a public endpoint
-        log.exception("request %s failed", rid)
-        reply = error_reply(form, 500, f"InternalError: the service failed on this request "
-                                       f"(request id {rid}); please report it with that id")
-    finally:
-        _caller.reset(token)
-    reply.headers.setdefault("X-Request-Id", rid)
-    return reply

@@ -105,6 +105,9 @@ class Job:
     job_info: dict[str, Any] = field(default_factory=dict)
     execution_arn: str | None = None
     version: int = 0
+    # the public base URL of the API the job was created through: its results (access
+    # URLs, service descriptors) point there; None in records older than the field
+    base_url: str | None = None
 
     def param(self, name: str, default: str | None = None) -> str | None:
         """First value of a parameter, names case-insensitive."""

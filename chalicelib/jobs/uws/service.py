@@ -139,7 +139,8 @@ class UWSService:
     base_url_fn gives the job list URL when handle() gets none; max_duration caps
     executionDuration (s; 0 = no cap); default_destruction is the job lifetime;
     max_wait caps a blocking GET (WAIT=-1) below API Gateway's 29 s; result_url_fn
-    turns a stored result href into the URL /results/<id> redirects to (e.g. presign).
+    turns a stored result href into the URL /results/<id> redirects to (e.g. presign);
+    public_base is stored in each job created (Job.base_url) for its runner.
     """
 
     def __init__(self, store: JobStore, executor: Executor,
@@ -149,7 +150,8 @@ class UWSService:
                  default_duration: int | None = None,
                  max_destruction: timedelta = timedelta(days=30), max_wait: float = 25.0,
                  result_url_fn: Callable[[Job, dict[str, Any]], str] | None = None,
-                 on_delete: Callable[[Job], None] | None = None) -> None:
+                 on_delete: Callable[[Job], None] | None = None,
+                 public_base: str | None = None) -> None:
         self.store = store
         self.executor = executor
         self.base_url_fn = base_url_fn
@@ -162,6 +164,7 @@ class UWSService:
         self.max_wait = max_wait
         self.result_url_fn = result_url_fn or (lambda job, result: result["href"])
         self.on_delete = on_delete
+        self.public_base = public_base
 
     # ---- programmatic API (also used by handle) -------------------------------------
 
@@ -182,7 +185,7 @@ class UWSService:
             run_id=control["runid"],
             execution_duration=self._duration(control["executionduration"]),
             destruction=self._destruction(control["destruction"]), parameters=args,
-            param_names={k: names.get(k, k) for k in args})
+            param_names={k: names.get(k, k) for k in args}, base_url=self.public_base)
         self.store.create(job)
         if run:
             self.run(job.job_id)

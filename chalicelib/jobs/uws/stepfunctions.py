@@ -19,7 +19,7 @@ from .model import Job
 def default_input(job: Job) -> dict[str, Any]:
     """Execution input: enough for the first task to load the job from the store."""
     return {"job_id": job.job_id, "service": job.service, "parameters": job.parameters,
-            "execution_duration": job.execution_duration}
+            "execution_duration": job.execution_duration, "base_url": job.base_url}
 
 
 class StepFunctionsExecutor:

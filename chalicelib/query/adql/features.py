@@ -1,6 +1,6 @@
 """What this translator supports, in TAPRegExt terms (for /capabilities): every feature
-listed here is exercised by tests/test_adql.py, so the declaration cannot drift from the
-implementation. Bitwise operators (features-adql-bitwise) are deliberately absent."""
+listed here is exercised by tests/unit/query/test_adql.py, so the declaration cannot
+drift from the implementation. Bitwise operators (features-adql-bitwise) are deliberately absent."""
 
 from __future__ import annotations
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from ...config import settings
+from ...jobs import runtime as jobs
 from ...jobs.runtime import JobKind
 from ...jobs.uws import UWSUsageError
 from ...query import runtime
 from ...query.catalogue import QueryTimeout
 from ...render.votable import error_document
-from ...web.params import Params, Reply
+from ...web.params import Params
+from ...web.replies import Reply
+from ...web.request import Request
 from .. import uws
-from .errors import ASYNC_TIMEOUT
 from .sync import run_query
 
 SERVICE = "tap"
@@ -17,11 +20,12 @@ SERVICE = "tap"
 
 def run(job, ctx) -> None:
     """Run the query of a job and store the result named `result` (what pyvo fetches)."""
-    params = Params([(k, v) for k, vs in job.parameters.items() for v in vs])
-    cat = runtime.catalogue(runtime.public_base())
-    limit = min(ASYNC_TIMEOUT, job.execution_duration or ASYNC_TIMEOUT)
+    params = Params.from_dict(job.parameters)
+    cat = runtime.catalogue(jobs.job_base(job.base_url))
+    conf = settings()
+    limit = min(conf.tap_async_timeout, job.execution_duration or conf.tap_async_timeout)
     try:  # a TapUsageError is the caller's mistake: the job's errorSummary is its message
-        res = run_query(params, cat, limit)
+        res = run_query(params, cat, limit, conf)
     except QueryTimeout:
         raise UWSUsageError(f"The query ran longer than the limit of {limit:g} s; ask for "
                             f"less (TOP, a narrower region) or split it") from None
@@ -34,8 +38,8 @@ def run(job, ctx) -> None:
 JOB = JobKind(SERVICE, run, None, max_duration=3600)
 
 
-def handle_async(sub: str, method: str, params: Params, base: str) -> Reply:
-    reply = uws.handle_uws(JOB, method, sub, params, base, f"{base}/tap/async")
+def handle_async(sub: str, req: Request) -> Reply:
+    reply = uws.handle_uws(JOB, req, sub, f"{req.base}/tap/async")
     if sub.rstrip("/").endswith("/error") and reply.status == 200:  # TAP: a VOTable error
         return Reply(200, error_document(reply.body.decode() or "no error"),
                      "application/x-votable+xml", reply.headers)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
+from ...config import settings
 from ...lake import schema
 from ...query.adql import LANGUAGE_FEATURES
 from ...query.catalogue import TAP_SCHEMA_TABLES
-from ...web.params import Reply
+from ...web.replies import Reply
 from . import errors as tap
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -66,14 +67,15 @@ def _outputs() -> str:
 
 def capabilities(base: str) -> str:
     tap_url = f"{base}/tap"
+    conf = settings()
     limits = (
         f'<uploadMethod ivo-id="{TR}#upload-inline"/>'
         f'<uploadMethod ivo-id="{TR}#upload-http"/>'
         "<retentionPeriod><default>604800</default><hard>604800</hard></retentionPeriod>"
-        f"<executionDuration><default>{int(tap.ASYNC_TIMEOUT)}</default>"
-        f"<hard>{int(tap.ASYNC_TIMEOUT)}</hard></executionDuration>"
-        f'<outputLimit><default unit="row">{tap.DEFAULT_MAXREC}</default>'
-        f'<hard unit="row">{tap.HARD_MAXREC}</hard></outputLimit>'
+        f"<executionDuration><default>{int(conf.tap_async_timeout)}</default>"
+        f"<hard>{int(conf.tap_async_timeout)}</hard></executionDuration>"
+        f'<outputLimit><default unit="row">{conf.tap_default_maxrec}</default>'
+        f'<hard unit="row">{conf.tap_hard_maxrec}</hard></outputLimit>'
         f'<uploadLimit><hard unit="byte">{tap.UPLOAD_LIMIT}</hard></uploadLimit>')
     vosi = "".join(
         f'<capability standardID="{sid}">{_interface(f"{tap_url}/{path}")}</capability>'

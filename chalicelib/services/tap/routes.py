@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from xml.sax.saxutils import escape
 
-from ...web.params import Params, Reply
+from ...web.replies import Reply
+from ...web.request import Request
+from ...web.routes import Handler, dispatch
 from . import meta as tapmeta
 from .asyncjobs import handle_async
 from .sync import sync
 
-# rest of the path -> (method, params, base) -> Reply; async/... and tables/<name> go by
-# their first segment
-ROUTES: dict[str, Callable[[str, str, Params, str], Reply]] = {
-    "sync": lambda rest, method, params, base: sync(params, base),
-    "availability": lambda rest, method, params, base: tapmeta.availability(),
-    "capabilities": lambda rest, method, params, base: Reply.xml(tapmeta.capabilities(base)),
-    "tables": lambda rest, method, params, base: Reply.xml(
-        tapmeta.tableset(params.get("detail"))),
-    "examples": lambda rest, method, params, base: Reply(200, tapmeta.examples(base),
-                                                         "application/xhtml+xml"),
+# rest of the path -> (rest, request) -> Reply; async/... and tables/<name> go by their
+# first segment
+ROUTES: dict[str, Handler] = {
+    "sync": lambda rest, req: sync(req.params, req.base, req.settings),
+    "availability": lambda rest, req: tapmeta.availability(),
+    "capabilities": lambda rest, req: Reply.xml(tapmeta.capabilities(req.base)),
+    "tables": lambda rest, req: Reply.xml(tapmeta.tableset(req.params.get("detail"))),
+    "examples": lambda rest, req: Reply(200, tapmeta.examples(req.base),
+                                        "application/xhtml+xml"),
 }
-PREFIXES: dict[str, Callable[[str, str, Params, str], Reply]] = {
-    "async": lambda rest, method, params, base: handle_async(rest[len("async"):], method,
-                                                             params, base),
-    "tables": lambda rest, method, params, base: _table(rest.split("/", 1)[1]),
+PREFIXES: dict[str, Handler] = {
+    "async": lambda rest, req: handle_async(rest[len("async"):], req),
+    "tables": lambda rest, req: _table(rest.split("/", 1)[1]),
 }
 
 
@@ -33,9 +32,6 @@ def _table(name: str) -> Reply:
     return Reply.xml(xml) if xml else Reply.text(f"no table {name!r}", 404)
 
 
-def handle(rest: str, method: str, params: Params, base: str) -> Reply:
-    rest = rest.strip("/")
-    route = ROUTES.get(rest) or PREFIXES.get(rest.split("/", 1)[0])
-    if route is None:
-        return Reply.text(f"Not found: /tap/{escape(rest)}", 404)
-    return route(rest, method, params, base)
+def handle(req: Request) -> Reply:
+    return dispatch(req, ROUTES, lambda rest: Reply.text(f"Not found: /tap/{escape(rest)}", 404),
+                    PREFIXES)

@@ -11,23 +11,18 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from ...config import Settings, settings
 from ...query import adql, runtime
 from ...query.catalogue import Catalogue, QueryError, QueryTimeout
 from ...query.uploads import UploadUsageError, load_uploads
 from ...render import votable
 from ...web import observability
-from ...web.params import Params, Reply, parse_maxrec, sync_slot
+from ...web.load import sync_slot
+from ...web.params import Params, parse_maxrec
+from ...web.replies import Reply
 from ..datalink import bind_fields, descriptors
 from . import meta as tapmeta
-from .errors import (
-    ASYNC_TIMEOUT,
-    DEFAULT_MAXREC,
-    HARD_MAXREC,
-    LANGS,
-    SYNC_TIMEOUT,
-    UPLOAD_LIMIT,
-    TapUsageError,
-)
+from .errors import LANGS, UPLOAD_LIMIT, TapUsageError
 
 
 @dataclass
@@ -58,15 +53,19 @@ def _check_lang(params: Params) -> str:
     return query
 
 
-def run_query(params: Params, cat: Catalogue, timeout: float) -> QueryResult:
-    """Translate, run and serialise one TAP query; raises TapUsageError for bad input."""
+def run_query(params: Params, cat: Catalogue, timeout: float,
+              limits: Settings | None = None) -> QueryResult:
+    """Translate, run and serialise one TAP query; raises TapUsageError for bad input.
+    MAXREC's default and cap come from `limits` (the process settings if None)."""
     t0 = time.perf_counter()
+    limits = limits or settings()
     query = _check_lang(params)
     try:
         fmt = votable.parse_format(params.get("RESPONSEFORMAT") or params.get("FORMAT"))
     except votable.UnsupportedFormat as e:
         raise TapUsageError(str(e)) from None
-    maxrec = parse_maxrec(params, DEFAULT_MAXREC, HARD_MAXREC, TapUsageError)
+    maxrec = parse_maxrec(params, limits.tap_default_maxrec, limits.tap_hard_maxrec,
+                          TapUsageError)
     try:
         uploads, upload_tables = load_uploads(params, UPLOAD_LIMIT)
     except UploadUsageError as e:
@@ -105,17 +104,19 @@ def _rename(table: pa.Table, names: list[str]) -> pa.Table:
     return table.rename_columns(names) if table.column_names != names else table
 
 
-def sync(params: Params, base: str) -> Reply:
+def sync(params: Params, base: str, conf: Settings | None = None) -> Reply:
     cat = runtime.catalogue(base)
+    conf = conf or settings()
     try:
         with sync_slot():
-            res = run_query(params, cat, SYNC_TIMEOUT)
+            res = run_query(params, cat, conf.tap_sync_timeout, conf)
     except TapUsageError as e:
         return _error(str(e))
     except QueryTimeout:
-        return _error(f"The query ran longer than the synchronous limit of {SYNC_TIMEOUT:g} s."
-                      f" Submit it as an asynchronous job to {base}/tap/async (limit "
-                      f"{ASYNC_TIMEOUT:g} s), e.g. pyvo's TAPService.run_async.", 400)
+        return _error(f"The query ran longer than the synchronous limit of "
+                      f"{conf.tap_sync_timeout:g} s. Submit it as an asynchronous job to "
+                      f"{base}/tap/async (limit "
+                      f"{conf.tap_async_timeout:g} s), e.g. pyvo's TAPService.run_async.", 400)
     observability.add(rows=res.rows, overflow=res.overflow)
     return Reply(200, res.body, res.content_type,
                  {"X-Rows": str(res.rows), "X-Query-Seconds": f"{res.seconds:.3f}"})

@@ -11,8 +11,9 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from chalicelib import dali
+from chalicelib import config, dali
 from chalicelib.query import runtime
+from tests.support import REPO_ROOT
 
 VOTABLE_ERROR = b'name="QUERY_STATUS" value="ERROR"'
 
@@ -47,6 +48,7 @@ def test_defect_03_forwarded_headers_only_behind_a_declared_proxy(server, monkey
     assert b"evil.example" not in requests.get(server + "/sia/capabilities",
                                                headers=fwd).content
     monkeypatch.setenv("TRUSTED_PROXY", "1")
+    config.reset()
     proxied = requests.get(server + "/sia/capabilities", headers={
         "X-Forwarded-Host": "archive.example.org", "X-Forwarded-Proto": "https"})
     assert b"https://archive.example.org/sia" in proxied.content
@@ -208,7 +210,7 @@ def test_defect_01_jobs_are_private(server, service, form):
 
 
 def test_defect_01_owner_token_header_and_gateway_identities():
-    from chalicelib.web.params import anonymous_owner, identify
+    from chalicelib.web.callers import anonymous_owner, identify
 
     token = "t" * 32
     assert identify({"X-Owner-Token": token}) == anonymous_owner(token)
@@ -275,7 +277,7 @@ def test_defect_02_outbound_fetches_only_through_one_guarded_client():
     server, is not part of the service)."""
     import ast
 
-    root = Path(__file__).resolve().parents[1] / "chalicelib"
+    root = REPO_ROOT / "chalicelib"
     tooling = ("benchmarks", "synth", "devtools", "localserver.py", "demo.py", "__main__.py")
     offenders = []
     for path in root.rglob("*.py"):
@@ -294,7 +296,7 @@ def test_defect_02_outbound_fetches_only_through_one_guarded_client():
 # ---- load: rate limits per caller (429) and refusals when full (503) ------------------------
 
 def test_rate_limiter_token_bucket():
-    from chalicelib.web.params import RateLimiter, ServiceBusy
+    from chalicelib.web.load import RateLimiter, ServiceBusy
 
     lim = RateLimiter(rate=2.0, burst=3.0, max_callers=2)
     for _ in range(3):
@@ -309,10 +311,9 @@ def test_rate_limiter_token_bucket():
 
 
 def test_callers_over_their_rate_get_429_and_cannot_spoof_their_address(server, monkeypatch):
-    import app as app_module
-    from chalicelib.web.params import RateLimiter
-
-    monkeypatch.setattr(app_module, "LIMITER", RateLimiter(rate=0.01, burst=3))
+    monkeypatch.setenv("RATE_LIMIT", "0.01")
+    monkeypatch.setenv("RATE_BURST", "3")
+    config.reset()
     codes = [requests.get(server + "/tap/availability",
                           headers={"X-Client-Address": f"10.0.0.{i}"}).status_code
              for i in range(5)]
@@ -327,7 +328,7 @@ def test_callers_over_their_rate_get_429_and_cannot_spoof_their_address(server, 
 def test_sync_queries_beyond_capacity_get_503_with_retry_after(server, monkeypatch):
     import threading
 
-    from chalicelib.web import params as web
+    from chalicelib.web import load as web
 
     monkeypatch.setattr(web, "_sync_slots", threading.BoundedSemaphore(1))
     with web.sync_slot():  # the only slot is taken

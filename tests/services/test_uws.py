@@ -39,6 +39,7 @@ from chalicelib.jobs.uws import (
     UWSService,
     UWSUsageError,
     create_table,
+    dynamo,
     fail_job,
     format_time,
     parse_time,
@@ -47,7 +48,8 @@ from chalicelib.jobs.uws import (
 from chalicelib.jobs.uws.executor import INTERNAL
 from chalicelib.jobs.uws.model import utcnow
 from chalicelib.lambdas import handlers
-from tests.moto_dynamodb import atomic_requests
+from tests.support import REPO_ROOT
+from tests.support.moto_dynamodb import atomic_requests
 
 BASE = "http://uws.test/tap/async"
 ACTIVE = {"PENDING", "QUEUED", "EXECUTING"}
@@ -58,7 +60,7 @@ ACTIVE = {"PENDING", "QUEUED", "EXECUTING"}
 @pytest.fixture(scope="module")
 def moto(moto_endpoint: str) -> Iterator[str]:
     """The shared moto server (conftest), with DynamoDB's per-item atomicity restored
-    (tests/moto_dynamodb.py): two racing UpdateItems cannot both pass their condition,
+    (tests/support/moto_dynamodb.py): two racing UpdateItems cannot both pass their condition,
     and a read never sees half an UpdateItem, so the tests check our ConditionExpressions
     and write grouping rather than moto's threading."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -487,6 +489,26 @@ def test_store_semantics(store: Any) -> None:
     assert store.delete("j2") and store.get("j2") is None and not store.delete("j2")
 
 
+def test_the_base_url_is_stored_with_the_job(store: Any, tmp_path: Path) -> None:
+    """Job.base_url is set at creation from the service's base and survives both stores;
+    a record written before the field existed reads back with base_url None."""
+    service = UWSService(store, LocalExecutor(store, {}, None), service_name="tap",
+                         public_base="https://archive.example.org")
+    job = service.create_job({"QUERY": ["SELECT 1"]})
+    assert store.get(job.job_id).base_url == "https://archive.example.org"
+    old = Job(job_id="old-1", service="tap")
+    if isinstance(store, LocalJobStore):  # the JSON document of an old record
+        doc = {k: v for k, v in old.to_dict().items() if k != "base_url"}
+        with store._transaction() as con:
+            con.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (old.job_id, old.service, None, old.phase, doc["creation_time"],
+                         None, 0, json.dumps(doc)))
+    else:  # an old DynamoDB item has no base_url attribute
+        item = {k: v for k, v in dynamo.to_item(old).items() if k != "base_url"}
+        store.client.put_item(TableName=store.table, Item=item)
+    assert store.get("old-1").base_url is None and store.get("old-1").service == "tap"
+
+
 def test_job_list_filters_match_brute_force(store: Any, harness: Callable[..., Harness]) -> None:
     h = harness(store=store)
     now = utcnow()
@@ -567,7 +589,7 @@ def test_a_reader_never_sees_error_without_its_summary(
         store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """fail_job makes phase ERROR and errorSummary visible together, however a reader
     interleaves. moto gets a wide window between the SET actions of one UpdateItem: without
-    DynamoDB's atomicity (tests/moto_dynamodb.py) a poll read ERROR and no errorSummary,
+    DynamoDB's atomicity (tests/support/moto_dynamodb.py) a poll read ERROR and no errorSummary,
     which is how test_infra's job machine test once failed."""
     set_one = SetExecutor.execute
 
@@ -673,7 +695,7 @@ def test_local_store_is_shared_across_processes(local_store: LocalJobStore) -> N
         "print(sum(s.update_if(f'p{i}', 'PENDING', phase='QUEUED') for i in range(20)))\n")
     procs = [subprocess.Popen([sys.executable, "-c", script,
                                str(local_store.path)], stdout=subprocess.PIPE,
-                              cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+                              cwd=REPO_ROOT) for _ in range(2)]
     claimed = sum(int(p.communicate(timeout=30)[0]) for p in procs)
     assert claimed == 20
     assert {j.phase for j in local_store.list()} == {"QUEUED"}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 import requests
@@ -20,10 +19,11 @@ from mocpy import MOC
 from pyvo.io.vosi.endpoint import parse_capabilities
 
 from chalicelib.services import oai
+from tests.support import REPO_ROOT
 
 NS = {"o": oai.OAI_NS, "ri": oai.RI, "dc": oai.DC, "oai_dc": oai.OAI_DC}
 XSI_TYPE = f"{{{oai.XSI}}}type"
-XSD = Path(__file__).parent / "data" / "xsd"
+XSD = REPO_ROOT / "tests" / "data" / "xsd"
 LOCAL = {"VOResource": "VOResource-v1.1.xsd", "VODataService": "VODataService-v1.2.xsd",
          "TAPRegExt": "TAPRegExt-v1.0-Erratum1.xsd", "stc-v1.30": "stc-v1.30.xsd",
          "xlink": "xlink.xsd", "xml.xsd": "xmlnamespace.xsd"}

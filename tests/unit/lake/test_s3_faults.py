@@ -9,7 +9,9 @@ import uuid
 import numpy as np
 import pytest
 from astropy.io import fits
-from faults import FaultProxy
+
+from chalicelib import config
+from tests.support.faults import FaultProxy
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +19,7 @@ def shared_proxy(moto_endpoint):
     """S3 through the fault proxy, for every client (S3_ENDPOINT_URL is read per use)."""
     with FaultProxy(moto_endpoint) as p, pytest.MonkeyPatch.context() as mp:
         mp.setenv("S3_ENDPOINT_URL", p.url)
+        config.reset()
         yield p
 
 

@@ -7,7 +7,6 @@ allowed for this archive (table or column names; placeholders a template leaves 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import deltalake
 import numpy as np
@@ -16,7 +15,9 @@ import pyvo
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-CORPUS = json.loads((Path(__file__).parent / "data" / "clients_corpus.json").read_text())
+from tests.support import REPO_ROOT
+
+CORPUS = json.loads((REPO_ROOT / "tests" / "data" / "clients_corpus.json").read_text())
 
 
 @pytest.fixture(scope="module")

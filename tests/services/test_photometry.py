@@ -81,6 +81,14 @@ def test_fluxes_match_truth(phot_env) -> None:
     assert per_image < 0.5
 
 
+def _handle(rest: str, method: str, params):
+    """The service's entry point, as app.py calls it, for an anonymous caller."""
+    from chalicelib.services import photometry as service
+    from chalicelib.web.request import Request
+
+    return service.handle(Request(method, params, BASE, {"rest": rest}))
+
+
 def _wait(job_id: str, timeout: float = 60):
     from chalicelib.jobs import runtime as jobs
 
@@ -102,12 +110,11 @@ def test_job_end_to_end(phot_env) -> None:
     from astropy.io.votable import parse
     from pyvo.dal.query import DALResults
 
-    from chalicelib.services import photometry as service
     from chalicelib.web.params import Params
 
     rows = phot_env["truth"].to_pylist()[:4]
     pairs = [("POINT", f"{r['ra']},{r['dec']}") for r in rows] + [("PHASE", "RUN")]
-    reply = service.handle("async", "POST", Params(pairs), BASE)
+    reply = _handle("async", "POST", Params(pairs))
     assert reply.status == 303
     job = _wait(reply.headers["Location"].rsplit("/", 1)[1])
     assert job.phase == "COMPLETED", job.error_summary
@@ -132,12 +139,11 @@ def test_job_end_to_end(phot_env) -> None:
 
 
 def test_capabilities_and_validation_over_http(phot_env) -> None:
-    from chalicelib.services import photometry as service
     from chalicelib.web.params import Params
 
-    assert "UWS#async-1.1" in service.handle("capabilities", "GET", Params(), BASE).body
-    assert service.handle("async", "POST", Params([("PHASE", "RUN")]), BASE).status == 400
-    assert service.handle("nothing", "GET", Params(), BASE).status == 404
+    assert "UWS#async-1.1" in _handle("capabilities", "GET", Params()).body
+    assert _handle("async", "POST", Params([("PHASE", "RUN")])).status == 400
+    assert _handle("nothing", "GET", Params()).status == 404
 
 
 @pytest.mark.parametrize("params, message", [
@@ -244,12 +250,11 @@ def test_step_functions_steps(phot_env) -> None:
 
     from chalicelib.jobs import runtime as jobs
     from chalicelib.photometry import engine, steps
-    from chalicelib.services import photometry as service
     from chalicelib.web.params import Params
 
     rows = phot_env["truth"].to_pylist()[:12]
     pairs = [("POINT", f"{r['ra']},{r['dec']}") for r in rows]
-    reply = service.handle("async", "POST", Params(pairs), BASE)
+    reply = _handle("async", "POST", Params(pairs))
     job_id = reply.headers["Location"].rsplit("/", 1)[1]
     store = jobs.store()
     store.update_if(job_id, None, phase="EXECUTING")
@@ -327,14 +332,13 @@ def _votable(rows: list[dict], ids: bool) -> bytes:
 def test_upload_of_a_source_table(phot_env) -> None:
     from astropy.io.votable import parse
 
-    from chalicelib.services import photometry as service
     from chalicelib.web.params import Params, Upload
 
     rows = phot_env["truth"].to_pylist()[:3]
     files = {"src": Upload("src.xml", _votable(rows, ids=True))}
     pairs = [("UPLOAD", "src,param:src"), ("POINT", f"{rows[0]['ra']},{rows[0]['dec']}"),
              ("PHASE", "RUN")]
-    reply = service.handle("async", "POST", Params(pairs, files), BASE)
+    reply = _handle("async", "POST", Params(pairs, files))
     assert reply.status == 303, reply.body
     job = _wait(reply.headers["Location"].rsplit("/", 1)[1])
     assert job.phase == "COMPLETED", job.error_summary
@@ -345,7 +349,6 @@ def test_upload_of_a_source_table(phot_env) -> None:
 
 
 def test_upload_errors(phot_env) -> None:
-    from chalicelib.services import photometry as service
     from chalicelib.web.params import Params, Upload
 
     rows = phot_env["truth"].to_pylist()[:2]
@@ -353,6 +356,5 @@ def test_upload_errors(phot_env) -> None:
            ({"src": Upload("x", _votable(rows * 501, ids=False))}, "limit per job is 1000"),
            ({"src": Upload("x", _votable(rows * 2, ids=True))}, "unique")]
     for files, message in bad:
-        reply = service.handle("async", "POST", Params([("UPLOAD", "src,param:src")], files),
-                               BASE)
+        reply = _handle("async", "POST", Params([("UPLOAD", "src,param:src")], files))
         assert reply.status == 400 and message in reply.body.decode(), reply.body

@@ -22,11 +22,6 @@ def tap(server):
     return pyvo.dal.TAPService(server + "/tap")
 
 
-@pytest.fixture(scope="module")
-def planes(deliveries):
-    return pa.concat_tables([pq.read_table(d / "plane.parquet") for d in deliveries])
-
-
 def _brute_contains(planes, ra, dec):
     """Images whose footprint contains (ra, dec), by direct geometry on the records."""
     imgs = planes.filter(pa.compute.is_valid(planes["poly"]))
@@ -137,9 +132,10 @@ def test_tables_and_capabilities(tap):
 
 
 def test_sync_timeout_points_to_async(server, monkeypatch):
-    from chalicelib.services.tap import sync as tap_module
+    from chalicelib import config
 
-    monkeypatch.setattr(tap_module, "SYNC_TIMEOUT", 0.01)
+    monkeypatch.setenv("TAP_SYNC_TIMEOUT", "0.01")
+    config.reset()
     q = ("SELECT COUNT(*) FROM ivoa.obscore AS a, ivoa.obscore AS b, ivoa.obscore AS c, "
          "ivoa.obscore AS d WHERE a.s_ra + b.s_ra + c.s_dec > d.s_dec")
     r = requests.post(server + "/tap/sync", data={"LANG": "ADQL", "QUERY": q})

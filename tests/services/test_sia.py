@@ -1,38 +1,19 @@
-"""SIA 2.0 and DataLink through pyvo against the local server, checked against records."""
+"""SIA 2.0 through pyvo against the local server, checked against records (and the
+SIA and DataLink validators)."""
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 
 import astropy.units as u
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 import pyvo
 import requests
 from astropy.coordinates import SkyCoord
-from astropy.io.votable import parse_single_table
 
 from chalicelib.geometry import sky
-
-
-@pytest.fixture(scope="module")
-def planes(deliveries):
-    return pa.concat_tables([pq.read_table(d / "plane.parquet") for d in deliveries])
-
-
-@pytest.fixture(scope="module")
-def images(planes):
-    return planes.filter(pc.is_valid(planes["poly"])).to_pylist()
-
-
-@pytest.fixture(scope="module")
-def sia(server):
-    return pyvo.dal.sia2.SIA2Service(server + "/sia")
 
 
 def _disc_hits(images, ra, dec, r):
@@ -116,38 +97,6 @@ def test_maxrec_and_self_description(server, planes):
 def test_bad_parameters_get_a_votable_error(server, params, words):
     r = requests.get(server + "/sia/query", params=params)
     assert r.status_code == 400 and b'value="ERROR"' in r.content and words.encode() in r.content
-
-
-def test_datalink_from_sia_results(sia, images, archive, deliveries):
-    res = sia.search(pos=(images[0]["s_ra"], images[0]["s_dec"], 0.01))
-    dl = next(res.iter_datalinks())
-    this = [link for link in dl if link.semantics == "#this"][0]
-    key = this.access_url.split("/data/", 1)[1]
-    assert this.content_length == archive.size("data/" + key)
-    sems = [link.semantics for link in dl]
-    assert "#cutout" in sems and "#preview" in sems and sems.count("#calibration") >= 1
-    soda = dl.get_adhocservice_by_id([link.service_def for link in dl
-                                      if link.semantics == "#cutout"
-                                      and link.service_def.startswith("soda")][0])
-    std = {p.name: str(p.value) for p in soda.params}["standardID"]
-    assert std == "ivo://ivoa.net/std/SODA#sync-1.0"
-
-
-def test_datalink_many_ids_post_contiguous_and_unknown(server, planes):
-    dids = planes["obs_publisher_did"].to_pylist()
-    ids = dids + ["ivo://nowhere/x?y"]
-    r = requests.post(server + "/datalink/links", data={"ID": ids})
-    assert r.status_code == 200
-    rows = parse_single_table(io.BytesIO(r.content)).to_table(use_names_over_ids=True)
-    seen, last = [], None
-    for rid in rows["ID"]:
-        if rid != last:
-            assert rid not in seen  # rows of one ID are contiguous
-            seen.append(rid)
-            last = rid
-    assert seen == ids
-    bad = rows[rows["ID"] == "ivo://nowhere/x?y"]
-    assert len(bad) == 1 and str(bad["error_message"][0]).startswith("NotFoundFault")
 
 
 @pytest.mark.skipif(not shutil.which("stilts"), reason="stilts is not installed")

@@ -19,7 +19,7 @@ import requests
 from astropy.io.votable import from_table, parse_single_table
 from astropy.table import Column, MaskedColumn, Table
 
-from chalicelib import outbound
+from chalicelib import config, outbound
 from chalicelib.lake.storage import Archive
 from chalicelib.query import catalogue
 from chalicelib.query import uploads as tapupload
@@ -89,6 +89,7 @@ def allowed(web, monkeypatch) -> str:
     """The web server's base URL, allowed by the operator's list."""
     base, _ = web
     monkeypatch.setenv("OUTBOUND_ALLOW", f"elsewhere.test:80, {urlsplit(base).netloc}")
+    config.reset()
     return base
 
 
@@ -160,6 +161,7 @@ def test_ssrf_open_and_closed_allowed_ports_look_alike(allowed, monkeypatch):
     an open one answering 404."""
     closed = _closed_port()
     monkeypatch.setenv("OUTBOUND_ALLOW", f"{urlsplit(allowed).netloc},127.0.0.1:{closed}")
+    config.reset()
     texts = set()
     for url in (f"{allowed}/nothing-here", f"http://127.0.0.1:{closed}/table.xml"):
         with pytest.raises(outbound.OutboundError) as e:
@@ -202,6 +204,7 @@ def test_ssrf_the_vetted_address_is_the_one_connected(allowed, web, monkeypatch)
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     monkeypatch.setenv("OUTBOUND_ALLOW", f"rebind.test:{port}")
+    config.reset()
     assert outbound.fetch(f"http://rebind.test:{port}/table.xml", LIMIT) == SMALL
     assert calls == ["rebind.test"] and web[1].hosts[-1] == f"rebind.test:{port}"
 
@@ -210,6 +213,7 @@ def test_ssrf_allow_list_is_exact_host_and_port(web, monkeypatch):
     base, _ = web
     port = urlsplit(base).port
     monkeypatch.setenv("OUTBOUND_ALLOW", f"127.0.0.1:{port + 1},localhost:{port}")
+    config.reset()
     with pytest.raises(outbound.OutboundError):
         outbound.fetch(f"{base}/table.xml", LIMIT)
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from chalicelib import config
 from chalicelib.ingest.delivery import ingest
 from chalicelib.lake import releases
 from chalicelib.lake.storage import Archive
@@ -50,6 +51,7 @@ def test_release_ttl_bounds_staleness(one_week, deliveries, monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(catalogue, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     monkeypatch.setenv("CATALOGUE_RELEASE_TTL", "10")
+    config.reset()
     cat = Catalogue(one_week)
     checks = []
     real = releases.newest

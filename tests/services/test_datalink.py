@@ -1,9 +1,9 @@
-"""Regression tests: DataLink for calibration datasets and per-ID errors, MOC formats."""
+"""DataLink over the local server: links of SIA results, many IDs at once, and the
+regressions for calibration datasets and per-ID errors."""
 
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import subprocess
 
@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import requests
 from astropy.io.votable import parse_single_table
-from mocpy import MOC
 
 CAL = "spherex_qr2_cal"
 UNKNOWN = "ivo://irsa.ipac/spherex_qr2?no_such_obs/D1"
@@ -126,37 +125,33 @@ def test_datalinklint_accepts_calibration_and_mixed_batch(server, cal_rows, scie
         assert not [ln for ln in out.stdout.splitlines() if ln.startswith("E-")]
 
 
-def _collections(server: str) -> list[str]:
-    r = requests.get(server + "/coverage")
+def test_datalink_from_sia_results(sia, images, archive, deliveries):
+    res = sia.search(pos=(images[0]["s_ra"], images[0]["s_dec"], 0.01))
+    dl = next(res.iter_datalinks())
+    this = [link for link in dl if link.semantics == "#this"][0]
+    key = this.access_url.split("/data/", 1)[1]
+    assert this.content_length == archive.size("data/" + key)
+    sems = [link.semantics for link in dl]
+    assert "#cutout" in sems and "#preview" in sems and sems.count("#calibration") >= 1
+    soda = dl.get_adhocservice_by_id([link.service_def for link in dl
+                                      if link.semantics == "#cutout"
+                                      and link.service_def.startswith("soda")][0])
+    std = {p.name: str(p.value) for p in soda.params}["standardID"]
+    assert std == "ivo://ivoa.net/std/SODA#sync-1.0"
+
+
+def test_datalink_many_ids_post_contiguous_and_unknown(server, planes):
+    dids = planes["obs_publisher_did"].to_pylist()
+    ids = dids + ["ivo://nowhere/x?y"]
+    r = requests.post(server + "/datalink/links", data={"ID": ids})
     assert r.status_code == 200
-    names = [str(c) for c in parse_single_table(io.BytesIO(r.content)).to_table()["collection"]]
-    assert names
-    return names
-
-
-def test_coverage_json_and_ascii_match_fits(server):
-    for coll in _collections(server):
-        url = f"{server}/coverage/{coll}"
-        fits = requests.get(url)
-        assert fits.status_code == 200 and fits.headers["Content-Type"] == "application/fits"
-        ref = MOC.from_fits(io.BytesIO(fits.content))
-        assert not ref.empty()
-        js = requests.get(url, params={"FORMAT": "json"})
-        assert js.status_code == 200 and js.headers["Content-Type"] == "application/json"
-        assert MOC.from_json(json.loads(js.text)) == ref
-        asc = requests.get(url, params={"FORMAT": "ascii"})
-        assert asc.status_code == 200 and asc.headers["Content-Type"].startswith("text/plain")
-        assert MOC.from_string(asc.text, format="ascii") == ref
-        mime = requests.get(url, params={"FORMAT": "application/json"})
-        assert mime.status_code == 200 and mime.content == js.content
-
-
-def test_coverage_bad_format_400_unknown_collection_404(server):
-    coll = _collections(server)[0]
-    r = requests.get(f"{server}/coverage/{coll}", params={"FORMAT": "votable"})
-    assert r.status_code == 400
-    assert all(name in r.text for name in ("fits", "json", "ascii"))
-    r = requests.get(f"{server}/coverage/no_such_collection")
-    assert r.status_code == 404 and r.text.startswith("NotFoundFault")
-    r = requests.get(f"{server}/coverage/no_such_collection", params={"FORMAT": "json"})
-    assert r.status_code == 404
+    rows = parse_single_table(io.BytesIO(r.content)).to_table(use_names_over_ids=True)
+    seen, last = [], None
+    for rid in rows["ID"]:
+        if rid != last:
+            assert rid not in seen  # rows of one ID are contiguous
+            seen.append(rid)
+            last = rid
+    assert seen == ids
+    bad = rows[rows["ID"] == "ivo://nowhere/x?y"]
+    assert len(bad) == 1 and str(bad["error_message"][0]).startswith("NotFoundFault")

@@ -23,7 +23,10 @@ import boto3
 import pytest
 from chalice import Chalice, Response
 
+from chalicelib import config
+from chalicelib.ingest import inbox as s3inbox
 from chalicelib.jobs import uws
+from chalicelib.lake.storage import Archive
 from chalicelib.lambdas import handlers
 from chalicelib.query import runtime
 from chalicelib.services.registry import JOBS
@@ -56,6 +59,7 @@ def assert_valid_emf(doc: dict[str, Any]) -> None:
 def test_request_log_is_one_emf_line_with_what_services_add(
         emitted: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STAGE", "prod")
+    config.reset()
     with obs.request_log("/tap/{rest+}", request_id="r-1", method="POST") as req:
         obs.add(rows=10, bytes_read=4096)
         obs.add(rows=5, query_ms=3.5)
@@ -81,6 +85,7 @@ def test_metrics_go_to_stdout_in_lambda(capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "spherex-dev-ingest")
     monkeypatch.setenv("METRICS_NAMESPACE", "Test")
+    config.reset()
     obs.metric("IngestFailures", 1, "Count", Service="ingest")
     obs.log_event("note", delivery="2025W35")
     lines = capsys.readouterr().out.splitlines()
@@ -99,6 +104,7 @@ def test_outside_lambda_lines_go_to_the_logger(caplog: pytest.LogCaptureFixture,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
     monkeypatch.delenv("OBSERVABILITY_STDOUT", raising=False)
+    config.reset()
     with caplog.at_level(logging.INFO, logger="chalicelib.web.observability"):
         obs.metric("JobFailures", 0)
     assert capsys.readouterr().out == ""
@@ -228,6 +234,29 @@ def test_run_job_stores_results_and_counts_failures(
     assert handlers.run_job({"service": "tap", "job_id": job_id})["ran"] is False
 
 
+def test_a_worker_answers_with_the_base_url_the_job_was_created_with(
+        archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No process-wide 'last base URL': the TAP runner's DataLink descriptors point at
+    the base stored in the job record, whatever another request used meanwhile."""
+    store = uws.LocalJobStore(tmp_path / "jobs")
+    monkeypatch.setattr(handlers, "job_store", lambda: store)
+    monkeypatch.setenv("ARCHIVE_URL", archive.url)
+    runtime.reset()
+    try:
+        job = uws.Job(job_id=uws.model.new_job_id(), service="tap", phase="EXECUTING",
+                      start_time=uws.model.utcnow(), base_url="https://one.example/api",
+                      parameters={"lang": ["ADQL"], "query": [
+                          "SELECT TOP 1 obs_publisher_did FROM ivoa.obscore"]})
+        store.create(job)
+        assert handlers.run_job({"service": "tap", "job_id": job.job_id})["phase"] == \
+            "COMPLETED"
+        href = store.get(job.job_id).results[0]["href"]
+        body = runtime.archive().read_bytes(href.removeprefix("archive:"))
+    finally:
+        runtime.reset()
+    assert b"https://one.example/api/datalink/links" in body
+
+
 class FakeContext:
     aws_request_id = "lambda-req-1"
 
@@ -296,16 +325,16 @@ def test_describe_error(error: dict[str, str], message: str, kind: str) -> None:
     ("2025W35/old-manifest.json", None),
 ])
 def test_delivery_prefix(key: str, prefix: str | None) -> None:
-    assert handlers.delivery_prefix(key) == prefix
+    assert s3inbox.delivery_prefix(key) == prefix
 
 
 def test_object_keys_cannot_escape_the_download_folder(tmp_path: Path) -> None:
     from chalicelib.ingest.delivery import DeliveryError
 
-    assert handlers.local_path(tmp_path, "data/qr2/x.fits") == tmp_path / "data/qr2/x.fits"
+    assert s3inbox.local_path(tmp_path, "data/qr2/x.fits") == tmp_path / "data/qr2/x.fits"
     for bad in ("../../etc/passwd", "data/../../x", ""):
         with pytest.raises(DeliveryError, match="outside the delivery"):
-            handlers.local_path(tmp_path, bad)
+            s3inbox.local_path(tmp_path, bad)
 
 
 @pytest.fixture
@@ -340,27 +369,27 @@ def delivery(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def upload(s3: Any, bucket: str, folder: Path, prefix: str,
            manifest: Path | None = None) -> dict[str, Any]:
     """Upload a delivery, manifest last (its arrival triggers ingest); returns the event."""
-    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != handlers.MANIFEST]
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != s3inbox.MANIFEST]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda p: s3.upload_file(
             str(p), bucket, prefix + p.relative_to(folder).as_posix()), files))
-    return drop_manifest(s3, bucket, manifest or folder / handlers.MANIFEST, prefix)
+    return drop_manifest(s3, bucket, manifest or folder / s3inbox.MANIFEST, prefix)
 
 
 def drop_manifest(s3: Any, bucket: str, manifest: Path, prefix: str) -> dict[str, Any]:
-    key = prefix + handlers.MANIFEST
+    key = prefix + s3inbox.MANIFEST
     s3.upload_file(str(manifest), bucket, key)
     return {"Records": [{"eventName": "ObjectCreated:Put", "s3": {
         "bucket": {"name": bucket}, "object": {"key": key.replace(" ", "+")}}}]}
 
 
 def status_of(s3: Any, bucket: str, prefix: str) -> dict[str, Any]:
-    body = s3.get_object(Bucket=bucket, Key=prefix + handlers.STATUS)["Body"].read()
+    body = s3.get_object(Bucket=bucket, Key=prefix + s3inbox.STATUS)["Body"].read()
     return json.loads(body)
 
 
 def releases_in(s3: Any) -> list[str]:
-    bucket = handlers.Archive.from_env().bucket
+    bucket = Archive.from_env().bucket
     found = s3.list_objects_v2(Bucket=bucket, Prefix="tables/_releases/").get("Contents", [])
     return [o["Key"] for o in found]
 
@@ -383,7 +412,7 @@ def test_ingest_from_s3_rejects_then_commits_and_reports(
     assert "upload manifest.json again" in status["message"]
     assert status["request_id"] == "lambda-req-1"
     assert releases_in(s3) == []
-    assert s3.list_objects_v2(Bucket=handlers.Archive.from_env().bucket)["KeyCount"] == 0
+    assert s3.list_objects_v2(Bucket=Archive.from_env().bucket)["KeyCount"] == 0
     assert [d["IngestFailures"] for d in emitted if "IngestFailures" in d] == [1]
 
     # The operator drops the corrected manifest: the same prefix now ingests.
@@ -395,7 +424,7 @@ def test_ingest_from_s3_rejects_then_commits_and_reports(
     assert status["rows"]["ivoa.obscore"] > 0 and status["files"] > 0
     assert set(status["timings"]) >= {"download", "validate", "files", "tables", "commit"}
     assert releases_in(s3) == ["tables/_releases/00000001.json"]
-    assert s3.list_objects_v2(Bucket=handlers.Archive.from_env().bucket,
+    assert s3.list_objects_v2(Bucket=Archive.from_env().bucket,
                               Prefix="data/")["KeyCount"] == status["files"]
     metric = [d for d in emitted if "IngestFailures" in d][-1]
     assert_valid_emf(metric)
@@ -419,7 +448,7 @@ def test_unexpected_failures_are_reported_then_raised(
     def broken(*args: Any) -> int:
         raise ConnectionError("S3 went away")
 
-    monkeypatch.setattr(handlers, "download", broken)
+    monkeypatch.setattr(s3inbox, "download", broken)
     with pytest.raises(ConnectionError):  # Lambda's async retry runs it again
         handlers.ingest_from_s3(event)
     status = status_of(s3, bucket, "2025W40/")
@@ -434,7 +463,7 @@ def test_a_delivery_too_big_for_tmp_fails_without_retrying(
     (folder / "data").mkdir(parents=True)
     (folder / "data" / "big.fits").write_bytes(b"x" * 1000)
     (folder / "manifest.json").write_text(json.dumps({"delivery": "2025W41"}))
-    monkeypatch.setattr(handlers, "TMP_FRACTION", 1e-12)
+    monkeypatch.setattr(s3inbox, "TMP_FRACTION", 1e-12)
     [status] = handlers.ingest_from_s3(upload(s3, bucket, folder, "2025W41/"))["deliveries"]
     assert status["state"] == "failed" and "python -m chalicelib ingest" in status["message"]
 
@@ -460,13 +489,14 @@ def test_ingest_lambda_merges_due_weeks_and_survives_a_failed_merge(tmp_path, de
     from chalicelib.ingest import maintenance
     from chalicelib.ingest.delivery import ingest
 
-    arch = handlers.Archive.from_env(str(tmp_path / "arch"))
+    arch = Archive.from_env(str(tmp_path / "arch"))
     ingest(deliveries[0], arch)
     monkeypatch.setenv("ARCHIVE_URL", str(tmp_path / "arch"))
     monkeypatch.setenv("MERGE_EVERY", "1")
+    config.reset()
     with monkeypatch.context() as m:
         m.setattr(maintenance, "after_ingest", lambda *a, **k: 1 / 0)
-        assert handlers._maintain().startswith("failed, retried after the next delivery")
+        assert s3inbox.maintain().startswith("failed, retried after the next delivery")
     assert maintenance.layout(arch) == (1, 0)  # the delivery itself stays committed
-    assert "release 2" in handlers._maintain()
+    assert "release 2" in s3inbox.maintain()
     assert maintenance.layout(arch) == (0, 1)
