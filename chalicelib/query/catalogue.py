@@ -251,6 +251,8 @@ class Catalogue:
         self._lock = threading.Lock()
         self._tables: dict = {}  # DeltaTable per table, moved forward incrementally
         self._checked = -float("inf")  # when the latest release number was last checked
+        self.active = 0  # queries running or waiting on this catalogue
+        self._count = threading.Lock()
         self.ttl = release_ttl(archive)
 
     # ---- opening ------------------------------------------------------------------
@@ -383,10 +385,16 @@ class Catalogue:
     def query(self, sql: str, timeout: float = 60.0, max_rows: int | None = None,
               uploads: dict[str, pa.Table] | None = None) -> pa.Table:
         """Run one SELECT (already validated by the caller) and return Arrow rows."""
-        opened = self.current()
-        with opened.lock:
-            self._load_named(opened, sql)
-            return self._run(opened.con, sql, timeout, max_rows, uploads or {})
+        with self._count:  # read without the lock by query.runtime to pick an idle one
+            self.active += 1
+        try:
+            opened = self.current()
+            with opened.lock:
+                self._load_named(opened, sql)
+                return self._run(opened.con, sql, timeout, max_rows, uploads or {})
+        finally:
+            with self._count:
+                self.active -= 1
 
     @staticmethod
     def _run(cur: duckdb.DuckDBPyConnection, sql: str, timeout: float,

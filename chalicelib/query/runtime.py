@@ -13,23 +13,31 @@ from ..lake.current import archive
 from .catalogue import Catalogue
 
 _lock = threading.Lock()
-# A catalogue per public base URL (its access_url values point there). Bases come from
+# Catalogues per public base URL (their access_url values point there). Bases come from
 # configuration, so there are one or two (a custom domain and execute-api); bounded anyway.
-_catalogues: OrderedDict[tuple[str, int | None], Catalogue] = OrderedDict()
+_catalogues: OrderedDict[tuple[str, int | None], list[Catalogue]] = OrderedDict()
 MAX_CATALOGUES = 4
+# A catalogue runs one query at a time on its DuckDB connection (whose Parquet metadata
+# cache cursors do not share), so a slow query would hold up every cone of the process:
+# a request gets an idle catalogue, a new one while fewer than LANES exist, else the
+# least busy. A Lambda container serves one request at a time and uses the first only.
+LANES = 3
 
 
 def catalogue(base_url: str) -> Catalogue:
-    """The catalogue serving `base_url` (its access_url values point there)."""
+    """An idle catalogue serving `base_url` (its access_url values point there)."""
     pinned = config.settings().archive_release
     key = (base_url, pinned)
     with _lock:
-        if key not in _catalogues:
-            _catalogues[key] = Catalogue(archive(), pinned, base_url)
-            while len(_catalogues) > MAX_CATALOGUES:
-                _catalogues.popitem(last=False)
+        lanes = _catalogues.setdefault(key, [])
         _catalogues.move_to_end(key)
-        return _catalogues[key]
+        while len(_catalogues) > MAX_CATALOGUES:
+            _catalogues.popitem(last=False)
+        idle = next((c for c in lanes if not c.active), None)
+        if idle is None and len(lanes) < LANES:
+            idle = Catalogue(archive(), pinned, base_url)
+            lanes.append(idle)
+        return idle or min(lanes, key=lambda c: c.active)
 
 
 def reset() -> None:

@@ -341,3 +341,26 @@ def test_sync_queries_beyond_capacity_get_503_with_retry_after(server, monkeypat
     ok = requests.get(server + "/tap/sync", params={
         "LANG": "ADQL", "QUERY": "SELECT TOP 1 obs_id FROM ivoa.obscore"})
     assert ok.status_code == 200
+
+
+# ---- load: a slow query does not hold up a cone search ----------------------------------------
+
+def test_a_busy_catalogue_does_not_hold_up_a_cone_search(server):
+    """One query runs at a time on a catalogue's connection; while one is taken (held
+    here, as a slow query would), a cone is answered by another."""
+    requests.get(server + "/tap/sync", params={"LANG": "ADQL", "QUERY": "SELECT TOP 1 obs_id "
+                                              "FROM ivoa.obscore"})  # the first lane exists
+    busy = runtime.catalogue(server)
+    opened = busy.current()
+    cone = {"LANG": "ADQL", "RESPONSEFORMAT": "csv", "QUERY":
+            "SELECT COUNT(*) AS n FROM ivoa.obscore WHERE CONTAINS(POINT('ICRS', 0, 0), "
+            "s_region) = 1"}
+    with opened.lock:
+        busy.active += 1
+        try:
+            r = requests.get(server + "/tap/sync", params=cone, timeout=60)
+        finally:
+            busy.active -= 1
+    assert r.status_code == 200 and r.text.splitlines()[0] == "n"
+    key = next(k for k, lanes in runtime._catalogues.items() if busy in lanes)
+    assert 2 <= len(runtime._catalogues[key]) <= runtime.LANES
