@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..geometry import sky, sqlfunctions
-from ..geometry.sqlfunctions import sql_in, sql_list, sql_str
+from ..geometry.sqlfunctions import BoxSql, sql_in, sql_list, sql_str
 from ..lake import releases, schema
 from ..lake.storage import Archive, duckdb_s3
 from ..lake.tables import COMPACTED_PARTITION, has_column, open_table
@@ -421,7 +421,8 @@ class Catalogue:
                 cur.unregister(f"_upload_{name}")
 
     def box_sql(self, ra_col: str, dec_col: str, ra: float, dec: float, radius: float,
-                footprint: bool, table: str | None = None, alias: str | None = None) -> str:
+                footprint: bool, table: str | None = None,
+                alias: str | None = None) -> BoxSql:
         """Where rows touching a cap can be, for Parquet statistics to prune with: an
         RA/Dec box (widened by the release's largest footprint radius when footprint=True)
         and, for a served table, the only files whose statistics meet both the box and
@@ -431,21 +432,19 @@ class Catalogue:
             self._load(opened, schema.TABLES[table].physical)
         r = radius + (opened.max_footprint_radius if footprint else 0.0) + 1e-9
         lo, hi, ranges = sky.cap_bounds(ra, dec, r)
-        ra_terms = " OR ".join(f"{ra_col} BETWEEN {a!r} AND {b!r}" for a, b in ranges)
-        box = f"{dec_col} BETWEEN {lo!r} AND {hi!r} AND ({ra_terms})"
         stats = opened.files.get(schema.TABLES[table].physical) if table else None
         if stats is None:
-            return f"({box})"
+            return BoxSql(ra_col, dec_col, lo, hi, ranges)
         hit = stats.touching(_name(dec_col), [(lo, hi)]) & stats.touching(_name(ra_col), ranges)
         # hpx is the HEALPix index of (s_ra, s_dec), the centre footprints are boxed by
         if "hpx" in stats.low and (footprint or _name(ra_col) == "s_ra"):
             hit &= stats.touching("hpx", sky.cap_cells(ra, dec, r) or [(-np.inf, np.inf)])
         if hit.all():
-            return f"({box})"
+            return BoxSql(ra_col, dec_col, lo, hi, ranges)
         # DuckDB drops files failing a filter on its filename column before opening them
-        files = ", ".join(sql_str(u) for u, h in zip(stats.uris, hit) if h)
+        files = [u for u, h in zip(stats.uris, hit) if h]
         file_col = f'"{alias}"."_file"' if alias else '"_file"'
-        return f"({box} AND {file_col} IN ({files}))" if files else "(FALSE)"
+        return BoxSql(ra_col, dec_col, lo, hi, ranges, file_col, files)
 
 
 def _name(column_sql: str) -> str:
