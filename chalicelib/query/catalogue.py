@@ -420,6 +420,11 @@ class Catalogue:
             for name in uploads:
                 cur.unregister(f"_upload_{name}")
 
+    def translation_key(self) -> tuple:
+        """What box_sql's output depends on besides its arguments: the release (its files
+        and widest footprint). ADQL translations are cached under it."""
+        return self.archive.url, self.current().release.number
+
     def box_sql(self, ra_col: str, dec_col: str, ra: float, dec: float, radius: float,
                 footprint: bool, table: str | None = None,
                 alias: str | None = None) -> BoxSql:

@@ -7,6 +7,8 @@ declared tables and functions, translate by static type, emit SQL from the AST.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -40,11 +42,63 @@ class Translation:
     tables: list[str] = field(default_factory=list)  # tables referenced (schema.table)
 
 
+class _Cache:
+    """Translations of recent ADQL texts, bounded (LRU). A translation depends on the
+    text, the declared tables and, through the pruning boxes, the release whose files
+    the boxes name: box_sql's owner says which with `translation_key()` (no key: not
+    cached). A repeated query then skips parsing and translating (~1-2 ms)."""
+
+    def __init__(self, size: int = 512):
+        self.size, self.entries, self.lock = size, OrderedDict(), threading.Lock()
+
+    @staticmethod
+    def key(adql: str, tables: Mapping[str, schema.Table], box_sql, dialect: str):
+        box_key = None
+        if box_sql is not None:
+            of = getattr(getattr(box_sql, "__self__", None), "translation_key", None)
+            if of is None or getattr(box_sql, "__name__", "") != "box_sql":
+                return None
+            box_key = of()
+        # the tables by identity (the declared Table objects are module constants; the
+        # entry keeps them alive, so an id is never reused while its entry exists)
+        return adql, dialect, tuple((k, id(t)) for k, t in tables.items()), box_key
+
+    def get(self, key):
+        with self.lock:
+            hit = self.entries.get(key)
+            if hit is not None:
+                self.entries.move_to_end(key)
+                return hit[0]
+        return None
+
+    def put(self, key, value: Translation, tables: Mapping[str, schema.Table]) -> None:
+        with self.lock:
+            self.entries[key] = (value, tuple(tables.values()))
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+
+CACHE = _Cache()
+
+
 def translate(adql: str, tables: Mapping[str, schema.Table], *,
               box_sql: Callable[..., str] | None = None,
               uploads: Mapping[str, schema.Table] | None = None,
               dialect: str = "duckdb") -> Translation:
-    """Translate one ADQL query; AdqlError says what is wrong and where."""
+    """Translate one ADQL query; AdqlError says what is wrong and where. Repeated texts
+    come from a bounded cache (not with uploads, whose tables change per request)."""
+    key = None if uploads else CACHE.key(adql, tables, box_sql, dialect)
+    hit = CACHE.get(key) if key is not None else None
+    if hit is None:
+        hit = _translate(adql, tables, box_sql=box_sql, uploads=uploads, dialect=dialect)
+        if key is not None:
+            CACHE.put(key, hit, tables)
+    return Translation(hit.sql, list(hit.columns), list(hit.tables))
+
+
+def _translate(adql: str, tables: Mapping[str, schema.Table], *,
+               box_sql: Callable[..., str] | None,
+               uploads: Mapping[str, schema.Table] | None, dialect: str) -> Translation:
     if len(adql) > MAX_QUERY_CHARS:  # checked before parsing, which costs ~0.1 ms a char
         raise AdqlError(f"The query has {len(adql):,} characters; at most "
                         f"{MAX_QUERY_CHARS:,} are accepted (use TAP_UPLOAD for long lists)")
