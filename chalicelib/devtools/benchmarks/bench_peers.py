@@ -268,6 +268,7 @@ t0 = time.perf_counter()
 from chalicelib.query.catalogue import Catalogue
 from chalicelib.lake.storage import Archive
 from chalicelib.devtools.benchmarks.bench_peers import ours
+import chalicelib.query.adql, chalicelib.services.tap.meta  # as a server imports them
 t1 = time.perf_counter()
 cat = Catalogue(Archive.from_env(sys.argv[1]))
 cat.current()

@@ -120,3 +120,24 @@ def _result(c: OutCol) -> ResultColumn:
         column = schema.Column(c.name, pa.float64(), f"Value in {v.extra['unit_text']}",
                                unit=v.extra["unit_text"])
     return ResultColumn(c.name, column, v.type if v.type in GEOMETRY else None)
+
+
+def _warm() -> None:
+    """Translate one pruned cone at import: sqlglot builds its DuckDB generator and
+    dispatch tables on first use (~0.1 s), which a first query would otherwise pay
+    after the catalogue opened (on Lambda the import runs in the init phase)."""
+    from ...geometry.sqlfunctions import BoxSql  # deferred: only the warm-up needs it
+
+    def box_sql(ra_col, dec_col, ra, dec, radius, **_):
+        return BoxSql(ra_col, dec_col, dec - radius, dec + radius, [(ra - 1, ra + 1)],
+                      '"_file"', ["warm.parquet"])
+
+    try:
+        _translate("SELECT TOP 1 obs_publisher_did, s_ra FROM ivoa.obscore WHERE "
+                   "CONTAINS(POINT('ICRS', 10.0, 20.0), s_region) = 1 ORDER BY s_ra",
+                   schema.TABLES, box_sql=box_sql, uploads=None, dialect="duckdb")
+    except AdqlError:  # a schema without ivoa.obscore: nothing to warm
+        pass
+
+
+_warm()
