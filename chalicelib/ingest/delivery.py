@@ -302,6 +302,12 @@ TABLE_CONFIG = {"delta.dataSkippingNumIndexedCols": "-1", "delta.checkpointInter
 
 
 ROW_GROUP_ROWS = 4096
+# A week's ObsCore rows are HEALPix-sorted and written as files of about this many rows,
+# so each file is a run of the HEALPix order (a patch of sky, like a tier's 64 MB files):
+# a cone opens the 1-2 files of each week its cells meet, not every week's one file
+# that spans the sky. 16 row groups: DuckDB's per-file cost stays small.
+REGION_FILE_ROWS = 16 * ROW_GROUP_ROWS
+REGION_FILE_MIN_BYTES = 1 << 20
 
 
 def append(archive: Archive, name: str, rows: pa.Table, delivery: str, run: str,
@@ -310,16 +316,34 @@ def append(archive: Archive, name: str, rows: pa.Table, delivery: str, run: str,
     replays the log, so an ingest opens each table once)."""
     t = schema.PHYSICAL[name]
     dt = dt if dt is not None else open_table(archive, name)
+    target, data = 128 << 20, rows
+    if name == "ivoa.obscore" and rows.num_rows > REGION_FILE_ROWS:
+        data, target = _sky_regions(rows)
     write_deltalake(
-        dt if dt is not None else table_uri(archive, name), rows, mode="append",
+        dt if dt is not None else table_uri(archive, name), data, mode="append",
         partition_by=list(t.partition_by),
-        storage_options=archive.storage_options, target_file_size=128 << 20,
+        storage_options=archive.storage_options, target_file_size=target,
         configuration=TABLE_CONFIG if dt is None else None,
         # small row groups over HEALPix-ordered rows: each covers a compact patch of sky,
         # so Parquet statistics skip most of a file for a cone query
         writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
         commit_properties=CommitProperties(custom_metadata={"delivery": delivery,
                                                             "ingest_id": run}))
+
+
+def _sky_regions(rows: pa.Table) -> tuple[pa.RecordBatchReader, int]:
+    """The rows (HEALPix-sorted within each partition) as a stream of row-group-sized
+    batches, and a target file size that closes a file every ~REGION_FILE_ROWS rows:
+    the writer rolls over to a new file at a batch boundary once a file reaches the
+    target, so each file holds a contiguous run of the HEALPix order. One commit still."""
+    keys = [(c, "ascending") for c in schema.PHYSICAL["ivoa.obscore"].partition_by]
+    rows = rows.sort_by([*keys, ("hpx", "ascending")])
+    per_row = max(1, rows.nbytes // max(1, rows.num_rows))
+    # Parquet compresses these rows ~3-4x against Arrow's in-memory size; the writer
+    # measures bytes written, so aim at a third of the in-memory size of a region
+    target = max(REGION_FILE_MIN_BYTES, per_row * REGION_FILE_ROWS // 3)
+    batches = rows.to_batches(max_chunksize=ROW_GROUP_ROWS)
+    return pa.RecordBatchReader.from_batches(rows.schema, batches), target
 
 
 def current_versions(archive: Archive, opened: dict | None = None) -> dict[str, int]:
