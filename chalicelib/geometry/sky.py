@@ -8,8 +8,12 @@ unit vectors, so RA 0/360 and the poles need no special cases.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
+import threading
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -70,7 +74,10 @@ class Polys:
         self.count = (np.diff(offsets) // 2).astype(np.int64)
         self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)
         self.v = np.empty((len(flat) // 2, 3))
-        _k_xyz(np.ascontiguousarray(flat, dtype=np.float64), self.v)
+        if kernels_ready():
+            _k_xyz(np.ascontiguousarray(flat, dtype=np.float64), self.v)
+        else:
+            _xyz_exact(flat, self.v)
 
     @cached_property
     def row(self) -> np.ndarray:
@@ -263,10 +270,109 @@ def _k_circles_touch_polys(p, r, v, start, count, out):
 
 
 def warm_up() -> None:
-    """Compile the kernels (about 2 s; then cached under NUMBA_CACHE_DIR or __pycache__)."""
-    polys = Polys.one([0.0, 0.0, 1.0, 0.0, 1.0, 1.0])
-    p = xyz([0.5], [0.2])
-    points_in_polys(p, polys), min_edge_distance(p, polys), circles_touch_polys(p, 0.1, polys)
+    """Compile the kernels (about 2 s; then cached under NUMBA_CACHE_DIR or __pycache__),
+    or load them from that cache (~0.6 s), with the argument types queries use."""
+    v = np.empty((3, 3))
+    _k_xyz(np.array([0.0, 0.0, 1.0, 0.0, 1.0, 1.0]), v)
+    start, count = np.zeros(1, np.int64), np.full(1, 3, np.int64)
+    p = _rows(xyz([0.5], [0.2]).reshape(1, 3))
+    _k_points_in_polys(p, v, start, count, np.zeros(1, bool))
+    _k_min_edge_distance(p, v, start, count, np.empty(1))
+    _k_circles_touch_polys(p, np.full(1, 0.1), v, start, count, np.zeros(1, bool))
+
+
+# ---- before the kernels are loaded ------------------------------------------------------
+# Loading the cached kernels costs ~0.6-1 s in a new process (numba imports its whole CPU
+# target, scipy's BLAS check included) and the first query of a container would wait for
+# it. Instead the first call starts the loading in a thread and, until it is done, the
+# point-in-polygon test runs as numpy with the kernels' arithmetic, operation for
+# operation (the same IEEE results; sin/cos from the same libm via math), so answers do
+# not depend on which path ran. The other tests wait for the kernels.
+
+_READY = threading.Event()
+_LOADING = threading.Lock()
+_loader: list[threading.Thread] = []
+
+
+def _load_kernels() -> None:
+    try:
+        warm_up()
+    finally:
+        _READY.set()
+
+
+def kernels_ready(wait: bool = False) -> bool:
+    """Are the numba kernels loaded? The first call starts loading them (a thread);
+    wait=True blocks until they are."""
+    if _READY.is_set():
+        return True
+    with _LOADING:
+        if not _loader:
+            _loader.append(threading.Thread(target=_load_kernels, name="sky-kernels",
+                                            daemon=True))
+            _loader[0].start()
+    if wait:
+        _READY.wait()
+    return _READY.is_set()
+
+
+def _xyz_exact(flat: np.ndarray, out: np.ndarray) -> None:
+    """_k_xyz without numba: math's radians, cos and sin, as the kernel calls them."""
+    cos, sin, rad = math.cos, math.sin, math.radians
+    vals = np.asarray(flat, dtype=np.float64).tolist()
+    for j in range(len(out)):
+        ra, dec = rad(vals[2 * j]), rad(vals[2 * j + 1])
+        c = cos(dec)
+        out[j, 0], out[j, 1], out[j, 2] = c * cos(ra), c * sin(ra), sin(dec)
+
+
+def _points_in_polys_np(p: np.ndarray, polys: Polys) -> np.ndarray:
+    """_k_points_in_polys (_inside for every row) as numpy over the rows, vertex by
+    vertex, with the kernel's expressions in the kernel's order."""
+    v, s, k = polys.v, polys.start, polys.count
+    n = len(k)
+    if n == 0:
+        return np.zeros(0, bool)
+    p0, p1, p2 = p[:, 0], p[:, 1], p[:, 2]
+    x, y, z = np.zeros(n), np.zeros(n), np.zeros(n)
+    top = int(k.max())
+    with np.errstate(all="ignore"):
+        for j in range(top):
+            m = j < k
+            idx = s[m] + j
+            x[m] += v[idx, 0]
+            y[m] += v[idx, 1]
+            z[m] += v[idx, 2]
+        nn = np.sqrt(x * x + y * y + z * z)
+        pos = nn > 0
+        safe = np.where(pos, nn, 1.0)
+        c0, c1, c2 = (np.where(pos, a / safe, 0.0) for a in (x, y, z))
+        pc = p0 * c0 + p1 * c1 + p2 * c2
+        ok = (k > 0) & (pc > 0)
+        near = np.abs(c2) < 0.9
+        r0, r1, r2 = np.where(near, 0.0, 1.0), np.zeros(n), np.where(near, 1.0, 0.0)
+        e0, e1, e2 = r1 * c2 - r2 * c1, r2 * c0 - r0 * c2, r0 * c1 - r1 * c0
+        en = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
+        e0, e1, e2 = e0 / en, e1 / en, e2 / en
+        f0, f1, f2 = c1 * e2 - c2 * e1, c2 * e0 - c0 * e2, c0 * e1 - c1 * e0
+        qx = (p0 * e0 + p1 * e1 + p2 * e2) / pc
+        qy = (p0 * f0 + p1 * f1 + p2 * f2) / pc
+        crossings = np.zeros(n, np.int64)
+        kk = np.maximum(k, 1)
+        for j in range(top):
+            m = ok & (j < k)
+            a, b = s + j, s + (j + 1) % kk
+            a, b = np.where(m, a, 0), np.where(m, b, 0)
+            ac = v[a, 0] * c0 + v[a, 1] * c1 + v[a, 2] * c2
+            bc = v[b, 0] * c0 + v[b, 1] * c1 + v[b, 2] * c2
+            ax = (v[a, 0] * e0 + v[a, 1] * e1 + v[a, 2] * e2) / ac
+            ay = (v[a, 0] * f0 + v[a, 1] * f1 + v[a, 2] * f2) / ac
+            bx = (v[b, 0] * e0 + v[b, 1] * e1 + v[b, 2] * e2) / bc
+            by = (v[b, 0] * f0 + v[b, 1] * f1 + v[b, 2] * f2) / bc
+            straddle = (ay > qy) != (by > qy)
+            hit = straddle & (qx < ax + (qy - ay) * (bx - ax) / (by - ay))
+            crossings += m & hit
+    return ok & (crossings % 2 == 1)
 
 
 def _rows(p: np.ndarray) -> np.ndarray:
@@ -275,6 +381,8 @@ def _rows(p: np.ndarray) -> np.ndarray:
 
 def points_in_polys(p: np.ndarray, polys: Polys) -> np.ndarray:
     """Is unit vector p[i] inside polygon i?"""
+    if not kernels_ready():
+        return _points_in_polys_np(_rows(p), polys)
     out = np.zeros(len(polys), bool)
     _k_points_in_polys(_rows(p), polys.v, polys.start, polys.count, out)
     return out
@@ -282,6 +390,7 @@ def points_in_polys(p: np.ndarray, polys: Polys) -> np.ndarray:
 
 def min_edge_distance(p: np.ndarray, polys: Polys) -> np.ndarray:
     """Smallest angle (deg) from p[i] to the boundary of polygon i."""
+    kernels_ready(wait=True)
     out = np.empty(len(polys))
     _k_min_edge_distance(_rows(p), polys.v, polys.start, polys.count, out)
     return out
@@ -289,6 +398,7 @@ def min_edge_distance(p: np.ndarray, polys: Polys) -> np.ndarray:
 
 def circles_touch_polys(p: np.ndarray, radius: np.ndarray, polys: Polys) -> np.ndarray:
     """Does the circle of `radius` (deg) around p[i] meet polygon i?"""
+    kernels_ready(wait=True)
     out = np.zeros(len(polys), bool)
     r = np.ascontiguousarray(np.broadcast_to(radius, (len(polys),)), dtype=np.float64)
     _k_circles_touch_polys(_rows(p), r, polys.v, polys.start, polys.count, out)
@@ -391,22 +501,65 @@ def cap_cells(ra: float, dec: float, radius: float, order: int = 12,
     within max_ranges. None when the cap is most of the sky."""
     if radius >= 60.0:
         return None
-    import astropy.units as u  # deferred: cold start (astropy)
-    from astropy.coordinates import Latitude, Longitude  # deferred: cold start (astropy)
-    from mocpy import MOC  # deferred: cold start (astropy)
-
+    core = _healpix_core()
     depth = min(order, max(0, int(math.log2(117.0 / max(radius, 1e-6)))))
     # folded here: astropy's own wrapping of a huge RA (1.09e216) can land on 360 exactly,
     # which mocpy refuses ('Longitude must be in [0, 2pi[')
     ra = ra % 360.0
     ra = 0.0 if ra >= 360.0 else ra
     while True:
-        moc = MOC.from_cone(Longitude(ra * u.deg), Latitude(dec * u.deg),
-                            radius=max(radius, 1e-9) * u.deg, max_depth=depth)
-        ranges = moc.to_depth29_ranges >> (2 * (29 - order))
+        ranges = _cone_ranges(core, ra, dec, max(radius, 1e-9), depth, order)
         if len(ranges) <= max_ranges or depth == 0:
-            return [(int(a), int(b) - 1) for a, b in ranges]
+            return ranges
         depth -= 1
+
+
+def _cone_ranges(core, ra: float, dec: float, radius: float, depth: int,
+                 order: int) -> list[tuple[int, int]]:
+    """Merged inclusive index ranges at `order` of the cells (depth <= `depth`) that
+    cover the cone: the cells of MOC.from_cone, without mocpy and astropy."""
+    if core is None:  # the packaged Python API (imports astropy: ~1 s on a cold start)
+        import astropy.units as u  # deferred: cold start (astropy)
+        from astropy.coordinates import Latitude, Longitude  # deferred: cold start (astropy)
+        from mocpy import MOC  # deferred: cold start (astropy)
+
+        moc = MOC.from_cone(Longitude(ra * u.deg), Latitude(dec * u.deg),
+                            radius=radius * u.deg, max_depth=depth)
+        ranges = moc.to_depth29_ranges >> (2 * (29 - order))
+        return [(int(a), int(b) - 1) for a, b in ranges]
+    ipix, depths, _ = core.cone_search(np.uint8(depth), np.uint8(2), np.float64(math.radians(ra)),
+                                       np.float64(math.radians(dec)),
+                                       np.float64(math.radians(radius)), False)
+    shift = 2 * (order - np.asarray(depths, np.int64))
+    lo = np.asarray(ipix, np.int64) << shift
+    hi = (np.asarray(ipix, np.int64) + 1) << shift
+    idx = np.argsort(lo)
+    out: list[list[int]] = []
+    for a, b in zip(lo[idx].tolist(), hi[idx].tolist()):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b - 1) for a, b in out]
+
+
+@functools.lru_cache(maxsize=1)
+def _healpix_core():
+    """cdshealpix's compiled module, loaded alone: the package imports astropy (~1 s of
+    a cold start), the compiled functions need none of it. None when not found."""
+    spec = importlib.util.find_spec("cdshealpix")
+    if spec is None or spec.origin is None:
+        return None
+    found = sorted(Path(spec.origin).parent.glob("cdshealpix*.so"))
+    if not found:
+        return None
+    core = importlib.util.spec_from_file_location("cdshealpix.cdshealpix", found[0])
+    module = importlib.util.module_from_spec(core)
+    try:
+        core.loader.exec_module(module)
+    except ImportError:
+        return None
+    return module if hasattr(module, "cone_search") else None
 
 
 def stcs_polygon(coords) -> str:

@@ -61,6 +61,38 @@ def sql_in(values) -> str:
     return ", ".join(map(sql_str, values)) or "NULL"
 
 
+class BoxSql(str):
+    """The SQL text of a pruning box (Catalogue.box_sql) that also carries its parts, so
+    the ADQL translator builds the same condition as syntax-tree nodes instead of parsing
+    the text back (~1 ms a query): `(dec BETWEEN lo AND hi AND (ra BETWEEN a AND b OR
+    ...) [AND file_col IN (files...)])`, or FALSE when `files` is an empty tuple."""
+
+    ra_col: str
+    dec_col: str
+    lo: float
+    hi: float
+    ranges: tuple[tuple[float, float], ...]
+    file_col: str | None
+    files: tuple[str, ...] | None  # None: no file filter
+
+    def __new__(cls, ra_col: str, dec_col: str, lo: float, hi: float, ranges,
+                file_col: str | None = None, files=None):
+        ra_terms = " OR ".join(f"{ra_col} BETWEEN {a!r} AND {b!r}" for a, b in ranges)
+        box = f"{dec_col} BETWEEN {lo!r} AND {hi!r} AND ({ra_terms})"
+        if files is None:
+            text = f"({box})"
+        elif files:
+            text = f"({box} AND {file_col} IN ({', '.join(sql_str(u) for u in files)}))"
+        else:
+            text = "(FALSE)"
+        self = super().__new__(cls, text)
+        self.ra_col, self.dec_col, self.lo, self.hi = ra_col, dec_col, lo, hi
+        self.ranges = tuple(ranges)
+        self.file_col = file_col
+        self.files = tuple(files) if files is not None else None
+        return self
+
+
 def _np(a: pa.Array) -> np.ndarray:
     # the common case, no nulls, without the copies (per-call cost is a query's cost: a
     # pruned query makes many small calls)

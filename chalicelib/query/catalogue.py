@@ -8,19 +8,24 @@ TAP, SIA, DataLink, coverage and job planning all query through it.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..config import settings
 from ..geometry import sky, sqlfunctions
-from ..geometry.sqlfunctions import sql_in, sql_list, sql_str
-from ..lake import releases, schema
+from ..geometry.sqlfunctions import BoxSql, sql_in, sql_list, sql_str
+from ..lake import deltalog, releases, schema
 from ..lake.storage import Archive, duckdb_s3
 from ..lake.tables import COMPACTED_PARTITION, has_column, open_table
 
@@ -172,6 +177,23 @@ class FileStats:
             (low if kind == "min" else high)[col] = vals
         return cls(uris, low, high, runs)
 
+    @classmethod
+    def of_log(cls, log: deltalog.TableLog) -> FileStats:
+        """The same from our own log replay (deltalog): no DeltaTable needed."""
+        uris, adds = log.uris(), list(log.files.values())
+        rows = np.array([a.stats.get("numRecords", -2) for a in adds], np.float64)
+        low, high = {}, {}
+        for col in log.numeric_columns():
+            for kind, stat, fill in (("min", "minValues", -np.inf), ("max", "maxValues", np.inf)):
+                vals = np.array([_number(a.stats.get(stat, {}).get(col), fill) for a in adds],
+                                np.float64)
+                nulls = np.array([a.stats.get("nullCount", {}).get(col, -1) for a in adds],
+                                 np.float64)
+                (low if kind == "min" else high)[col] = np.where(nulls == rows, -fill, vals)
+        runs = [(a.stats.get("minValues", {}).get("ingest_id"),
+                 a.stats.get("maxValues", {}).get("ingest_id")) for a in adds]
+        return cls(uris, low, high, runs)
+
     def visibility(self, runs: set[str]) -> tuple[list[str], list[str]]:
         """Files whose rows are all released, and files that need the row filter. A file
         of one run is decided whole (an unreleased one is not read at all); compacted
@@ -299,7 +321,8 @@ class Catalogue:
         # changing this afterwards (queries are also checked on their AST)
         # keep Parquet footers in memory: re-reading them was ~80 % of a cone query
         con.execute("SET parquet_metadata_cache = true")
-        con.execute(f"SET allowed_directories = [{sql_str(self.archive.path('tables/'))}]")
+        con.execute(f"SET allowed_directories = [{sql_str(self.archive.path('tables/'))}, "
+                    f"{sql_str(str(BIND_ROOT) + '/')}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
@@ -318,15 +341,17 @@ class Catalogue:
             with self._lock:  # the DeltaTables are shared by the releases opened
                 dt = self._table(name, rel.versions.get(name)) if rel.number else None
                 if dt is not None:
-                    opened.files[name] = FileStats.of(dt)
+                    opened.files[name] = FileStats.of_log(dt) \
+                        if isinstance(dt, deltalog.TableLog) else FileStats.of(dt)
             runs = set(rel.runs.values())
             clean, mixed = opened.files[name].visibility(runs) if dt is not None else ([], [])
             if clean or mixed:  # DuckDB's own Parquet reader: statistics pruning,
                 # metadata cache; filename lets a box skip files without opening them
                 cols = "*" + _derived(table, dt)
-                scans = [f"SELECT {cols} FROM {_scan(clean, table)}"] if clean else []
+                bind = _bind_file(dt)
+                scans = [f"SELECT {cols} FROM {_scan(clean, table, bind)}"] if clean else []
                 if mixed:
-                    scans.append(f"SELECT {cols} FROM {_scan(mixed, table)} WHERE ingest_id "
+                    scans.append(f"SELECT {cols} FROM {_scan(mixed, table, bind)} WHERE ingest_id "
                                  f"IN ({sql_in(sorted(runs))})")
                 con.execute(f"CREATE VIEW {_phys(name)} AS "
                             + " UNION ALL BY NAME ".join(scans))
@@ -363,17 +388,31 @@ class Catalogue:
 
     def _table(self, name: str, version: int | None):
         """The table at a version, reusing the loaded log: a new release costs only the
-        commits since the last one (and a checkpoint every 10), not the whole history."""
+        commits since the last one, not the whole history. Our own log reader reads each
+        log object once (deltalake GETs every commit twice and LISTs the log); deltalake
+        is the fallback for logs it does not handle."""
         if version is None:
             return None
         dt = self._tables.get(name)
-        if dt is None or dt.version() > version:
+        if isinstance(dt, deltalog.TableLog):
+            try:
+                dt.advance(version)
+                return dt
+            except deltalog.Unsupported:  # older version, or a commit it cannot replay
+                dt = None
+        if dt is None:
+            try:
+                dt = deltalog.TableLog.open(self.archive, name, version)
+            except deltalog.Unsupported:
+                dt = None
+        if dt is None or not isinstance(dt, deltalog.TableLog) and dt.version() > version:
             dt = open_table(self.archive, name, version)
             if dt is None:
+                self._tables.pop(name, None)
                 return None
-            self._tables[name] = dt
-        elif dt.version() != version:
+        elif not isinstance(dt, deltalog.TableLog) and dt.version() != version:
             dt.load_as_version(version)
+        self._tables[name] = dt
         return dt
 
     def _select(self, c: schema.Column) -> str:
@@ -428,8 +467,14 @@ class Catalogue:
             for name in uploads:
                 cur.unregister(f"_upload_{name}")
 
+    def translation_key(self) -> tuple:
+        """What box_sql's output depends on besides its arguments: the release (its files
+        and widest footprint). ADQL translations are cached under it."""
+        return self.archive.url, self.current().release.number
+
     def box_sql(self, ra_col: str, dec_col: str, ra: float, dec: float, radius: float,
-                footprint: bool, table: str | None = None, alias: str | None = None) -> str:
+                footprint: bool, table: str | None = None,
+                alias: str | None = None) -> BoxSql:
         """Where rows touching a cap can be, for Parquet statistics to prune with: an
         RA/Dec box (widened by the release's largest footprint radius when footprint=True)
         and, for a served table, the only files whose statistics meet both the box and
@@ -439,21 +484,26 @@ class Catalogue:
             self._load(opened, schema.TABLES[table].physical)
         r = radius + (opened.max_footprint_radius if footprint else 0.0) + 1e-9
         lo, hi, ranges = sky.cap_bounds(ra, dec, r)
-        ra_terms = " OR ".join(f"{ra_col} BETWEEN {a!r} AND {b!r}" for a, b in ranges)
-        box = f"{dec_col} BETWEEN {lo!r} AND {hi!r} AND ({ra_terms})"
         stats = opened.files.get(schema.TABLES[table].physical) if table else None
         if stats is None:
-            return f"({box})"
+            return BoxSql(ra_col, dec_col, lo, hi, ranges)
         hit = stats.touching(_name(dec_col), [(lo, hi)]) & stats.touching(_name(ra_col), ranges)
         # hpx is the HEALPix index of (s_ra, s_dec), the centre footprints are boxed by
         if "hpx" in stats.low and (footprint or _name(ra_col) == "s_ra"):
             hit &= stats.touching("hpx", sky.cap_cells(ra, dec, r) or [(-np.inf, np.inf)])
         if hit.all():
-            return f"({box})"
+            return BoxSql(ra_col, dec_col, lo, hi, ranges)
         # DuckDB drops files failing a filter on its filename column before opening them
-        files = ", ".join(sql_str(u) for u, h in zip(stats.uris, hit) if h)
+        files = [u for u, h in zip(stats.uris, hit) if h]
         file_col = f'"{alias}"."_file"' if alias else '"_file"'
-        return f"({box} AND {file_col} IN ({files}))" if files else "(FALSE)"
+        return BoxSql(ra_col, dec_col, lo, hi, ranges, file_col, files)
+
+
+def _number(v, fill: float) -> float:
+    """A statistic as a float; missing or not a number: unbounded (`fill`)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return fill
+    return fill if v != v else float(v)  # NaN
 
 
 def _name(column_sql: str) -> str:
@@ -465,14 +515,42 @@ def _derived(table: schema.Table, dt) -> str:
     """Columns a table written before they existed lacks, computed (slowly) until a
     compaction rewrites it with them."""
     if all(c.name != schema.PACKED_REGION for c in table.columns) or \
-            has_column(dt, schema.PACKED_REGION):
+            (dt.has_column(schema.PACKED_REGION) if isinstance(dt, deltalog.TableLog)
+             else has_column(dt, schema.PACKED_REGION)):
         return ""
     return f", sky_pack(s_region) AS {schema.PACKED_REGION}"
 
 
-def _scan(files: list[str], table: schema.Table) -> str:
-    return (f"read_parquet({sql_list(files)}, filename = true, hive_partitioning = true, "
-            f"hive_types = {_hive_types(table)})")
+def _scan(files: list[str], table: schema.Table, bind: str) -> str:
+    return (f"read_parquet({sql_list([bind, *files])}, filename = true, "
+            f"hive_partitioning = true, hive_types = {_hive_types(table)})")
+
+
+BIND_ROOT = Path(tempfile.gettempdir()) / "catalogue-bind"
+
+
+def _bind_file(dt) -> str:
+    """A local Parquet file of no rows with the table's file schema, listed first so
+    DuckDB binds the view from it: binding read the first data file's footer (on S3 a
+    HEAD and a GET of a file the query may not touch). Queries never name it in their
+    file filters; a full scan reads its empty footer. One per schema, shared by the
+    processes of the machine (written under a temporary name, then renamed)."""
+    if isinstance(dt, deltalog.TableLog):
+        arrow = deltalog.arrow_schema(dt.schema, dt.partition_columns)
+        parts = dt.partition_columns
+    else:
+        parts = list(dt.metadata().partition_columns)
+        arrow = pa.schema([f for f in pa.schema(dt.schema().to_arrow())
+                           if f.name not in parts])
+    key = hashlib.sha256(f"{arrow}|{parts}".encode()).hexdigest()[:20]
+    folder = BIND_ROOT.joinpath(key, *(f"{p}=_" for p in parts))
+    path = folder / "schema.parquet"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{os.getpid()}-{threading.get_ident()}.parquet"
+        pq.write_table(arrow.empty_table(), tmp)
+        os.replace(tmp, path)
+    return str(path)
 
 
 def _hive_types(table: schema.Table) -> str:

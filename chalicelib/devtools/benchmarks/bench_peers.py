@@ -268,6 +268,7 @@ t0 = time.perf_counter()
 from chalicelib.query.catalogue import Catalogue
 from chalicelib.lake.storage import Archive
 from chalicelib.devtools.benchmarks.bench_peers import ours
+import chalicelib.query.adql, chalicelib.services.tap.meta  # as a server imports them
 t1 = time.perf_counter()
 cat = Catalogue(Archive.from_env(sys.argv[1]))
 cat.current()
@@ -286,6 +287,8 @@ cat = Catalogue(Archive.from_env(sys.argv[1]))
 queries = json.loads(sys.argv[2])
 for q in queries:
     ours(cat, q)
+from chalicelib.geometry import sky
+sky.kernels_ready(wait=True)
 print("ready", flush=True)
 sys.stdin.readline()
 t0 = time.time()
@@ -363,6 +366,7 @@ def throughput_theirs(pg: Postgres, sqls: list[str], clients: int, per: int) -> 
 
 
 def main(argv: list[str]) -> None:
+    from ...geometry import sky
     from ...ingest.maintenance import compact, layout
     from ...query.catalogue import Catalogue
     from .bench_tap import build
@@ -374,6 +378,7 @@ def main(argv: list[str]) -> None:
     if layout(archive) != (0, 1):
         print(compact(archive).splitlines()[0], flush=True)
     cat = Catalogue(archive)
+    sky.kernels_ready(wait=True)  # warm: the kernels a container has after its first second
     pg = Postgres()
     failures = []
     rows = []  # (query, field, rows, ours ms, theirs ms, candidates)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...geometry import sky
 from ...ingest.delivery import open_table
 from ...ingest.maintenance import compact, layout
 from ...lake import schema
@@ -42,6 +43,8 @@ def _args(argv):
     p.add_argument("--no-local", action="store_true", help="skip the local-folder run")
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--positions", type=int, default=3, help="sky positions per query")
+    p.add_argument("--http", action="store_true",
+                   help="also time /tap/sync round trips against the engine, side by side")
     p.add_argument("--every-row-repeat", type=int, default=3,
                    help="timed runs of the every-row query (tens of seconds each at 10M)")
     return p.parse_args(argv)
@@ -100,6 +103,7 @@ def _positions(cat: Catalogue, k: int) -> list[tuple[float, float]]:
 
 def run_suite(cat: Catalogue, label: str, repeat: int, counter=None, positions: int = 3,
               slow_repeat: int = 3) -> None:
+    sky.kernels_ready(wait=True)  # warm: loaded off the first query, ~1 s after it
     total = cat.query("SELECT COUNT(*) AS n FROM ivoa.obscore", timeout=3600)["n"][0].as_py()
     print(f"\n== {label}: {total:,} ObsCore rows ==", flush=True)
     print(f"{'query':28s} {'rows':>7s} {'pruned ms':>10s} {'every-row ms':>13s} {'speed-up':>9s}"
@@ -193,6 +197,63 @@ def _to_s3(local: Archive, endpoint: str) -> Archive:
     return s3
 
 
+def http_suite(archive: Archive, repeat: int, positions: int = 3) -> None:
+    """Engine (translation + catalogue, as /tap/sync runs them), the sync service
+    (that plus VOTable output) and the HTTP round trip of the same ADQL on a local
+    server (127.0.0.1, a free port), interleaved run by run; medians."""
+    import requests
+
+    from ..localserver import start_background
+
+    srv, base = start_background(archive.url)
+    cat = Catalogue(archive)
+    session = requests.Session()
+    print(f"\n== /tap/sync on {base} (VOTable) vs the engine, ms ==\n"
+          "| query | rows | engine | service | http | http - engine |\n|---|---|---|---|---|---|",
+          flush=True)
+    try:
+        for name, q in QUERIES.items():
+            for ra, dec in _positions(cat, positions):
+                adql = ("SELECT obs_publisher_did, t_min FROM ivoa.obscore WHERE "
+                        + q.format(ra=ra % 360, dec=dec))
+                n, med = _http_case(cat, adql, f"{base}/tap/sync", session, repeat)
+                print(f"| {name} | {n:,} | {med['engine']:.1f} | {med['service']:.1f} | "
+                      f"{med['http']:.1f} | {med['http'] - med['engine']:.1f} |", flush=True)
+    finally:
+        srv.server.shutdown()
+        srv.server.server_close()
+
+
+def _http_case(cat: Catalogue, adql: str, url: str, session, repeat: int):
+    from ...query.adql import translate
+    from ...services.tap import sync as tapsync
+
+    params = {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": adql}
+
+    def engine():
+        return cat.query(translate(adql, all_tables(), box_sql=cat.box_sql).sql,
+                         timeout=3600).num_rows
+
+    def service():  # the sync service in-process: the engine plus the VOTable output
+        return tapsync.run_query(tapsync.Params(list(params.items())), cat, 3600).rows
+
+    def http():
+        r = session.get(url, params=params, timeout=600)
+        r.raise_for_status()
+        return r.content
+
+    fns = {"engine": engine, "service": service, "http": http}
+    times = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return engine(), {k: statistics.median(v) * 1000 for k, v in times.items()}
+
+
 def main(argv: list[str]) -> None:
     a = _args(argv)
     folder = Path(a.archive) if a.archive else Path(tempfile.mkdtemp(prefix="bench-tap-"))
@@ -207,6 +268,8 @@ def main(argv: list[str]) -> None:
     if not a.no_local:
         run_suite(Catalogue(archive), "local folder", a.repeat, positions=a.positions,
                   slow_repeat=a.every_row_repeat)
+    if a.http:
+        http_suite(archive, a.repeat, a.positions)
     if a.s3:
         srv, endpoint, counter = _moto_with_counter()
         try:

@@ -7,6 +7,8 @@ declared tables and functions, translate by static type, emit SQL from the AST.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -42,11 +44,63 @@ class Translation:
     notes: list[str] = field(default_factory=list)  # warnings for the answer's INFOs
 
 
+class _Cache:
+    """Translations of recent ADQL texts, bounded (LRU). A translation depends on the
+    text, the declared tables and, through the pruning boxes, the release whose files
+    the boxes name: box_sql's owner says which with `translation_key()` (no key: not
+    cached). A repeated query then skips parsing and translating (~1-2 ms)."""
+
+    def __init__(self, size: int = 512):
+        self.size, self.entries, self.lock = size, OrderedDict(), threading.Lock()
+
+    @staticmethod
+    def key(adql: str, tables: Mapping[str, schema.Table], box_sql, dialect: str):
+        box_key = None
+        if box_sql is not None:
+            of = getattr(getattr(box_sql, "__self__", None), "translation_key", None)
+            if of is None or getattr(box_sql, "__name__", "") != "box_sql":
+                return None
+            box_key = of()
+        # the tables by identity (the declared Table objects are module constants; the
+        # entry keeps them alive, so an id is never reused while its entry exists)
+        return adql, dialect, tuple((k, id(t)) for k, t in tables.items()), box_key
+
+    def get(self, key):
+        with self.lock:
+            hit = self.entries.get(key)
+            if hit is not None:
+                self.entries.move_to_end(key)
+                return hit[0]
+        return None
+
+    def put(self, key, value: Translation, tables: Mapping[str, schema.Table]) -> None:
+        with self.lock:
+            self.entries[key] = (value, tuple(tables.values()))
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+
+CACHE = _Cache()
+
+
 def translate(adql: str, tables: Mapping[str, schema.Table], *,
               box_sql: Callable[..., str] | None = None,
               uploads: Mapping[str, schema.Table] | None = None,
               dialect: str = "duckdb") -> Translation:
-    """Translate one ADQL query; AdqlError says what is wrong and where."""
+    """Translate one ADQL query; AdqlError says what is wrong and where. Repeated texts
+    come from a bounded cache (not with uploads, whose tables change per request)."""
+    key = None if uploads else CACHE.key(adql, tables, box_sql, dialect)
+    hit = CACHE.get(key) if key is not None else None
+    if hit is None:
+        hit = _translate(adql, tables, box_sql=box_sql, uploads=uploads, dialect=dialect)
+        if key is not None:
+            CACHE.put(key, hit, tables)
+    return Translation(hit.sql, list(hit.columns), list(hit.tables), list(hit.notes))
+
+
+def _translate(adql: str, tables: Mapping[str, schema.Table], *,
+               box_sql: Callable[..., str] | None,
+               uploads: Mapping[str, schema.Table] | None, dialect: str) -> Translation:
     if len(adql) > MAX_QUERY_CHARS:  # checked before parsing, which costs ~0.1 ms a char
         raise AdqlError(f"The query has {len(adql):,} characters; at most "
                         f"{MAX_QUERY_CHARS:,} are accepted (use TAP_UPLOAD for long lists)")
@@ -79,3 +133,24 @@ def _result(c: OutCol) -> ResultColumn:
         column = schema.Column(c.name, pa.float64(), f"Value in {v.extra['unit_text']}",
                                unit=v.extra["unit_text"])
     return ResultColumn(c.name, column, v.type if v.type in GEOMETRY else None)
+
+
+def _warm() -> None:
+    """Translate one pruned cone at import: sqlglot builds its DuckDB generator and
+    dispatch tables on first use (~0.1 s), which a first query would otherwise pay
+    after the catalogue opened (on Lambda the import runs in the init phase)."""
+    from ...geometry.sqlfunctions import BoxSql  # deferred: only the warm-up needs it
+
+    def box_sql(ra_col, dec_col, ra, dec, radius, **_):
+        return BoxSql(ra_col, dec_col, dec - radius, dec + radius, [(ra - 1, ra + 1)],
+                      '"_file"', ["warm.parquet"])
+
+    try:
+        _translate("SELECT TOP 1 obs_publisher_did, s_ra FROM ivoa.obscore WHERE "
+                   "CONTAINS(POINT('ICRS', 10.0, 20.0), s_region) = 1 ORDER BY s_ra",
+                   schema.TABLES, box_sql=box_sql, uploads=None, dialect="duckdb")
+    except AdqlError:  # a schema without ivoa.obscore: nothing to warm
+        pass
+
+
+_warm()

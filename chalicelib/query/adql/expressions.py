@@ -4,6 +4,7 @@ types and emits DuckDB SQL (anything without a method is not ADQL and is refused
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -50,6 +51,35 @@ _COMPARE = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 def atom(e: exp.Expr) -> exp.Expr:
     """e, parenthesised unless it is atomic (sqlglot emits trees without adding any)."""
     return e if isinstance(e, _ATOMS) else exp.Paren(this=e)
+
+
+@functools.lru_cache(maxsize=256)
+def _column_node(sql: str) -> exp.Expr:
+    return sqlglot.parse_one(sql, read="duckdb")
+
+
+def _number(x: float) -> exp.Expr:
+    lit = exp.Literal.number(repr(abs(x)))
+    return exp.Neg(this=lit) if x < 0 or (x == 0 and math.copysign(1, x) < 0) else lit
+
+
+def box_node(b) -> exp.Expr:
+    """The condition of a geometry.sqlfunctions.BoxSql as nodes: the tree its text parses
+    to, built directly (parsing it took ~1 ms of a ~2 ms translation)."""
+    if b.files is not None and not b.files:
+        return exp.Paren(this=exp.false())
+    col = _column_node
+
+    def between(c: str, a: float, z: float) -> exp.Expr:
+        return exp.Between(this=col(c).copy(), low=_number(a), high=_number(z))
+
+    ra = exp.or_(*(between(b.ra_col, a, z) for a, z in b.ranges), copy=False) \
+        if b.ranges else exp.false()
+    parts = [between(b.dec_col, b.lo, b.hi), exp.Paren(this=ra)]
+    if b.files is not None:
+        parts.append(exp.In(this=col(b.file_col).copy(),
+                            expressions=[exp.Literal.string(u) for u in b.files]))
+    return exp.Paren(this=exp.and_(*parts, copy=False))
 
 
 def quoted(name: str) -> exp.Identifier:
@@ -111,6 +141,8 @@ class Expressions:
         p = v.prune
         text = self.box_sql(p.ra_sql, p.dec_sql, p.ra, p.dec, p.radius, footprint=p.footprint,
                             table=p.table, alias=p.alias)
+        if hasattr(text, "ranges"):  # a BoxSql: its nodes, not its text parsed back
+            return exp.Paren(this=box_node(text))
         return exp.Paren(this=sqlglot.parse_one(text, read="duckdb"))
 
     def condition(self, node: exp.Expr, ctx: Ctx) -> Val:
