@@ -180,6 +180,17 @@ def _k_angle(a0, a1, a2, b0, b1, b2):
                                    a0 * b0 + a1 * b1 + a2 * b2))
 
 
+def _gnomonic(x, y, z, c0, c1, c2, e0, e1, e2, f0, f1, f2):
+    """(x, y, z) in the gnomonic plane centred on c with axes e, f: plain arithmetic, so
+    one definition serves the kernel (jitted below) and the numpy stand-in (on arrays)
+    with the same expressions in the same order."""
+    pc = x * c0 + y * c1 + z * c2
+    return (x * e0 + y * e1 + z * e2) / pc, (x * f0 + y * f1 + z * f2) / pc
+
+
+_k_gnomonic = njit(cache=True, nogil=True)(_gnomonic)
+
+
 @njit(cache=True, nogil=True)
 def _inside(p0, p1, p2, v, s, k):
     """Even-odd rule in the gnomonic projection centred on the polygon: it maps great
@@ -198,12 +209,8 @@ def _inside(p0, p1, p2, v, s, k):
     crossings = 0
     for j in range(k):
         a, b = s + j, s + (j + 1) % k
-        ac = v[a, 0] * c0 + v[a, 1] * c1 + v[a, 2] * c2
-        bc = v[b, 0] * c0 + v[b, 1] * c1 + v[b, 2] * c2
-        ax = (v[a, 0] * e0 + v[a, 1] * e1 + v[a, 2] * e2) / ac
-        ay = (v[a, 0] * f0 + v[a, 1] * f1 + v[a, 2] * f2) / ac
-        bx = (v[b, 0] * e0 + v[b, 1] * e1 + v[b, 2] * e2) / bc
-        by = (v[b, 0] * f0 + v[b, 1] * f1 + v[b, 2] * f2) / bc
+        ax, ay = _k_gnomonic(v[a, 0], v[a, 1], v[a, 2], c0, c1, c2, e0, e1, e2, f0, f1, f2)
+        bx, by = _k_gnomonic(v[b, 0], v[b, 1], v[b, 2], c0, c1, c2, e0, e1, e2, f0, f1, f2)
         if (ay > qy) != (by > qy) and qx < ax + (qy - ay) * (bx - ax) / (by - ay):
             crossings += 1
     return crossings % 2 == 1
@@ -363,12 +370,8 @@ def _points_in_polys_np(p: np.ndarray, polys: Polys) -> np.ndarray:
             m = ok & (j < k)
             a, b = s + j, s + (j + 1) % kk
             a, b = np.where(m, a, 0), np.where(m, b, 0)
-            ac = v[a, 0] * c0 + v[a, 1] * c1 + v[a, 2] * c2
-            bc = v[b, 0] * c0 + v[b, 1] * c1 + v[b, 2] * c2
-            ax = (v[a, 0] * e0 + v[a, 1] * e1 + v[a, 2] * e2) / ac
-            ay = (v[a, 0] * f0 + v[a, 1] * f1 + v[a, 2] * f2) / ac
-            bx = (v[b, 0] * e0 + v[b, 1] * e1 + v[b, 2] * e2) / bc
-            by = (v[b, 0] * f0 + v[b, 1] * f1 + v[b, 2] * f2) / bc
+            ax, ay = _gnomonic(v[a, 0], v[a, 1], v[a, 2], c0, c1, c2, e0, e1, e2, f0, f1, f2)
+            bx, by = _gnomonic(v[b, 0], v[b, 1], v[b, 2], c0, c1, c2, e0, e1, e2, f0, f1, f2)
             straddle = (ay > qy) != (by > qy)
             hit = straddle & (qx < ax + (qy - ay) * (bx - ax) / (by - ay))
             crossings += m & hit
