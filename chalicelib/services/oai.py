@@ -41,6 +41,7 @@ VR = "http://www.ivoa.net/xml/VOResource/v1.0"
 VS = "http://www.ivoa.net/xml/VODataService/v1.1"
 VG = "http://www.ivoa.net/xml/VORegistry/v1.0"
 TR = "http://www.ivoa.net/xml/TAPRegExt/v1.0"
+SIA = sia.SIA_NS
 DC = "http://purl.org/dc/elements/1.1/"
 OAI_DC = "http://www.openarchives.org/OAI/2.0/oai_dc/"
 FORMATS = {
@@ -106,7 +107,8 @@ def _resource(xsi_type: str, entry: dict, created: str, updated: str, kind: str,
     short = _t("shortName", entry.get("short_name", "")[:16])
     # xmlns="": the children are unqualified, not in OAI-PMH's default namespace
     return (f'<ri:Resource xmlns="" xmlns:ri="{RI}" xmlns:vr="{VR}" xmlns:vs="{VS}" '
-            f'xmlns:vg="{VG}" xmlns:tr="{TR}" xmlns:xsi="{XSI}" xsi:type="{xsi_type}" '
+            f'xmlns:vg="{VG}" xmlns:tr="{TR}" xmlns:sia="{SIA}" xmlns:xsi="{XSI}" '
+            f'xsi:type="{xsi_type}" '
             f'created="{created}" updated="{updated}" status="active">'
             + _t("title", entry["title"]) + short + _t("identifier", entry["identifier"])
             + _curation(cfg) + _content(entry, kind, subjects) + body + "</ri:Resource>")
@@ -136,11 +138,27 @@ def _interface(url: str, std: bool = True, version: str | None = None) -> str:
             f"{escape(url)}</accessURL></interface>")
 
 
+def _split(capabilities: str) -> list[str]:
+    """The <capability> elements of a capabilities body, one string each."""
+    parts = capabilities.split("<capability ")
+    return [parts[0]] * bool(parts[0].strip()) + ["<capability " + p for p in parts[1:]]
+
+
+def tableset() -> str:
+    """The TAP service's vs:tableset, as /tap/tables gives it (the schema module's)."""
+    doc = tapmeta.tableset()
+    start = doc.index(">", doc.index("<vosi:tableset")) + 1
+    return "<tableset>" + doc[start:doc.rindex("</vosi:tableset>")] + "</tableset>"
+
+
 def service_capabilities(base: str) -> dict[str, str]:
     """Each service's capabilities, as its /capabilities gives them where it has one."""
     return {
         "tap": _capabilities_of(tapmeta.capabilities(base)),
-        "sia": _capabilities_of(sia.capabilities(base)),
+        # the SIA 2.0 query as SimpleDALRegExt describes it; its VOSI capabilities as served
+        "sia": sia.registry_capability(base) + "".join(
+            c for c in _split(_capabilities_of(sia.capabilities(base)))
+            if 'standardID="ivo://ivoa.net/std/SIA#query-2.0"' not in c),
         "datalink": '<capability standardID="ivo://ivoa.net/std/DataLink#links-1.1">'
                     + _interface(f"{base}/datalink/links", version="1.1") + "</capability>",
         "soda": "".join(
@@ -271,7 +289,8 @@ def _records(base: str, release: int, cat: Catalogue) -> list[Record]:
     for name, entry in cfg["services"].items():
         kind = "vs:CatalogService" if name in ("tap", "sia") else "vr:Service"
         out.append(Record(entry["identifier"], upd,
-                          _resource(kind, entry, crt, upd, "Archive", caps[name]),
+                          _resource(kind, entry, crt, upd, "Archive", caps[name]
+                                    + (tableset() if name == "tap" else "")),
                           _dc(entry, upd, "Archive")))
     released = _iso(cat.release.created) if cat.release.created else upd
     holdings = _holdings(cat)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from xml.sax.saxutils import escape
 
 from .. import dali
 from ..config import Settings, settings
@@ -267,6 +268,35 @@ def capabilities(base: str) -> str:
         ("ivo://ivoa.net/std/SIA#query-2.0", "query", ' role="std" version="2.0"'),
         ("ivo://ivoa.net/std/VOSI#capabilities", "capabilities", ""),
         ("ivo://ivoa.net/std/VOSI#availability", "availability", "")])
+
+
+SIA_NS = "http://www.ivoa.net/xml/SIA/v1.1"  # SimpleDALRegExt's SIA schema, also for SIA 2.0
+# every SPHEREx image is 2040 x 2040 pixels of 6.15 arcsec (3.485 deg a side) at any
+# rotation: 5 deg along each axis encloses the largest one
+MAX_IMAGE_EXTENT = 5.0
+TEST_QUERY = (270.0, 66.56, 0.1)  # the north ecliptic pole deep field
+
+
+def registry_capability(base: str, conf: Settings | None = None) -> str:
+    """The SIA 2.0 query capability as the registry describes it (SimpleDALRegExt 1.1+:
+    xsi:type sia:SimpleImageAccess with the SIA 2.0 standardID): a "Pointed" archive of
+    fixed images, any query region size, and the row limit of the query. The element
+    needs the sia, vs and xsi prefixes bound where it is placed."""
+    conf = conf or settings()
+    ra, dec, size = TEST_QUERY
+    return ('<capability standardID="ivo://ivoa.net/std/SIA#query-2.0" '
+            'xsi:type="sia:SimpleImageAccess">'
+            '<description>SIA 2.0 search of the SPHEREx spectral images</description>'
+            '<interface xsi:type="vs:ParamHTTP" role="std" version="2.0">'
+            f'<accessURL use="base">{escape(base)}/sia/query</accessURL>'
+            "</interface>"
+            "<imageServiceType>Pointed</imageServiceType>"
+            "<maxQueryRegionSize><long>360</long><lat>180</lat></maxQueryRegionSize>"
+            f"<maxImageExtent><long>{MAX_IMAGE_EXTENT}</long><lat>{MAX_IMAGE_EXTENT}</lat>"
+            "</maxImageExtent>"
+            f"<maxRecords>{int(conf.sia_hard_maxrec)}</maxRecords>"
+            f"<testQuery><pos><long>{ra}</long><lat>{dec}</lat></pos>"
+            f"<size><long>{size}</long><lat>{size}</lat></size></testQuery></capability>")
 
 
 def _query(rest: str, req: Request) -> Reply:
