@@ -33,6 +33,9 @@ MACROS = {
     "sky_circle_x_circle(x1, y1, r1, x2, y2, r2)": "sky_distance(x1, y1, x2, y2) <= r1 + r2",
     "sky_circle_in_circle(x1, y1, r1, x2, y2, r2)":
         "sky_distance(x1, y1, x2, y2) + r1 <= r2",
+    "sky_circle_distance(cx, cy, r, x, y)":  # from a point to a circle: 0 inside it
+        "CASE WHEN sky_distance(cx, cy, x, y) <= r THEN 0.0 "
+        "ELSE sky_distance(cx, cy, x, y) - r END",
     "sky_area_circle(r)": "degrees(degrees(2 * pi() * (1 - cos(radians(r)))))",
     "ivo_interval_overlaps(l1, h1, l2, h2)": "h1 >= l2 AND h2 >= l1 AND l1 <= h1 AND l2 <= h2",
     "ivo_hasword(haystack, needle)":
@@ -192,6 +195,18 @@ def poly_in_poly(a: pa.Array, b: pa.Array) -> pa.Array:
     return _result(_pairs(a, b, _poly_in_poly_fixed), a, b)
 
 
+def poly_distance(poly: pa.Array, ra: pa.Array, dec: pa.Array) -> pa.Array:
+    """Degrees from each point to its polygon: 0 inside, else to the nearest edge."""
+    EXACT_ROWS[0] += len(poly)
+    ok = _valid(poly, ra, dec)
+    out = np.zeros(len(poly))
+    if ok.any():
+        polys, p = _polys(poly.filter(pa.array(ok))), sky.xyz(_np(ra)[ok], _np(dec)[ok])
+        out[ok] = np.where(sky.points_in_polys(p, polys), 0.0,
+                           sky.min_edge_distance(p, polys))
+    return pa.array(out, mask=~ok)
+
+
 def area_poly(poly: pa.Array) -> pa.Array:
     return pa.array(sky.spherical_area(_polys(poly)), mask=~_valid(poly))
 
@@ -224,6 +239,7 @@ UDFS = {
     "sky_poly_in_circle": (poly_in_circle, [LIST, DOUBLE, DOUBLE, DOUBLE], BOOL),
     "sky_poly_x_poly": (poly_x_poly, [LIST, LIST], BOOL),
     "sky_poly_in_poly": (poly_in_poly, [LIST, LIST], BOOL),
+    "sky_poly_distance": (poly_distance, [LIST, DOUBLE, DOUBLE], DOUBLE),
     "sky_area_poly": (area_poly, [LIST], DOUBLE),
     "sky_centroid_poly": (centroid_poly, [LIST], LIST),
     "sky_box": (box_poly, [DOUBLE, DOUBLE, DOUBLE, DOUBLE], LIST),

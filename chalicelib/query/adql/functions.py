@@ -156,5 +156,5 @@ EMITTED = frozenset(
        "sky_distance", "sky_pt_in_circle", "sky_pt_in_poly", "sky_circle_x_poly",
        "sky_poly_x_poly", "sky_circle_in_poly", "sky_poly_in_circle", "sky_poly_in_poly",
        "sky_circle_x_circle", "sky_circle_in_circle", "sky_area_poly", "sky_area_circle",
-       "sky_centroid_poly", "sky_box"}
+       "sky_centroid_poly", "sky_box", "sky_poly_distance", "sky_circle_distance"}
     | {f"{name}_bin" for name in PACKED})

@@ -260,7 +260,12 @@ def distance(c: Call) -> Val:
     if len(c.args) == 4:
         p, q = _point(c, 0, 1), _point(c, 2, 3)
     elif len(c.args) == 2:
-        p, q = _geom(c, 0, {POINT}), _geom(c, 1, {POINT})
+        a, b = _geom(c, 0), _geom(c, 1)
+        if a.type != POINT and b.type != POINT:
+            raise c.error(f"DISTANCE takes {USAGE['DISTANCE']}", 1)
+        if a.type != POINT or b.type != POINT:  # ESO's and pgsphere's: to the nearest
+            return _region_distance(*((a, b) if b.type == POINT else (b, a)))  # point
+        p, q = a, b
     else:
         raise c.error(f"DISTANCE takes {USAGE['DISTANCE']}")
     v = Val(fn("sky_distance", *p.parts, *q.parts), FLOAT, op="fn:distance")
@@ -269,6 +274,16 @@ def distance(c: Call) -> Val:
         if other.const and box:
             v.extra["distance"] = (other.const, box)
     return v
+
+
+def _region_distance(region: Val, point: Val) -> Val:
+    """DISTANCE(region, point) as ESO's ObsCore examples use it (and pgsphere gives it):
+    degrees from the point to the nearest point of the region, 0 inside it."""
+    if region.type == CIRCLE:
+        sql = fn("sky_circle_distance", *region.parts, *point.parts)
+    else:
+        sql = fn("sky_poly_distance", region.sql, *point.parts)
+    return Val(sql, FLOAT, op="fn:distance")
 
 
 def area(c: Call) -> Val:
@@ -396,7 +411,8 @@ USAGE = {
     "BOX": "a centre, a width and a height: BOX(ra, dec, width, height)",
     "POLYGON": "at least three vertices: POLYGON(ra1, dec1, ra2, dec2, ra3, dec3, ...) or "
                "POLYGON(POINT(...), POINT(...), POINT(...), ...)",
-    "DISTANCE": "two POINTs or four numbers: DISTANCE(ra1, dec1, ra2, dec2)",
+    "DISTANCE": "two POINTs, a region and a POINT (0 inside the region), or four numbers: "
+                "DISTANCE(ra1, dec1, ra2, dec2)",
 }
 
 FUNCTIONS = {"POINT": point, "CIRCLE": circle, "POLYGON": polygon, "BOX": box,

@@ -746,7 +746,7 @@ def test_geometry_errors():
     fails("SELECT POINT(obs_id, 2) FROM ivoa.obscore", "needs a number", "RA")
     fails("SELECT obs_id FROM ivoa.obscore WHERE CONTAINS(s_region, POINT(1, 2)) = 1",
           "must be a CIRCLE, POLYGON or BOX")
-    fails("SELECT DISTANCE(s_region, POINT(1, 2)) FROM ivoa.obscore", "DISTANCE needs a POINT")
+    fails("SELECT DISTANCE(s_region, CIRCLE(1, 2, 3)) FROM ivoa.obscore", "DISTANCE takes")
     fails("SELECT COORD1(s_region) FROM ivoa.obscore", "COORD1 needs a POINT")
     fails("SELECT AREA(1) FROM ivoa.obscore", "AREA needs")
     fails("SELECT POINT(1, 2) + 1 FROM ivoa.obscore", "needs numbers")
