@@ -16,8 +16,11 @@ pyvo or astroquery) is what is sent; "check" is what the answer must be:
 - "expect": "ids" (the set of a column), "count", "groups" (GROUP BY with aggregates),
   "columns" (a superset of names); with "order" (the answer's sort) and "top".
 
-Strings "$ra", "$dec", "$mjd", "$obs_id", "$collection" in a case are the template's
-placeholders, filled from the holdings so that the query selects something."""
+Strings "$ra", "$dec", "$mjd", "$mjd1", "$tmid", "$obs_id", "$collection", "$band" in a
+case (and {ra}, {dec}, ... in its ADQL) are the template's placeholders, filled from the
+holdings so that the query selects something; "$base" is the server's URL. "empty" marks a
+case whose original position is off this archive's sky (both answers must be empty),
+"nonempty" one that must select rows here."""
 
 from __future__ import annotations
 
