@@ -198,7 +198,10 @@ def _wait(d, test, what: str, timeout: float = 60.0):
             return got
         time.sleep(0.1)
     msg = d.execute_script("return document.getElementById('message').textContent")
-    raise AssertionError(f"timed out waiting for {what}; message on the page: {msg!r}")
+    pointer = d.execute_script("const p = document.getElementById('pointer');"
+                               "return p ? p.textContent : ''")
+    raise AssertionError(f"timed out waiting for {what}; message on the page: {msg!r}; "
+                         f"under the pointer: {pointer!r}")
 
 
 def _shot(d, folder: Path, name: str) -> Path:
@@ -371,3 +374,97 @@ def test_browser_errors_back_button_and_narrow_screen(browser, server, shots) ->
         d.save_screenshot(str(shots / "6-narrow.png"))
     finally:
         d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _open_image_page(d, server, source) -> tuple[str, str]:
+    """The page opened on one image covering the source: (its DataLink did, parent URL)."""
+    did = sorted(_tap_dids(server, source["ra"], source["dec"]))[0]
+    d.get(f"{server}/?target={source['ra']}+{source['dec']}&img={did}")
+    _wait(d, lambda d: _js(d, "const v = window.portal && window.portal.view.pv;"
+                              "return v && v.wcs && v.did === arguments[0]".replace(
+                                  "arguments[0]", repr(did))), "the image's WCS")
+    this = _wait(d, lambda d: _js(d, "const a = document.querySelector('#image-links a');"
+                                     "return a && a.href"), "the image's file link")
+    return did, this
+
+
+def _point_at(d, fx: float, fy: float) -> None:
+    """Move the pointer to the fraction (fx, fy) of the preview (from its top left)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    img = d.find_element("id", "preview")
+    # the whole image in view: WebDriver offsets count from the centre of the visible part
+    _js(d, "document.getElementById('preview').scrollIntoView({block: 'center'})")
+    w, h = _js(d, "const r = document.getElementById('preview').getBoundingClientRect();"
+                  "return [r.width, r.height]")
+    ActionChains(d, duration=0).move_to_element_with_offset(
+        img, int(round((fx - 0.5) * w)), int(round((fy - 0.5) * h))).perform()
+
+
+def test_browser_image_hdus_wcs_and_pixel_under_the_pointer(browser, server, source,
+                                                            shots) -> None:
+    """The preview's extensions are selectable; the page's own TAN-SIP evaluation agrees with
+    astropy; the pixel value under the pointer is the parent file's, per extension."""
+    from astropy.wcs import WCS
+
+    d = browser
+    d.set_window_size(1280, 1000)
+    did, this = _open_image_page(d, server, source)
+    parent = fits.open(io.BytesIO(requests.get(this, timeout=60).content))
+    wcs = WCS(parent["IMAGE"].header)
+    ny, nx = parent["IMAGE"].data.shape
+    names = _js(d, "return [...document.querySelectorAll('#hdu-choice input')].map(i => i.value)")
+    assert names == ["IMAGE", "FLAGS", "VARIANCE", "ZODI"]
+
+    # the page's WCS against astropy, at corners, the middle and fractional pixels
+    for x, y in [(0, 0), (nx - 1, 0), (0, ny - 1), (nx - 1, ny - 1), (nx / 2, ny / 3),
+                 (10.25, 40.75), (-5, nx + 3)]:
+        ra, dec = _js(d, f"return window.portal.view.pv.wcs.pix2sky({x}, {y})")
+        want = wcs.pixel_to_world_values(x, y)
+        sep = SkyCoord(ra * u.deg, dec * u.deg).separation(SkyCoord(*want, unit="deg"))
+        assert sep.arcsec < 1e-3, (x, y, ra, dec, want)
+        back = _js(d, f"return window.portal.view.pv.wcs.sky2pix({want[0]}, {want[1]})")
+        assert np.allclose(back, [x, y], atol=1e-4), (x, y, back)
+    # the target mark sits where astropy puts the target
+    tx, ty = wcs.world_to_pixel_values(source["ra"], source["dec"])
+    mark = d.find_element("id", "target-mark")
+    assert abs(float(mark.get_attribute("data-x")) - tx) < 0.01
+    assert abs(float(mark.get_attribute("data-y")) - ty) < 0.01
+
+    # the pixel under the pointer: position and values, for each extension
+    def read(fx, fy, hdu):
+        _point_at(d, fx, fy)
+        ex, ey = fx * nx, (1 - fy) * ny
+        box = _wait(d, lambda d: _js(d, "const b = document.getElementById('pointer').dataset;"
+                                        f"return b.value !== '' && b.hdu === '{hdu}' && "
+                                        f"Math.abs(b.x - {ex}) <= 1 && Math.abs(b.y - {ey}) <= 1"
+                                        " && b"), f"the {hdu} pixel value at {fx}, {fy}")
+        x, y = int(box["x"]), int(box["y"])
+        want = wcs.pixel_to_world_values(x, y)
+        assert SkyCoord(float(box["ra"]) * u.deg, float(box["dec"]) * u.deg).separation(
+            SkyCoord(*want, unit="deg")).arcsec < 1e-3
+        assert float(box["value"]) == float(parent[hdu].data[y, x]), (hdu, x, y)
+        return x, y
+
+    read(0.3, 0.6, "IMAGE")
+    read(0.85, 0.1, "IMAGE")  # another tile (a second cutout request)
+    for hdu in ["VARIANCE", "FLAGS", "ZODI"]:
+        d.find_element("id", f"hdu-{hdu}").click()
+        loaded = ("const i = document.getElementById('preview');"
+                  f"return i.src.endsWith('HDU={hdu}') && i.complete && i.naturalWidth > 0")
+        _wait(d, lambda d, loaded=loaded: _js(d, loaded), f"the {hdu} preview")
+        read(0.52, 0.47, hdu)
+    assert "hdu=ZODI" in d.current_url
+    _shot(d, shots, "7-image-hdus-pointer")
+
+    # the preview service: one PNG per extension, its header as JSON, a bad HDU refused
+    key = this.split("/data/", 1)[1]
+    info = requests.get(f"{server}/preview/{key}", params={"FORMAT": "json"}, timeout=30).json()
+    assert (info["nx"], info["ny"]) == (nx, ny)
+    assert info["wcs"]["CTYPE1"] == "RA---TAN-SIP" and info["wcs"]["A_ORDER"] == 3
+    pngs = {h: requests.get(f"{server}/preview/{key}", params={"HDU": h}, timeout=30)
+            for h in ["IMAGE", "FLAGS", "VARIANCE", "ZODI"]}
+    assert all(r.status_code == 200 and r.content[:4] == b"\x89PNG" for r in pngs.values())
+    assert len({r.content for r in pngs.values()}) == 4
+    bad = requests.get(f"{server}/preview/{key}", params={"HDU": "PSF"}, timeout=30)
+    assert bad.status_code == 400 and "HDU must be one of" in bad.text

@@ -17,7 +17,7 @@ const DETECTORS = [  // SPHEREx detector bands (um)
 const PAGE = 20;
 const MAXREC = 2000;
 const STATE_KEYS = ["target", "frame", "shape", "r", "tmin", "tmax", "det", "wmin", "wmax",
-  "coll", "sel", "img", "size", "job"];
+  "coll", "sel", "img", "hdu", "size", "job"];
 
 const view = { targets: [], target: null, rows: [], fields: {}, sort: { key: "t", dir: 1 },
   page: 0, selected: null, queryURL: null, runId: 0 };
@@ -647,11 +647,15 @@ async function openImage(did, s) {
     $("image-title").textContent = `${r.obs_id} ${r.det} (${fmt(r.lmin, 2)}\u2013` +
       `${fmt(r.lmax, 2)} \u00b5m), ${mjdToISO(r.t)} UTC, ${r.coll}`;
     const img = $("preview");
+    view.pv = null;
+    $("hdu-choice").textContent = "";
+    $("pointer").textContent = "Point at the image to read a pixel.";
     if (links.preview) {
-      img.src = links.preview.access_url;
-      $("preview-link").href = links.preview.access_url;
+      img.src = previewURL(links.preview.access_url, (s && s.hdu) || "IMAGE");
+      $("preview-link").href = img.src;
     }
     markTarget(r);
+    if (links.preview) await previewInfo(r, links, (s && s.hdu) || "IMAGE");
     $("cutout-fig").hidden = true;
     $("cutout-links").textContent = "";
     const il = $("image-links");
@@ -667,6 +671,217 @@ async function openImage(did, s) {
     $("image").scrollIntoView({ block: "nearest" });
   } catch (e) {
     say(e instanceof Problem ? e.message : `Opening the image failed: ${e.message}`);
+  }
+}
+
+// ------------------------------------------------------------------ the preview: HDUs, WCS, pixels
+
+function previewURL(base, hdu) {
+  return hdu && hdu !== "IMAGE" ? `${base}?HDU=${encodeURIComponent(hdu)}` : base;
+}
+
+// The celestial WCS of a FITS header (TAN, with SIP distortion when CTYPE ends in -SIP),
+// evaluated here. Pixels are 0-based (FITS pixel 1 is 0 here).
+function makeWCS(c) {
+  const n = (k, d = 0) => (c[k] === undefined || c[k] === "" ? d : Number(c[k]));
+  if (!/^RA---TAN/.test(c.CTYPE1 || "") || !/^DEC--TAN/.test(c.CTYPE2 || "")) return null;
+  if (n("LONPOLE", 180) !== 180) return null;  // only the default native pole is handled
+  const crpix = [n("CRPIX1"), n("CRPIX2")], crval = [n("CRVAL1"), n("CRVAL2")];
+  const cd = c.CD1_1 !== undefined ? [[n("CD1_1"), n("CD1_2")], [n("CD2_1"), n("CD2_2")]]
+    : [[n("CDELT1", 1) * n("PC1_1", 1), n("CDELT1", 1) * n("PC1_2")],
+      [n("CDELT2", 1) * n("PC2_1"), n("CDELT2", 1) * n("PC2_2", 1)]];
+  const det = cd[0][0] * cd[1][1] - cd[0][1] * cd[1][0];
+  const inv = [[cd[1][1] / det, -cd[0][1] / det], [-cd[1][0] / det, cd[0][0] / det]];
+  const sip = /-SIP$/.test(c.CTYPE1 || "");
+  const terms = (p) => {
+    const out = [], order = n(p + "_ORDER", -1);
+    for (let i = 0; i <= order; i++) {
+      for (let j = 0; j <= order - i; j++) {
+        if (c[`${p}_${i}_${j}`] !== undefined) out.push([i, j, n(`${p}_${i}_${j}`)]);
+      }
+    }
+    return out;
+  };
+  const A = sip ? terms("A") : [], B = sip ? terms("B") : [];
+  const poly = (t, u, v) => t.reduce((acc, [i, j, k]) => acc + k * u ** i * v ** j, 0);
+  const a0 = crval[0] * D2R, d0 = crval[1] * D2R;
+  function pix2sky(x, y) {
+    const u = x + 1 - crpix[0], v = y + 1 - crpix[1];
+    const U = u + poly(A, u, v), V = v + poly(B, u, v);
+    const X = (cd[0][0] * U + cd[0][1] * V) * D2R, Y = (cd[1][0] * U + cd[1][1] * V) * D2R;
+    const rho = Math.hypot(X, Y);
+    if (rho === 0) return [crval[0], crval[1]];
+    const k = Math.atan(rho), sk = Math.sin(k), ck = Math.cos(k);
+    const dec = Math.asin(ck * Math.sin(d0) + (Y * sk * Math.cos(d0)) / rho);
+    const ra = a0 + Math.atan2(X * sk, rho * Math.cos(d0) * ck - Y * Math.sin(d0) * sk);
+    return [(((ra / D2R) % 360) + 360) % 360, dec / D2R];
+  }
+  function sky2pix(ra, dec) {
+    const g = gnomonic(crval[0], crval[1], ra, dec);
+    if (!g) return [NaN, NaN];
+    const [xi, eta] = g;
+    const U = inv[0][0] * xi + inv[0][1] * eta, V = inv[1][0] * xi + inv[1][1] * eta;
+    let u = U, v = V;  // undo SIP by fixed-point iteration (the distortion is small)
+    for (let it = 0; it < 30 && (A.length || B.length); it++) {
+      const nu = U - poly(A, u, v), nv = V - poly(B, u, v);
+      const done = Math.abs(nu - u) + Math.abs(nv - v) < 1e-10;
+      u = nu; v = nv;
+      if (done) break;
+    }
+    return [u + crpix[0] - 1, v + crpix[1] - 1];
+  }
+  return { pix2sky, sky2pix, scale: Math.sqrt(Math.abs(det)) };
+}
+
+async function previewInfo(r, links, hdu) {
+  const base = links.preview.access_url;
+  let info;
+  try {
+    info = await (await get(base + "?FORMAT=json", "The image's header")).json();
+  } catch (e) {
+    $("pointer").textContent = e.message;
+    return;
+  }
+  if (view.selected !== r.did) return;
+  const wcs = makeWCS(info.wcs || {});
+  view.pv = { did: r.did, key: info.key, nx: info.nx, ny: info.ny, step: info.step,
+    width: info.width, height: info.height, wcs, hdus: info.hdus, hdu, tiles: new Map(),
+    want: null, busy: false, cutURL: links.cutout ? links.cutout : null };
+  const box = $("hdu-choice");
+  box.textContent = "";
+  box.append(el("span", { text: "Extension:" }));
+  for (const h of info.hdus) {
+    const id = `hdu-${h.name}`;
+    box.append(el("label", { for: id }, el("input", { type: "radio", name: "hdu", id,
+      value: h.name, checked: h.name === hdu,
+      onchange: () => showHDU(h.name) }), ` ${h.name}`));
+  }
+  if (!info.hdus.some((h) => h.name === hdu)) showHDU("IMAGE");
+  markTarget(r);
+  if (!wcs) $("pointer").textContent = "This image's WCS is not TAN/TAN-SIP: no sky positions.";
+}
+
+function showHDU(name) {
+  const pv = view.pv;
+  if (!pv) return;
+  pv.hdu = name;
+  const img = $("preview");
+  img.src = previewURL(view.links.preview.access_url, name);
+  $("preview-link").href = img.src;
+  pushState({ hdu: name === "IMAGE" ? null : name }, true);
+  if (pv.last) readout(pv.last[0], pv.last[1]);
+}
+
+// The parent pixel under the pointer (0-based), from the preview's binning.
+function pointerPixel(ev) {
+  const pv = view.pv, img = $("preview");
+  if (!pv || !img.naturalWidth) return null;
+  const rect = img.getBoundingClientRect();
+  const fx = (ev.clientX - rect.left) / rect.width, fy = (ev.clientY - rect.top) / rect.height;
+  if (!(fx >= 0 && fx < 1 && fy >= 0 && fy < 1)) return null;
+  const W = pv.width * pv.step, H = pv.height * pv.step;
+  return [Math.min(W - 1, Math.floor(fx * W)), Math.min(H - 1, Math.floor((1 - fy) * H))];
+}
+
+const TILE = 32;  // pixels fetched per pointer request (a cutout), cached by tile
+const MAX_TILES = 48;
+
+function tileHolding(x, y) {
+  for (const t of view.pv.tiles.values()) {
+    if (t.planes && x >= t.x0 && x < t.x0 + t.nx && y >= t.y0 && y < t.y0 + t.ny) return t;
+  }
+  return null;
+}
+
+function readout(x, y) {
+  const pv = view.pv;
+  pv.last = [x, y];
+  const box = $("pointer");
+  const sky = pv.wcs ? pv.wcs.pix2sky(x, y) : null;
+  const where = `pixel x ${x} y ${y} (0-based)` + (sky ? `; RA ${sky[0].toFixed(6)} Dec ` +
+    `${sky[1].toFixed(6)} (${hms(sky[0])} ${dms(sky[1])})` : "");
+  const t = tileHolding(x, y);
+  let values = "reading the pixel\u2026", value = "";
+  if (t) {
+    const k = (y - t.y0) * t.nx + (x - t.x0);
+    const parts = Object.entries(t.planes).map(([name, d]) => {
+      const bunit = (pv.hdus.find((h) => h.name === name) || {}).bunit || "";
+      const v = d[k];
+      if (name === pv.hdu) value = v;
+      const shown = name === "FLAGS" ? String(v) : Number.isFinite(v) ? v.toPrecision(5)
+        : String(v);
+      return `${name === pv.hdu ? "[" : ""}${name} ${shown}${bunit && name !== "FLAGS" ? " " +
+        bunit : ""}${name === pv.hdu ? "]" : ""}`;
+    });
+    values = parts.join("; ");
+  } else {
+    wantTile(x, y);
+  }
+  box.textContent = where + "\n" + values;
+  Object.assign(box.dataset, { x, y, ra: sky ? sky[0] : "", dec: sky ? sky[1] : "",
+    hdu: pv.hdu, value: t ? String(value) : "" });
+}
+
+function hms(ra) {
+  const h = ra / 15, hh = Math.floor(h), m = (h - hh) * 60, mm = Math.floor(m);
+  return `${hh}h${String(mm).padStart(2, "0")}m${((m - mm) * 60).toFixed(2).padStart(5, "0")}s`;
+}
+
+function dms(dec) {
+  const s = dec < 0 ? "-" : "+", a = Math.abs(dec), dd = Math.floor(a), m = (a - dd) * 60;
+  const mm = Math.floor(m);
+  return `${s}${dd}d${String(mm).padStart(2, "0")}m${((m - mm) * 60).toFixed(1).padStart(4, "0")}s`;
+}
+
+// One cutout request at a time; the latest wanted tile waits its turn.
+function wantTile(x, y) {
+  const pv = view.pv;
+  if (!pv.wcs || !pv.cutURL) return;
+  const tx = Math.floor(x / TILE), ty = Math.floor(y / TILE);
+  let id = `${tx},${ty}`, cx = Math.min(tx * TILE + TILE / 2, pv.nx - 1),
+    cy = Math.min(ty * TILE + TILE / 2, pv.ny - 1);
+  const had = pv.tiles.get(id);
+  if (had && !had.planes) return;  // on its way
+  if (had) { id = `at${x},${y}`; cx = x; cy = y; }  // the tile came back short of (x, y)
+  if (pv.tiles.has(id)) return;
+  pv.want = { id, cx, cy };
+  if (!pv.busy) fetchTile(pv);
+}
+
+async function fetchTile(pv) {
+  while (pv.want && view.pv === pv) {
+    const { id, cx, cy } = pv.want;
+    pv.want = null;
+    if (pv.tiles.has(id)) continue;
+    pv.busy = true;
+    pv.tiles.set(id, { planes: null });
+    const [ra, dec] = pv.wcs.pix2sky(cx, cy);
+    const size = (TILE + 2) * pv.wcs.scale;
+    const params = [...pv.cutURL.fixed.filter(([k]) => !["ra", "dec", "size", "psf"]
+      .includes(k)), ["ra", String(ra)], ["dec", String(dec)], ["size", String(size)],
+    ["psf", "none"]];
+    try {
+      const res = await get(pv.cutURL.url + "?" + new URLSearchParams(params), "A pixel read");
+      const buf = await res.arrayBuffer();
+      const f = parseFITS(buf);
+      const prim = f.hdus[0].cards;
+      const planes = {};
+      for (const h of f.hdus) {
+        if (pv.hdus.some((x) => x.name === h.name) && h.axes.length === 2) {
+          planes[h.name] = f.pixels(h);
+        }
+      }
+      const im = f.hdus.find((h) => h.name === "IMAGE") || f.hdus.find((h) => h.axes.length === 2);
+      pv.tiles.set(id, { planes, x0: Number(prim.CUTX1) - 1, y0: Number(prim.CUTY1) - 1,
+        nx: im.axes[0], ny: im.axes[1] });
+      while (pv.tiles.size > MAX_TILES) pv.tiles.delete(pv.tiles.keys().next().value);
+    } catch (e) {
+      pv.tiles.delete(id);
+      $("pointer").textContent = e.message;
+    } finally {
+      pv.busy = false;
+    }
+    if (pv.last && view.pv === pv) readout(pv.last[0], pv.last[1]);
   }
 }
 
@@ -701,6 +916,16 @@ function markTarget(r) {
   const svg = $("preview-mark");
   svg.textContent = "";
   const t = view.target;
+  const pv = view.pv;
+  if (pv && pv.did === r.did && pv.wcs) {  // through the image's own WCS
+    const [x, y] = pv.wcs.sky2pix(t.ra, t.dec);
+    const u = (x + 0.5) / (pv.width * pv.step), v = (y + 0.5) / (pv.height * pv.step);
+    if (!(u >= 0 && u <= 1 && v >= 0 && v <= 1)) return;
+    svg.append(el("circle", { cx: u, cy: 1 - v, r: 0.035, fill: "none", stroke: "#f6b042",
+      "stroke-width": 0.008, id: "target-mark", "data-u": u.toFixed(4), "data-v": v.toFixed(4),
+      "data-x": x.toFixed(2), "data-y": y.toFixed(2) }));
+    return;
+  }
   if (!r.poly || r.poly.length !== 4) return;
   const pts = r.poly.map(([a, d]) => gnomonic(r.ra, r.dec, a, d));
   const tp = gnomonic(r.ra, r.dec, t.ra, t.dec);
@@ -750,15 +975,24 @@ function parseFITS(buffer) {
     hdus.find((h) => h.axes.length === 2 && h.axes[0] > 0);
   if (!image) throw new Problem("The cutout has no image extension.");
   const [nx, ny] = image.axes;
+  return { nx, ny, data: hduPixels(dv, image), cards: image.cards, hdus,
+    pixels: (h) => hduPixels(dv, h) };
+}
+
+// The pixels of one 2-D HDU (FITS order: x fastest, row 0 at the bottom), BSCALE/BZERO applied.
+function hduPixels(dv, h) {
+  const [nx, ny] = h.axes;
   const data = new Float64Array(nx * ny);
-  const w = Math.abs(image.bitpix) / 8;
+  const w = Math.abs(h.bitpix) / 8;
+  const scale = Number(h.cards.BSCALE || 1), zero = Number(h.cards.BZERO || 0);
   for (let k = 0; k < nx * ny; k++) {
-    const o = image.start + k * w;
-    data[k] = image.bitpix === -32 ? dv.getFloat32(o) : image.bitpix === -64 ? dv.getFloat64(o)
-      : image.bitpix === 16 ? dv.getInt16(o) : image.bitpix === 32 ? dv.getInt32(o)
-        : dv.getUint8(o);
+    const o = h.start + k * w;
+    const v = h.bitpix === -32 ? dv.getFloat32(o) : h.bitpix === -64 ? dv.getFloat64(o)
+      : h.bitpix === 16 ? dv.getInt16(o) : h.bitpix === 32 ? dv.getInt32(o)
+        : h.bitpix === 64 ? Number(dv.getBigInt64(o)) : dv.getUint8(o);
+    data[k] = v * scale + zero;
   }
-  return { nx, ny, data, cards: image.cards, hdus };
+  return data;
 }
 
 function drawImage(canvas, { nx, ny, data }) {
@@ -1011,6 +1245,13 @@ function setUp() {
   });
   $("cut").addEventListener("click", makeCutout);
   $("phot").addEventListener("click", startJob);
+  const stack = document.querySelector("#image .stack");
+  stack.addEventListener("pointermove", (ev) => {
+    const p = pointerPixel(ev);
+    if (p && (!view.pv.last || p[0] !== view.pv.last[0] || p[1] !== view.pv.last[1])) {
+      readout(p[0], p[1]);
+    }
+  });
   $("preview").addEventListener("error", () => {
     if ($("preview").getAttribute("src")) say("The quick-look of this image could not be made.");
   });
@@ -1024,5 +1265,8 @@ function setUp() {
   loadCollections();
   if (s.target) run(s);
 }
+
+// for tests and the curious: the page's own WCS evaluation of the open image
+window.portal = { view, makeWCS };
 
 setUp();
