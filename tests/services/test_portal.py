@@ -468,3 +468,82 @@ def test_browser_image_hdus_wcs_and_pixel_under_the_pointer(browser, server, sou
     assert len({r.content for r in pngs.values()}) == 4
     bad = requests.get(f"{server}/preview/{key}", params={"HDU": "PSF"}, timeout=30)
     assert bad.status_code == 400 and "HDU must be one of" in bad.text
+
+
+def test_browser_target_list_upload_combined_table_and_batch_cutouts(
+        browser, server, synth_dir, source, shots, tmp_path) -> None:
+    """An uploaded CSV target list gives one table with a target column, equal to TAP per
+    target; "cutouts of all these images" runs async SODA (phase shown) and delivers links
+    and a zip whose cutouts hold the parents' pixels."""
+    import base64
+    import zipfile
+    from urllib.parse import unquote
+
+    d = browser
+    d.set_window_size(1280, 1000)
+    truth = pq.read_table(synth_dir / "truth.parquet").to_pylist()
+    other = next(t for t in truth[:80] if (t["ra"], t["dec"]) != (source["ra"], source["dec"])
+                 and 0 < len(_tap_dids(server, t["ra"], t["dec"])) <= 8)
+    targets = [source, other]
+    csv_file = tmp_path / "targets.csv"
+    csv_file.write_text("name,ra,dec\n" + "".join(
+        f"src{i},{t['ra']},{t['dec']}\n" for i, t in enumerate(targets)))
+    d.get(server + "/")
+    d.find_element("id", "target-file").send_keys(str(csv_file))
+    _wait(d, lambda d: d.find_elements("css selector", "#results-table tbody tr"), "rows")
+    assert len(d.find_elements("css selector", "#targets-body li")) == 2
+    # the combined table as downloaded, against TAP target by target
+    href = d.find_element("id", "dl-combined-csv").get_attribute("href")
+    lines = unquote(href.split(",", 1)[1]).splitlines()
+    assert lines[0].startswith("target,target_input,target_ra,target_dec,obs_id,"
+                               "obs_publisher_did")
+    got = {(int(c[0]), c[5]) for c in (line.split(",") for line in lines[1:])}
+    want = {(k + 1, did) for k, t in enumerate(targets)
+            for did in _tap_dids(server, t["ra"], t["dec"])}
+    assert got == want and len(lines) - 1 == len(want)
+    # the page's table names the target of every row
+    shown = _js(d, "return [...document.querySelectorAll('#results-table tbody tr')].map(r =>"
+                   " [r.dataset.target, r.dataset.did, r.cells[0].textContent])")
+    for tgt, did, name in shown:
+        assert (int(tgt) + 1, did) in want and name.startswith(f"{int(tgt) + 1}: ")
+    assert "target" == d.find_element("css selector", "#results-table thead th").text
+
+    # cutouts of all these images: async SODA, one job per target
+    d.find_element("id", "batch-size").send_keys("3")
+    d.find_element("id", "batch-go").click()
+    seen = set()
+    end = time.monotonic() + 150
+    while time.monotonic() < end:
+        ph = _js(d, "return document.getElementById('batch-phase').dataset.phase || ''")
+        seen.add(ph)
+        if ph in ("COMPLETED", "ERROR"):
+            break
+        time.sleep(0.05)
+    assert ph == "COMPLETED", (seen, d.find_element("id", "message").text)
+    assert seen & {"PENDING", "QUEUED", "EXECUTING"}, seen  # the phase was shown while it ran
+    links = _js(d, "return [...document.querySelectorAll('#batch-list a.batch-file')].map(a =>"
+                   " [a.href, a.dataset.did, +a.dataset.target, a.download])")
+    assert {(t + 1, did) for _, did, t, _ in links} == want
+    cookies = {c["name"]: c["value"] for c in d.get_cookies()}
+    first = requests.get(links[0][0], cookies=cookies, timeout=60)
+    assert first.status_code == 200
+    dl = requests.get(f"{server}/datalink/links", params={"ID": links[0][1]}, timeout=30)
+    row = next(r for r in parse(io.BytesIO(dl.content)).get_first_table().to_table(
+               use_names_over_ids=True)
+               if r["semantics"] == "#this")
+    parent = fits.open(io.BytesIO(requests.get(row["access_url"], timeout=60).content))
+    same_pixels_as_parent(first.content, parent)
+    _shot(d, shots, "8-target-list-batch")
+
+    # the same cutouts as one zip, made in the page
+    d.find_element("id", "batch-zip").click()
+    _wait(d, lambda d: d.find_elements("id", "batch-zip-file"), "the zip")
+    b64 = d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(document.getElementById('batch-zip-file').href).then(r => r.arrayBuffer())"
+        ".then(b => { let s = ''; const u = new Uint8Array(b);"
+        "for (let i = 0; i < u.length; i++) s += String.fromCharCode(u[i]); done(btoa(s)); })")
+    z = zipfile.ZipFile(io.BytesIO(base64.b64decode(b64)))
+    assert z.testzip() is None
+    assert z.namelist() == [name for *_, name in links]
+    assert z.read(links[0][3]) == first.content

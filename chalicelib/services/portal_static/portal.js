@@ -215,6 +215,9 @@ function setBusy(on) {
 
 function hideResults() {
   for (const id of ["targets", "coverage", "results", "image", "spectrum"]) $(id).hidden = true;
+  $("batch-links").textContent = "";
+  $("batch-phase").textContent = "";
+  delete $("batch-phase").dataset.phase;
 }
 
 async function run(s) {
@@ -231,9 +234,17 @@ async function run(s) {
     const sel = Math.min(Math.max(parseInt(s.sel || "0", 10) || 0, 0), targets.length - 1);
     showTargets(targets, sel);
     view.target = targets[sel];
+    view.sel = sel;
     const filters = searchFilters(s);
     const covering = await coverage(view.target, s);
     if (stale()) return;
+    if (targets.length > 1) {  // one table for the whole list, a column naming the target
+      await imageSearchMany(targets, s, filters, stale);
+      if (stale()) return;
+      showSpectrumPanel(s);
+      if (s.img) await openImage(s.img, s);
+      return;
+    }
     const colls = s.coll ? [s.coll] : covering;
     if (s.coll && !covering.includes(s.coll)) {
       say(`The collection ${s.coll} does not cover ${label(view.target)} in this release, so ` +
@@ -296,6 +307,7 @@ function showTargets(targets, sel) {
   const t = targets[sel];
   const one = (x) => `${x.name ? x.name + " = " : ""}RA ${fmt(x.ra, 5)} Dec ${fmt(x.dec, 5)}` +
     ` (${x.sexagesimal}; l ${fmt(x.l, 4)} b ${fmt(x.b, 4)})`;
+  if ($("resolved-target")) $("resolved-target").remove();
   $("resolved").prepend(el("div", { id: "resolved-target", text: "Target: " + one(t) }));
   if (targets.length < 2) return;
   const body = $("targets-body");
@@ -307,8 +319,9 @@ function showTargets(targets, sel) {
     onclick: () => { const s = pushState({ sel: String(i), img: null, job: null }); run(s); } });
     list.append(el("li", {}, b));
   });
-  body.append(el("p", { text: `${targets.length} targets; the images of one are shown ` +
-    "at a time: choose it here." }), list);
+  body.append(el("p", { text: `${targets.length} targets: the table below lists the ` +
+    "images of all of them (its target column says which); the coverage, the sky plot and " +
+    "the spectrum are of the one chosen here." }), list);
   $("targets").hidden = false;
 }
 
@@ -415,12 +428,8 @@ async function imageSearch(t, s, colls, filters) {
   view.queryURL = u;
   view.adql = adql;
   const vt = votable(await (await get(u, "The image search")).text(), "The image search");
-  view.rows = records(vt).map((row, i) => ({
-    i, row, obs_id: row.obs_id, det: detectorOf(row), did: row.obs_publisher_did,
-    lmin: Number(row.em_min) * 1e6, lmax: Number(row.em_max) * 1e6, t: Number(row.t_min),
-    ra: Number(row.s_ra), dec: Number(row.s_dec), coll: row.obs_collection,
-    poly: polygonOf(row.s_region),
-  }));
+  view.multi = false;
+  view.rows = records(vt).map((row, i) => rowOf(row, i, 0));
   view.page = 0;
   view.selected = s.img || null;
   const n = view.rows.length;
@@ -455,13 +464,90 @@ async function imageSearch(t, s, colls, filters) {
   $("results").hidden = false;
 }
 
+function rowOf(row, i, tgt) {
+  return { i, row, obs_id: row.obs_id, det: detectorOf(row), did: row.obs_publisher_did,
+    lmin: Number(row.em_min) * 1e6, lmax: Number(row.em_max) * 1e6, t: Number(row.t_min),
+    ra: Number(row.s_ra), dec: Number(row.s_dec), coll: row.obs_collection,
+    poly: polygonOf(row.s_region), tgt, tname: targetName(view.targets[tgt], tgt) };
+}
+
+const targetName = (t, k) => `${k + 1}: ${t ? t.name || t.input : ""}`;
+
+// Every target of a list searched (the same query, one target at a time, three at once),
+// the answers in one table with the target each row matched.
+async function imageSearchMany(targets, s, filters, stale) {
+  const colls = s.coll ? [s.coll] : [];
+  const per = new Array(targets.length);
+  const overflow = [];
+  let next = 0;
+  async function worker() {
+    while (next < targets.length && !stale()) {
+      const k = next++;
+      const u = url("/tap/sync", [["LANG", "ADQL"], ["REQUEST", "doQuery"],
+        ["QUERY", adqlOf(targets[k], s, colls, filters)], ["MAXREC", String(MAXREC)]]);
+      const what = `The image search for target ${targetName(targets[k], k)}`;
+      const vt = votable(await (await get(u, what)).text(), what);
+      if (vt.status === "OVERFLOW") overflow.push(k + 1);
+      per[k] = records(vt);
+    }
+  }
+  await Promise.all([worker(), worker(), worker()]);
+  if (stale()) return;
+  view.multi = true;
+  view.rows = [];
+  per.forEach((rows, k) => rows.forEach((row) => view.rows.push(rowOf(row, view.rows.length,
+    k))));
+  view.page = 0;
+  view.selected = s.img || null;
+  const hit = per.filter((r) => r.length).length;
+  const what = s.shape === "circle" ? `intersecting a circle of ${radiusOf(s)} deg around`
+    : "containing";
+  $("results-summary").textContent = `${view.rows.length} image${view.rows.length === 1 ? ""
+    : "s"} ${what} ${hit} of the ${targets.length} targets${s.coll ? " in " + s.coll : ""}` +
+    (hit < targets.length ? ` (none for target ${per.map((r, k) => (r.length ? null : k + 1))
+      .filter(Boolean).join(", ")})` : "") + ". Choose one to look at it.";
+  if (overflow.length) {
+    say(`More than ${MAXREC} images match target ${overflow.join(", ")}: the table shows ` +
+      `the first ${MAXREC} of each. Narrow the search by time or wavelength.`, "info");
+  }
+  const dl = $("downloads");
+  dl.textContent = "";
+  dl.append("Download this table: ", el("a", { id: "dl-combined-csv", href: combinedCSV(),
+    download: "spherex-images-targets.csv", text: "CSV (all targets)" }),
+  el("details", {}, el("summary", { text: "the ADQL query (run once per target)" }),
+    el("pre", { text: adqlOf(targets[0], s, colls, filters) })));
+  renderTable();
+  skyplot();
+  $("results").hidden = false;
+}
+
+function csvCell(v) {
+  const t = String(v ?? "");
+  return /[",\n]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t;
+}
+
+function combinedCSV() {
+  const cols = ["target", "target_input", "target_ra", "target_dec", "obs_id",
+    "obs_publisher_did", "obs_collection", "em_min", "em_max", "t_min", "t_max", "s_ra",
+    "s_dec", "access_url"];
+  const lines = [cols.join(",")];
+  for (const r of view.rows) {
+    const t = view.targets[r.tgt];
+    lines.push([r.tgt + 1, t.input, t.ra, t.dec, ...cols.slice(4).map((c) => r.row[c])]
+      .map(csvCell).join(","));
+  }
+  return "data:text/csv;charset=utf-8," + encodeURIComponent(lines.join("\n") + "\n");
+}
+
 // The search as ADQL on ivoa.obscore; TIME and BAND intervals overlap as in SIA.
 function adqlOf(t, s, colls, filters) {
   const r = radiusOf(s);
   const where = [r > 0 ? `INTERSECTS(CIRCLE('ICRS', ${t.ra}, ${t.dec}, ${r}), s_region) = 1`
     : `CONTAINS(POINT('ICRS', ${t.ra}, ${t.dec}), s_region) = 1`];
-  where.push("(" + colls.map((c) => `obs_collection = '${c.replace(/'/g, "''")}'`)
-    .join(" OR ") + ")");
+  if (colls.length) {
+    where.push("(" + colls.map((c) => `obs_collection = '${c.replace(/'/g, "''")}'`)
+      .join(" OR ") + ")");
+  }
   const ors = { TIME: [], BAND: [] };
   for (const [k, v] of filters) {
     const [lo, hi] = v.split(" ");
@@ -498,7 +584,8 @@ function renderTable() {
   const thead = $("results-table").tHead;
   thead.textContent = "";
   const tr = el("tr");
-  for (const [key, name] of COLUMNS) {
+  const columns = view.multi ? [["tgt", "target", (r) => r.tname], ...COLUMNS] : COLUMNS;
+  for (const [key, name] of columns) {
     const sorted = view.sort.key === key;
     tr.append(el("th", { scope: "col", "aria-sort": sorted ? (view.sort.dir > 0 ? "ascending"
       : "descending") : "none" }, el("button", { type: "button", "data-key": key, text: name,
@@ -517,13 +604,23 @@ function renderTable() {
   const pages = Math.max(1, Math.ceil(rows.length / PAGE));
   view.page = Math.min(view.page, pages - 1);
   for (const r of rows.slice(view.page * PAGE, (view.page + 1) * PAGE)) {
-    const row = el("tr", { "data-did": r.did, class: r.did === view.selected ? "selected" : null,
+    const row = el("tr", { "data-did": r.did, "data-target": view.multi ? r.tgt : null,
+      class: r.did === view.selected && (!view.multi || r.tgt === view.sel) ? "selected" : null,
       onmouseenter: () => highlight(r.did), onmouseleave: () => highlight(null) });
-    for (const [, , show, num] of COLUMNS) row.append(el("td", { class: num ? "num" : null,
+    for (const [, , show, num] of columns) row.append(el("td", { class: num ? "num" : null,
       text: show(r) }));
     row.append(el("td", {}, el("button", { type: "button", class: "link view",
       "aria-label": `view ${r.obs_id} ${r.det}`, text: "view",
-      onclick: () => { const s = pushState({ img: r.did }); openImage(r.did, s); } })));
+      onclick: () => {
+        if (view.multi && r.tgt !== view.sel) {  // the image of another target of the list
+          view.sel = r.tgt;
+          view.target = view.targets[r.tgt];
+          showTargets(view.targets, r.tgt);
+          skyplot();
+        }
+        const s = pushState(view.multi ? { img: r.did, sel: String(r.tgt) } : { img: r.did });
+        openImage(r.did, s);
+      } })));
     tbody.append(row);
   }
   const pager = $("pager");
@@ -556,7 +653,8 @@ function skyplot() {
   const svg = $("skyplot");
   svg.textContent = "";
   const t = view.target;
-  const polys = view.rows.filter((r) => r.poly).slice(0, 600).map((r) => ({
+  const polys = view.rows.filter((r) => r.poly && (!view.multi || r.tgt === view.sel))
+    .slice(0, 600).map((r) => ({
     r, pts: r.poly.map(([a, d]) => gnomonic(t.ra, t.dec, a, d)) }))
     .filter((p) => p.pts.every(Boolean));
   let ext = 0.05;
@@ -631,10 +729,12 @@ async function datalink(did) {
 }
 
 async function openImage(did, s) {
-  const r = view.rows.find((x) => x.did === did);
+  const r = view.rows.find((x) => x.did === did && (!view.multi || x.tgt === view.sel)) ||
+    view.rows.find((x) => x.did === did);
   view.selected = did;
   for (const tr of document.querySelectorAll("#results-table tbody tr")) {
-    tr.classList.toggle("selected", tr.dataset.did === did);
+    tr.classList.toggle("selected", tr.dataset.did === did &&
+      (!view.multi || Number(tr.dataset.target) === view.sel));
   }
   highlight(null);
   if (!r) {
@@ -1020,7 +1120,8 @@ function drawImage(canvas, { nx, ny, data }) {
 
 async function makeCutout() {
   const links = view.links, t = view.target;
-  const r = view.rows.find((x) => x.did === view.selected);
+  const r = view.rows.find((x) => x.did === view.selected && (!view.multi ||
+    x.tgt === view.sel));
   if (!links || !links.cutout || !r) return;
   const size = $("cutsize").value;
   pushState({ size }, true);
@@ -1053,6 +1154,250 @@ async function makeCutout() {
     say(e instanceof Problem ? e.message : `The cutout could not be shown: ${e.message}`);
   } finally {
     btn.disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------ cutouts of all the images
+
+// One async SODA job (UWS) per target: every image of that target x a circle around it;
+// the phase shown while they run, then the cutouts as links (and as one zip, made here).
+async function batchCutouts() {
+  const size = Number($("batch-size").value);
+  const groups = new Map();
+  for (const r of view.rows) {
+    const k = view.multi ? r.tgt : 0;
+    if (!groups.has(k)) groups.set(k, []);
+    if (!groups.get(k).some((x) => x.did === r.did)) groups.get(k).push(r);
+  }
+  const btn = $("batch-go"), phase = $("batch-phase"), out = $("batch-links");
+  btn.disabled = true;
+  out.textContent = "";
+  phase.dataset.phase = "PENDING";
+  phase.textContent = "submitting\u2026";
+  const runId = view.runId;
+  try {
+    const jobs = [];
+    for (const [k, rows] of groups) {
+      const t = view.multi ? view.targets[k] : view.target;
+      const body = new URLSearchParams([["CIRCLE", `${t.ra} ${t.dec} ${size / 2}`],
+        ["PHASE", "RUN"]]);
+      for (const r of rows) body.append("ID", r.did);
+      const res = await get(url("/soda/async"), "Starting the cutout job (SODA)",
+        { method: "POST", body });
+      jobs.push({ url: res.url, rows, t, k, phase: "QUEUED" });
+    }
+    const t0 = Date.now();
+    for (;;) {
+      if (runId !== view.runId) return;
+      for (const j of jobs) {
+        if (["COMPLETED", "ERROR", "ABORTED"].includes(j.phase)) continue;
+        j.doc = parseXML(await (await get(j.url, "The cutout job")).text(), "The cutout job");
+        j.phase = (j.doc.getElementsByTagNameNS("*", "phase")[0]?.textContent || "").trim();
+      }
+      const phases = jobs.map((j) => j.phase);
+      const all = phases.every((p) => p === "COMPLETED") ? "COMPLETED"
+        : phases.some((p) => p === "ERROR" || p === "ABORTED") &&
+          phases.every((p) => ["COMPLETED", "ERROR", "ABORTED"].includes(p)) ? "ERROR"
+          : phases.includes("EXECUTING") ? "EXECUTING" : "QUEUED";
+      const secs = Math.round((Date.now() - t0) / 1000);
+      phase.textContent = (jobs.length > 1 ? `${jobs.length} jobs: ${phases.join(", ")}`
+        : `job ${all}`) + (all === "EXECUTING" || all === "QUEUED" ? ` (${secs} s)` : "");
+      phase.dataset.phase = all;
+      if (all === "COMPLETED" || all === "ERROR") break;
+      if (Date.now() - t0 > 15 * 60 * 1000) {
+        say("The cutout job is still running after 15 minutes; its links are under " +
+          "the job's page.", "info");
+        break;
+      }
+      await new Promise((ok) => setTimeout(ok, 600));
+    }
+    showBatch(jobs, size);
+  } catch (e) {
+    phase.textContent = "";
+    phase.dataset.phase = "ERROR";
+    say(e instanceof Problem ? e.message : `The cutouts could not be made: ${e.message}`);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+function showBatch(jobs, size) {
+  const out = $("batch-links");
+  out.textContent = "";
+  const files = [];
+  const list = el("ol", { id: "batch-list" });
+  for (const j of jobs) {
+    const ids = j.rows.map((r) => r.did);
+    for (const r of [...j.doc.getElementsByTagNameNS("*", "result")]) {
+      const id = r.getAttribute("id") || "";
+      const href = r.getAttributeNS("http://www.w3.org/1999/xlink", "href") ||
+        r.getAttribute("xlink:href");
+      const m = /^cutout-(\d+)-\d+$/.exec(id);
+      const row = m ? j.rows.find((x) => x.did === ids[Number(m[1])]) : null;
+      const name = (row ? `cutout_${row.obs_id}_${row.det}` : id) +
+        (view.multi ? `_target${j.k + 1}` : "") + ".fits";
+      files.push({ name, href });
+      list.append(el("li", {}, el("a", { href, download: name, class: "batch-file",
+        "data-did": row ? row.did : "", "data-target": j.k, text: name })));
+    }
+    if (j.phase !== "COMPLETED") {
+      const msg = j.doc.getElementsByTagNameNS("*", "message")[0]?.textContent?.trim();
+      out.append(el("p", { class: "err", text: `The job for ${label(j.t)} ended in ${j.phase}` +
+        (msg ? `: ${msg}` : "") }));
+    }
+  }
+  const asked = jobs.reduce((n, j) => n + j.rows.length, 0);
+  out.append(el("p", { id: "batch-summary", text: `${files.length} cutouts of ${size * 60} ` +
+    `arcmin (of ${asked} images asked; an image the circle misses gives none). The jobs: ` }),
+  ...jobs.map((j, i) => el("a", { href: j.url, text: `job ${i + 1} (UWS)` })));
+  if (files.length) {
+    out.append(list, el("button", { type: "button", id: "batch-zip", text:
+      "Download them all as one zip", onclick: () => zipDownload(files) }));
+  }
+}
+
+async function zipDownload(files) {
+  const btn = $("batch-zip");
+  btn.disabled = true;
+  btn.textContent = "fetching the cutouts\u2026";
+  try {
+    const parts = [];
+    for (const f of files) {
+      parts.push({ name: f.name, data: new Uint8Array(await (await get(f.href,
+        "A cutout")).arrayBuffer()) });
+    }
+    const blob = new Blob([zipStore(parts)], { type: "application/zip" });
+    const a = el("a", { href: URL.createObjectURL(blob), download: "spherex-cutouts.zip",
+      id: "batch-zip-file", text: `spherex-cutouts.zip (${(blob.size / 1024).toFixed(0)} kB)` });
+    btn.replaceWith(a);
+    a.click();
+  } catch (e) {
+    btn.disabled = false;
+    btn.textContent = "Download them all as one zip";
+    say(e instanceof Problem ? e.message : `The zip could not be made: ${e.message}`);
+  }
+}
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+function crc32(data) {
+  let c = 0xffffffff;
+  for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+// A zip of the files as they are (method 0, "stored": FITS barely compresses anyway).
+function zipStore(parts) {
+  const enc = new TextEncoder(), chunks = [], central = [];
+  let offset = 0;
+  for (const p of parts) {
+    const name = enc.encode(p.name), crc = crc32(p.data), n = p.data.length;
+    const local = new DataView(new ArrayBuffer(30));
+    local.setUint32(0, 0x04034b50, true); local.setUint16(4, 20, true);
+    local.setUint32(14, crc, true); local.setUint32(18, n, true);
+    local.setUint32(22, n, true); local.setUint16(26, name.length, true);
+    const cd = new DataView(new ArrayBuffer(46));
+    cd.setUint32(0, 0x02014b50, true); cd.setUint16(4, 20, true); cd.setUint16(6, 20, true);
+    cd.setUint32(16, crc, true); cd.setUint32(20, n, true); cd.setUint32(24, n, true);
+    cd.setUint16(28, name.length, true); cd.setUint32(42, offset, true);
+    chunks.push(new Uint8Array(local.buffer), name, p.data);
+    central.push(new Uint8Array(cd.buffer), name);
+    offset += 30 + name.length + n;
+  }
+  const size = central.reduce((a, c) => a + c.length, 0);
+  const end = new DataView(new ArrayBuffer(22));
+  end.setUint32(0, 0x06054b50, true); end.setUint16(8, parts.length, true);
+  end.setUint16(10, parts.length, true); end.setUint32(12, size, true);
+  end.setUint32(16, offset, true);
+  return new Blob([...chunks, ...central, new Uint8Array(end.buffer)]);
+}
+
+// ------------------------------------------------------------------ a target list from a file
+
+function splitCSV(line, sep) {
+  const out = [];
+  let cur = "", q = false;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i];
+    if (q) {
+      if (ch === '"' && line[i + 1] === '"') { cur += '"'; i++; } else if (ch === '"') q = false;
+      else cur += ch;
+    } else if (ch === '"') q = true;
+    else if (ch === sep) { out.push(cur.trim()); cur = ""; } else cur += ch;
+  }
+  out.push(cur.trim());
+  return out;
+}
+
+const RA_NAMES = /^(ra|ra_?deg|raj2000|_raj2000|ra_?icrs|ra2000|s_ra|alpha|ra_?j2000)$/i;
+const DEC_NAMES = /^(dec|de|dec_?deg|dej2000|_dej2000|decj2000|dec_?icrs|dec2000|s_dec|delta|dec_?j2000)$/i;
+const NAME_NAMES = /^(name|target|target_?name|object|object_?name|id|main_id|source)$/i;
+
+// The lines a target list holds ("ra dec" or a name each), from CSV or VOTable text.
+function targetLines(text, file) {
+  const t = text.replace(/^\ufeff/, "").trim();
+  let names, rows, ucds = [];
+  if (t.startsWith("<")) {
+    const vt = votable(t, `The file ${file}`);
+    if (!vt.names.length) {
+      throw new Problem(`The file ${file} holds no table this page can read (a VOTable with ` +
+        "TABLEDATA rows, or a CSV file).");
+    }
+    names = vt.names;
+    rows = vt.rows;
+    ucds = [...vt.doc.getElementsByTagName("FIELD")].map((f) => f.getAttribute("ucd") || "");
+  } else {
+    const lines = t.split(/\r?\n/).filter((l) => l.trim() && !l.trim().startsWith("#"));
+    if (!lines.length) throw new Problem(`The file ${file} is empty.`);
+    const sep = [",", ";", "\t", "|"].find((c) => lines[0].includes(c)) || ",";
+    names = splitCSV(lines[0], sep);
+    rows = lines.slice(1).map((l) => splitCSV(l, sep));
+  }
+  const find = (re, ucd) => {
+    let i = ucds.findIndex((u) => u.split(";")[0] === ucd && u.includes("meta.main"));
+    if (i < 0) i = ucds.findIndex((u) => u.split(";")[0] === ucd);
+    if (i < 0) i = names.findIndex((n) => re.test((n || "").trim()));
+    return i;
+  };
+  const ra = find(RA_NAMES, "pos.eq.ra"), dec = find(DEC_NAMES, "pos.eq.dec");
+  const nm = find(NAME_NAMES, "meta.id");
+  let out;
+  if (ra >= 0 && dec >= 0) {
+    out = rows.filter((r) => (r[ra] || "").trim() && (r[dec] || "").trim())
+      .map((r) => `${r[ra].trim()} ${r[dec].trim()}`);
+  } else if (nm >= 0) {
+    out = rows.map((r) => (r[nm] || "").trim()).filter(Boolean);
+  } else {
+    throw new Problem(`The file ${file} has no ra and dec columns (or a name column): its ` +
+      `columns are ${names.join(", ")}. Name them ra, dec (ICRS degrees or sexagesimal) or ` +
+      "name.");
+  }
+  if (!out.length) throw new Problem(`The file ${file} has no rows.`);
+  return out;
+}
+
+async function loadTargetFile(input) {
+  const file = input.files && input.files[0];
+  if (!file) return;
+  try {
+    if (file.size > 1e6) throw new Problem(`The file ${file.name} is larger than 1 MB.`);
+    const lines = targetLines(await file.text(), file.name);
+    $("target").value = lines.join("\n");
+    say(`${lines.length} target${lines.length > 1 ? "s" : ""} read from ${file.name}.`,
+      "info");
+    $("search").requestSubmit();
+  } catch (e) {
+    say(e instanceof Problem ? e.message : `The file could not be read: ${e.message}`);
+  } finally {
+    input.value = "";
   }
 }
 
@@ -1244,6 +1589,8 @@ function setUp() {
     }
   });
   $("cut").addEventListener("click", makeCutout);
+  $("batch-go").addEventListener("click", batchCutouts);
+  $("target-file").addEventListener("change", (ev) => loadTargetFile(ev.target));
   $("phot").addEventListener("click", startJob);
   const stack = document.querySelector("#image .stack");
   stack.addEventListener("pointermove", (ev) => {
