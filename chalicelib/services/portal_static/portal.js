@@ -306,7 +306,8 @@ async function resolve(s) {
 function showTargets(targets, sel) {
   const t = targets[sel];
   const one = (x) => `${x.name ? x.name + " = " : ""}RA ${fmt(x.ra, 5)} Dec ${fmt(x.dec, 5)}` +
-    ` (${x.sexagesimal}; l ${fmt(x.l, 4)} b ${fmt(x.b, 4)})`;
+    ` (${x.sexagesimal}; l ${fmt(x.l, 4)} b ${fmt(x.b, 4)}` +
+    `${x.source ? "; name from the " + x.source : ""})`;
   if ($("resolved-target")) $("resolved-target").remove();
   $("resolved").prepend(el("div", { id: "resolved-target", text: "Target: " + one(t) }));
   if (targets.length < 2) return;
