@@ -462,6 +462,7 @@ async function imageSearch(t, s, colls, filters) {
     el("pre", { text: adql })));
   renderTable();
   skyplot();
+  $("batch").hidden = !view.rows.length;
   $("results").hidden = false;
 }
 
@@ -519,6 +520,7 @@ async function imageSearchMany(targets, s, filters, stale) {
     el("pre", { text: adqlOf(targets[0], s, colls, filters) })));
   renderTable();
   skyplot();
+  $("batch").hidden = !view.rows.length;
   $("results").hidden = false;
 }
 
