@@ -612,3 +612,25 @@ def test_browser_target_list_upload_combined_table_and_batch_cutouts(
     assert z.testzip() is None
     assert z.namelist() == [name for *_, name in links]
     assert z.read(links[0][3]) == first.content
+
+    # a VOTable target list: positions from the FIELDs with pos.eq UCDs
+    vot = tmp_path / "targets.xml"
+    vot.write_text(
+        '<?xml version="1.0"?><VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">'
+        '<RESOURCE><TABLE><FIELD name="id" datatype="char" arraysize="*" ucd="meta.id"/>'
+        '<FIELD name="RAJ2000" datatype="double" ucd="pos.eq.ra;meta.main"/>'
+        '<FIELD name="DEJ2000" datatype="double" ucd="pos.eq.dec;meta.main"/><DATA><TABLEDATA>'
+        + "".join(f"<TR><TD>s{i}</TD><TD>{t['ra']}</TD><TD>{t['dec']}</TD></TR>"
+                  for i, t in enumerate(reversed(targets)))
+        + "</TABLEDATA></DATA></TABLE></RESOURCE></VOTABLE>")
+    d.find_element("id", "target-file").send_keys(str(vot))
+    _wait(d, lambda d: d.find_element("id", "target").get_attribute("value").startswith(
+        str(other["ra"])), "the VOTable's targets in the box")
+    _wait(d, lambda d: d.find_elements("id", "dl-combined-csv"), "the combined table")
+    got = _js(d, "return window.portal.view.targets.map(t => [t.ra, t.dec])")
+    assert np.allclose(got, [[t["ra"], t["dec"]] for t in reversed(targets)], atol=1e-6)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("colour,size\nred,3\n")
+    d.find_element("id", "target-file").send_keys(str(bad))
+    msg = _wait(d, lambda d: d.find_element("id", "message").text, "an error message")
+    assert "no ra and dec columns" in msg and "colour, size" in msg
