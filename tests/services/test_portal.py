@@ -478,16 +478,20 @@ def test_browser_image_hdus_wcs_and_pixel_under_the_pointer(browser, server, sou
     parent = fits.open(io.BytesIO(requests.get(this, timeout=60).content))
     wcs = WCS(parent["IMAGE"].header)
     ny, nx = parent["IMAGE"].data.shape
+    _wait(d, lambda d: _js(d, "const i = document.getElementById('preview');"
+                              "return i.complete && i.naturalWidth > 0"), "the preview")
     names = _js(d, "return [...document.querySelectorAll('#hdu-choice input')].map(i => i.value)")
     assert names == ["IMAGE", "FLAGS", "VARIANCE", "ZODI"]
 
     # the page's WCS against astropy, at corners, the middle and fractional pixels
+    worst = 0.0
     for x, y in [(0, 0), (nx - 1, 0), (0, ny - 1), (nx - 1, ny - 1), (nx / 2, ny / 3),
                  (10.25, 40.75), (-5, nx + 3)]:
         ra, dec = _js(d, f"return window.portal.view.pv.wcs.pix2sky({x}, {y})")
         want = wcs.pixel_to_world_values(x, y)
         sep = SkyCoord(ra * u.deg, dec * u.deg).separation(SkyCoord(*want, unit="deg"))
         assert sep.arcsec < 1e-3, (x, y, ra, dec, want)
+        worst = max(worst, sep.arcsec)
         back = _js(d, f"return window.portal.view.pv.wcs.sky2pix({want[0]}, {want[1]})")
         assert np.allclose(back, [x, y], atol=1e-4), (x, y, back)
     # the target mark sits where astropy puts the target
@@ -521,6 +525,11 @@ def test_browser_image_hdus_wcs_and_pixel_under_the_pointer(browser, server, sou
         read(0.52, 0.47, hdu)
     assert "hdu=ZODI" in d.current_url
     _shot(d, shots, "7-image-hdus-pointer")
+    tiles = _js(d, "return performance.getEntriesByType('resource').filter(e => "
+                   "e.name.includes('psf=none')).map(e => [e.encodedBodySize, e.duration])")
+    assert 2 <= len(tiles) <= 4  # two tiles asked for, each once (the HDU switch re-used them)
+    print(f"\npage TAN-SIP vs astropy: worst {worst:.1e} arcsec; pixel reads: {len(tiles)} "
+          f"cutouts of {[b for b, _ in tiles]} bytes, {[round(t) for _, t in tiles]} ms")
 
     # the preview service: one PNG per extension, its header as JSON, a bad HDU refused
     key = this.split("/data/", 1)[1]
@@ -612,6 +621,19 @@ def test_browser_target_list_upload_combined_table_and_batch_cutouts(
     assert z.testzip() is None
     assert z.namelist() == [name for *_, name in links]
     assert z.read(links[0][3]) == first.content
+
+    # a look at the first image of the list, the pointer on it (the README's picture)
+    d.find_element("css selector", "#results-table tbody tr button.view").click()
+    _wait(d, lambda d: _js(d, "const v = window.portal.view.pv; return v && v.wcs"), "the WCS")
+    d.find_element("id", "hdu-VARIANCE").click()
+    _wait(d, lambda d: _js(d, "const i = document.getElementById('preview');"
+                              "return i.src.endsWith('HDU=VARIANCE') && i.complete && "
+                              "i.naturalWidth > 0"), "the VARIANCE preview")
+    _point_at(d, 0.4, 0.4)
+    _wait(d, lambda d: d.find_element("id", "pointer").get_attribute("data-value"),
+          "a pixel value")
+    _js(d, "document.querySelector('.table-wrap').scrollLeft = 0")
+    _shot(d, shots, "9-list-batch-image")
 
     # a VOTable target list: positions from the FIELDs with pos.eq UCDs
     vot = tmp_path / "targets.xml"

@@ -473,7 +473,8 @@ function rowOf(row, i, tgt) {
     poly: polygonOf(row.s_region), tgt, tname: targetName(view.targets[tgt], tgt) };
 }
 
-const targetName = (t, k) => `${k + 1}: ${t ? t.name || t.input : ""}`;
+const targetName = (t, k) => `${k + 1}: ${t ? t.name || `${fmt(t.ra, 4)} ${fmt(t.dec, 4)}`
+  : ""}`;
 
 // Every target of a list searched (the same query, one target at a time, three at once),
 // the answers in one table with the target each row matched.
@@ -862,6 +863,7 @@ async function previewInfo(r, links, hdu) {
   if (!info.hdus.some((h) => h.name === hdu)) showHDU("IMAGE");
   markTarget(r);
   if (!wcs) $("pointer").textContent = "This image's WCS is not TAN/TAN-SIP: no sky positions.";
+  else if (view.hover) view.onPointer(view.hover);
 }
 
 function showHDU(name) {
@@ -1252,7 +1254,8 @@ function showBatch(jobs, size) {
   const asked = jobs.reduce((n, j) => n + j.rows.length, 0);
   out.append(el("p", { id: "batch-summary", text: `${files.length} cutouts of ${size * 60} ` +
     `arcmin (of ${asked} images asked; an image the circle misses gives none). The jobs: ` }),
-  ...jobs.map((j, i) => el("a", { href: j.url, text: `job ${i + 1} (UWS)` })));
+  ...jobs.map((j, i) => el("a", { href: j.url, text: `job ${i + 1} (UWS)${i < jobs.length - 1
+    ? "," : ""}` })));
   if (files.length) {
     out.append(list, el("button", { type: "button", id: "batch-zip", text:
       "Download them all as one zip", onclick: () => zipDownload(files) }));
@@ -1596,11 +1599,21 @@ function setUp() {
   $("target-file").addEventListener("change", (ev) => loadTargetFile(ev.target));
   $("phot").addEventListener("click", startJob);
   const stack = document.querySelector("#image .stack");
-  stack.addEventListener("pointermove", (ev) => {
+  // where the pointer is, for a preview (or its header) that arrives under it
+  const onPointer = (ev) => {
     const p = pointerPixel(ev);
     if (p && (!view.pv.last || p[0] !== view.pv.last[0] || p[1] !== view.pv.last[1])) {
       readout(p[0], p[1]);
     }
+  };
+  stack.addEventListener("pointermove", (ev) => {
+    view.hover = { clientX: ev.clientX, clientY: ev.clientY };
+    onPointer(ev);
+  });
+  stack.addEventListener("pointerleave", () => { view.hover = null; });
+  view.onPointer = onPointer;
+  $("preview").addEventListener("load", () => {
+    if (view.hover && view.pv) onPointer(view.hover);
   });
   $("preview").addEventListener("error", () => {
     if ($("preview").getAttribute("src")) say("The quick-look of this image could not be made.");
