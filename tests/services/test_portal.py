@@ -648,7 +648,10 @@ def test_browser_target_list_upload_combined_table_and_batch_cutouts(
     d.find_element("id", "target-file").send_keys(str(vot))
     _wait(d, lambda d: d.find_element("id", "target").get_attribute("value").startswith(
         str(other["ra"])), "the VOTable's targets in the box")
-    _wait(d, lambda d: d.find_elements("id", "dl-combined-csv"), "the combined table")
+    first_ra = other["ra"]
+    _wait(d, lambda d: _js(d, "const v = window.portal.view; return v.multi && "
+                              f"Math.abs(v.targets[0].ra - {first_ra}) < 1e-6 && "
+                              "document.getElementById('dl-combined-csv')"), "the new table")
     got = _js(d, "return window.portal.view.targets.map(t => [t.ra, t.dec])")
     assert np.allclose(got, [[t["ra"], t["dec"]] for t in reversed(targets)], atol=1e-6)
     bad = tmp_path / "bad.csv"

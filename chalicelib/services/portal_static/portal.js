@@ -621,6 +621,7 @@ function renderTable() {
           view.target = view.targets[r.tgt];
           showTargets(view.targets, r.tgt);
           skyplot();
+          coverage(view.target, readState()).catch((e) => say(e.message));
         }
         const s = pushState(view.multi ? { img: r.did, sel: String(r.tgt) } : { img: r.did });
         openImage(r.did, s);
