@@ -515,7 +515,18 @@ def test_browser_image_hdus_wcs_and_pixel_under_the_pointer(browser, server, sou
         assert float(box["value"]) == float(parent[hdu].data[y, x]), (hdu, x, y)
         return x, y
 
-    read(0.3, 0.6, "IMAGE")
+    x0, y0 = read(0.3, 0.6, "IMAGE")
+    # keyboard: the arrows move the pixel read from the focused image
+    from selenium.webdriver.common.keys import Keys
+
+    stack = d.find_element("css selector", "#image .stack")
+    stack.send_keys(Keys.ARROW_RIGHT)
+    stack.send_keys(Keys.ARROW_UP)
+    box = _wait(d, lambda d: _js(d, "const b = document.getElementById('pointer').dataset;"
+                                    f"return b.x == {x0 + 1} && b.y == {y0 + 1} && "
+                                    "b.value !== '' && b"), "the pixel moved by the arrows")
+    assert float(box["value"]) == float(parent["IMAGE"].data[y0 + 1, x0 + 1])
+    assert d.find_elements("id", "pointer-mark")
     read(0.85, 0.1, "IMAGE")  # another tile (a second cutout request)
     for hdu in ["VARIANCE", "FLAGS", "ZODI"]:
         d.find_element("id", f"hdu-{hdu}").click()

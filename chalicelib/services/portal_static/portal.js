@@ -902,6 +902,12 @@ function tileHolding(x, y) {
 function readout(x, y) {
   const pv = view.pv;
   pv.last = [x, y];
+  const svg = $("preview-mark");
+  const W = pv.width * pv.step, H = pv.height * pv.step;
+  $("pointer-mark")?.remove();
+  svg.append(el("rect", { id: "pointer-mark", x: x / W, y: 1 - (y + 1) / H,
+    width: Math.max(1 / W, 0.006), height: Math.max(1 / H, 0.006), fill: "none",
+    stroke: "#4fd1ff", "stroke-width": 0.004 }));
   const box = $("pointer");
   const sky = pv.wcs ? pv.wcs.pix2sky(x, y) : null;
   const where = `pixel x ${x} y ${y} (0-based)` + (sky ? `; RA ${sky[0].toFixed(6)} Dec ` +
@@ -1612,6 +1618,18 @@ function setUp() {
     onPointer(ev);
   });
   stack.addEventListener("pointerleave", () => { view.hover = null; });
+  stack.addEventListener("keydown", (ev) => {  // arrows move the pixel read (Shift: 10)
+    const pv = view.pv;
+    const step = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] }
+      [ev.key];
+    if (!pv || !step) return;
+    ev.preventDefault();
+    const k = ev.shiftKey ? 10 : 1;
+    const [x0, y0] = pv.last || [Math.floor(pv.nx / 2), Math.floor(pv.ny / 2)];
+    const W = pv.width * pv.step, H = pv.height * pv.step;
+    readout(Math.min(W - 1, Math.max(0, x0 + k * step[0])),
+      Math.min(H - 1, Math.max(0, y0 + k * step[1])));
+  });
   view.onPointer = onPointer;
   $("preview").addEventListener("load", () => {
     if (view.hover && view.pv) onPointer(view.hover);
