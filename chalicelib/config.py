@@ -62,6 +62,10 @@ class Settings:
     observability_stdout: bool = False  # OBSERVABILITY_STDOUT=1
     # outbound fetches (TAP uploads by URL): host:port pairs allowed although private
     outbound_allow: tuple[tuple[str, int], ...] = ()  # OUTBOUND_ALLOW
+    # the portal's name resolver: a Sesame URL (the name is appended as the query, or put
+    # where {name} stands), e.g. https://cds.unistra.fr/cgi-bin/nph-sesame/-oxp/SNV;
+    # unset: names resolve from the table shipped with the package only
+    sesame_url: str | None = None  # SESAME_URL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -99,6 +103,7 @@ class Settings:
             in_lambda=bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),
             observability_stdout=env.get("OBSERVABILITY_STDOUT") == "1",
             outbound_allow=_host_ports(env.get("OUTBOUND_ALLOW", "")),
+            sesame_url=(env.get("SESAME_URL") or "").strip() or None,
         )
 
     def state_machine_arn(self, service: str) -> str | None:

@@ -1,6 +1,8 @@
 """Object names the portal resolves without any outside service: a small table shipped in
-the package (names.csv beside this module): Messier objects, bright NGC/IC objects, the
-Magellanic Clouds and the SPHEREx deep fields (NEP, SEP).
+the package (names.csv beside this module, built from catalogue files by
+chalicelib/devtools/names_table.py; its header names the sources): Messier objects, bright
+NGC/IC objects (from the Caldwell list), the Magellanic Clouds and the SPHEREx deep fields
+(NEP, SEP).
 
 Names match loosely, as people type them: case, spaces, '-', '_' and leading zeros of
 catalogue numbers do not matter ('m 31', 'NGC0224', 'Messier 31' and 'andromeda' are M31).
@@ -28,7 +30,7 @@ class Named:
 
 def normalise(text: str) -> str:
     """The lookup key of a name: upper case, no blanks or punctuation, 'MESSIER' as 'M',
-    no leading zeros in catalogue numbers."""
+    no leading zeros in catalogue numbers ('Andromeda Galaxy' also answers to 'Andromeda')."""
     key = re.sub(r"[\s_\-'.]+", "", text.upper())
     key = re.sub(r"^MESSIER(?=\d)", "M", key)
     return re.sub(r"^(M|NGC|IC)0+(?=\d)", r"\1", key)
@@ -43,7 +45,15 @@ def _index() -> dict[str, Named]:
         entry = Named(row["name"], aliases, float(row["ra"]), float(row["dec"]), row["kind"])
         for n in (entry.name, *aliases):
             out.setdefault(normalise(n), entry)
+    for entry in {e.name: e for e in out.values()}.values():  # 'Andromeda' for 'Andromeda Galaxy'
+        for n in entry.aliases:
+            stem = _GENERIC.sub("", n)
+            if stem != n and len(normalise(stem)) > 2:
+                out.setdefault(normalise(stem), entry)
     return out
+
+
+_GENERIC = re.compile(r"\s+(Galaxy|Nebula|Cluster|Star Cloud)$", re.IGNORECASE)
 
 
 def lookup(text: str) -> Named | None:

@@ -20,7 +20,7 @@ from ..web.params import Params
 from ..web.replies import Reply
 from ..web.request import Request
 from ..web.routes import Handler, dispatch
-from . import landing, names
+from . import landing, names, sesame
 
 STATIC = Path(__file__).with_name("portal_static")
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -72,16 +72,8 @@ def parse_position(text: str, frame: str = "icrs") -> dict:
     text = text.strip()
     if frame not in FRAMES:
         raise Unreadable(f"unknown frame {frame!r}: use icrs or galactic")
-    hit = names.lookup(text)
-    if hit is not None:
-        return _target(text, hit.ra, hit.dec, name=hit.name, kind=hit.kind,
-                       aliases=list(hit.aliases))
-    if not _COORD_CHARS.match(text):
-        near = names.suggestions(text)
-        hint = f" Did you mean {', '.join(near)}?" if near else ""
-        raise Unreadable(f"unknown object name {text!r}: names known here are Messier (M1-M110) "
-                         f"and bright NGC/IC objects, LMC, SMC and the SPHEREx deep fields NEP "
-                         f"and SEP; or type a position, e.g. {EXAMPLES}.{hint}")
+    if not _COORD_CHARS.match(text) or text[:1].isalpha():  # a position starts with a number
+        return _named(text)
     try:
         c = _skycoord(text, frame).icrs
     except Exception as e:  # astropy's parse errors come as several types
@@ -91,6 +83,32 @@ def parse_position(text: str, frame: str = "icrs") -> dict:
         raise Unreadable(f"could not read {text!r} as an {frame.upper()} position ({msg}); "
                          f"examples: {EXAMPLES}") from None
     return _target(text, float(c.ra.deg), float(c.dec.deg))
+
+
+def _named(text: str) -> dict:
+    """A name: through Sesame when a resolver is configured (SESAME_URL), from the shipped
+    table otherwise, or when Sesame cannot be reached or does not know the name."""
+    note = ""
+    if sesame.configured():
+        try:
+            found = sesame.resolve(text)
+        except sesame.Unreachable as e:
+            found, note = None, f"the name resolver (Sesame) could not be used: {e}"
+        if found is not None:
+            return _target(text, found.ra, found.dec, name=found.oname or text,
+                           kind=found.otype, aliases=[], source=f"Sesame ({found.resolver})")
+        note = note or "the name resolver (Sesame) does not know it"
+    hit = names.lookup(text)
+    if hit is not None:
+        return _target(text, hit.ra, hit.dec, name=hit.name, kind=hit.kind,
+                       aliases=list(hit.aliases), source="shipped table" + (
+                           f" ({note})" if note else ""))
+    near = names.suggestions(text)
+    hint = f" Did you mean {', '.join(near)}?" if near else ""
+    said = f"{note}, and names " if note else "names "
+    raise Unreadable(f"unknown object name {text!r}: {said}known here are Messier (M1-M110) "
+                     f"and bright NGC/IC objects, LMC, SMC and the SPHEREx deep fields NEP "
+                     f"and SEP; or type a position, e.g. {EXAMPLES}.{hint}")
 
 
 def _target(text: str, ra: float, dec: float, **extra) -> dict:

@@ -79,14 +79,79 @@ def test_names_table_is_complete_and_sane() -> None:
     for e in entries:
         assert 0 <= e.ra < 360 and -90 <= e.dec <= 90, e
     nep, sep = names.lookup("NEP"), names.lookup("SEP")
-    assert abs(nep.ra - 270.0) < 1e-6 and abs(nep.dec - 66.56) < 0.01
-    assert abs(sep.ra - 90.0) < 1e-6 and abs(sep.dec + 66.56) < 0.01
-    # a few well-known positions (to an arcminute)
-    for name, ra, dec in [("M31", 10.6847, 41.2690), ("M42", 83.8221, -5.3911),
-                          ("M87", 187.7059, 12.3911), ("M45", 56.85, 24.1167)]:
-        e = names.lookup(name)
-        assert SkyCoord(e.ra * u.deg, e.dec * u.deg).separation(
-            SkyCoord(ra * u.deg, dec * u.deg)).arcmin < 1.5, name
+    assert abs(nep.ra - 270.0) < 1e-4 and abs(nep.dec - 66.56) < 0.01
+    assert abs(sep.ra - 90.0) < 1e-4 and abs(sep.dec + 66.56) < 0.01
+
+
+NAME_SOURCES = Path(__file__).parents[1] / "data" / "names"
+
+
+def _source_rows(name: str, **kw) -> list[dict]:
+    import csv
+
+    lines = [x for x in (NAME_SOURCES / name).read_text().splitlines() if not x.startswith("#")]
+    return list(csv.DictReader(lines, **kw))
+
+
+def test_names_table_is_the_one_built_from_the_catalogue_files() -> None:
+    """names.csv is exactly what the builder makes of the vendored source rows."""
+    from chalicelib.devtools import names_table
+
+    shipped = Path(names.__file__).with_name("names.csv").read_text()
+    assert names_table.render(names_table.build(NAME_SOURCES)) == shipped
+
+
+def _sexagesimal(ra: str, dec: str) -> SkyCoord:
+    """The source's position as astropy reads it (the sources write '06 08 60.00' for
+    06 09 00, '+15 46 60.0' and '06 46 -0.00': astropy is given those as numbers)."""
+    h, m, sec = (float(x) for x in ra.split())
+    sign = -1 if dec.startswith("-") else 1
+    d, dm, ds = (abs(float(x)) for x in dec.lstrip("+-").split())
+    if sec >= 60 or ds >= 60 or ra.split()[2].startswith("-"):
+        return SkyCoord((h + m / 60 + sec / 3600) * u.hourangle,
+                        sign * (d + dm / 60 + ds / 3600) * u.deg)
+    return SkyCoord(ra, dec, unit=(u.hourangle, u.deg))
+
+
+def test_names_table_positions_are_the_catalogues() -> None:
+    """Every entry against its source row read by astropy; the SSCore positions against
+    OpenNGC's (an independent compilation) where both are vendored; the deep fields against
+    astropy's ecliptic poles."""
+    from astropy.coordinates import BarycentricMeanEcliptic
+
+    def at(entry) -> SkyCoord:
+        return SkyCoord(entry.ra * u.deg, entry.dec * u.deg)
+
+    checked = set()
+    for r in _source_rows("sscore_messier.csv"):
+        name = r["IDs"].split(";")[0].replace(" ", "")
+        if name == "M40":
+            continue
+        assert at(names.lookup(name)).separation(_sexagesimal(r["RA"], r["Dec"])).arcsec < 0.1
+        checked.add(name)
+    for r in _source_rows("sscore_caldwell.csv"):
+        ids = r["IDs"].split(";") + (r["Names"] or "").split(";")
+        e = names.lookup(next(i for i in ids if re.match(r"(NGC|IC) |LMC|SMC", i)))
+        assert at(e).separation(_sexagesimal(r["RA"], r["Dec"])).arcsec < 0.1, e
+        checked.add(e.name)
+    ngc = {r["Name"]: r for r in _source_rows("openngc.csv", delimiter=";")}
+    m40 = ngc["M040"]
+    assert at(names.lookup("M40")).separation(SkyCoord(
+        m40["RA"], m40["Dec"], unit=(u.hourangle, u.deg))).arcsec < 0.1
+    checked.add("M40")
+    # two compilations agree (to an arcminute; the Pleiades' centre differs by ~6')
+    for ours, theirs, arcmin in [("M31", "NGC0224", 1), ("M32", "NGC0221", 1),
+                                 ("M110", "NGC0205", 1), ("LMC", "ESO056-115", 1),
+                                 ("M45", "Mel022", 10),
+                                 ("M101", "M102", 1)]:  # OpenNGC: M102 is M101 seen twice
+        r = ngc[theirs]
+        assert at(names.lookup(ours)).separation(SkyCoord(
+            r["RA"], r["Dec"], unit=(u.hourangle, u.deg))).arcmin < arcmin, ours
+    for name, lat in [("NEP", 90), ("SEP", -90)]:
+        pole = SkyCoord(0 * u.deg, lat * u.deg, frame=BarycentricMeanEcliptic()).icrs
+        assert at(names.lookup(name)).separation(pole).arcsec < 0.05
+        checked.add(name)
+    assert checked == {e.name for e in names.all_names()}  # nothing from memory
 
 
 @pytest.mark.parametrize(("text", "words"), [
@@ -198,7 +263,10 @@ def _wait(d, test, what: str, timeout: float = 60.0):
             return got
         time.sleep(0.1)
     msg = d.execute_script("return document.getElementById('message').textContent")
-    raise AssertionError(f"timed out waiting for {what}; message on the page: {msg!r}")
+    pointer = d.execute_script("const p = document.getElementById('pointer');"
+                               "return p ? p.textContent : ''")
+    raise AssertionError(f"timed out waiting for {what}; message on the page: {msg!r}; "
+                         f"under the pointer: {pointer!r}")
 
 
 def _shot(d, folder: Path, name: str) -> Path:
@@ -371,3 +439,234 @@ def test_browser_errors_back_button_and_narrow_screen(browser, server, shots) ->
         d.save_screenshot(str(shots / "6-narrow.png"))
     finally:
         d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _open_image_page(d, server, source) -> tuple[str, str]:
+    """The page opened on one image covering the source: (its DataLink did, parent URL)."""
+    did = sorted(_tap_dids(server, source["ra"], source["dec"]))[0]
+    d.get(f"{server}/?target={source['ra']}+{source['dec']}&img={did}")
+    _wait(d, lambda d: _js(d, "const v = window.portal && window.portal.view.pv;"
+                              "return v && v.wcs && v.did === arguments[0]".replace(
+                                  "arguments[0]", repr(did))), "the image's WCS")
+    this = _wait(d, lambda d: _js(d, "const a = document.querySelector('#image-links a');"
+                                     "return a && a.href"), "the image's file link")
+    return did, this
+
+
+def _point_at(d, fx: float, fy: float) -> None:
+    """Move the pointer to the fraction (fx, fy) of the preview (from its top left)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    img = d.find_element("id", "preview")
+    # the whole image in view: WebDriver offsets count from the centre of the visible part
+    _js(d, "document.getElementById('preview').scrollIntoView({block: 'center'})")
+    w, h = _js(d, "const r = document.getElementById('preview').getBoundingClientRect();"
+                  "return [r.width, r.height]")
+    ActionChains(d, duration=0).move_to_element_with_offset(
+        img, int(round((fx - 0.5) * w)), int(round((fy - 0.5) * h))).perform()
+
+
+def test_browser_image_hdus_wcs_and_pixel_under_the_pointer(browser, server, source,
+                                                            shots) -> None:
+    """The preview's extensions are selectable; the page's own TAN-SIP evaluation agrees with
+    astropy; the pixel value under the pointer is the parent file's, per extension."""
+    from astropy.wcs import WCS
+
+    d = browser
+    d.set_window_size(1280, 1000)
+    did, this = _open_image_page(d, server, source)
+    parent = fits.open(io.BytesIO(requests.get(this, timeout=60).content))
+    wcs = WCS(parent["IMAGE"].header)
+    ny, nx = parent["IMAGE"].data.shape
+    _wait(d, lambda d: _js(d, "const i = document.getElementById('preview');"
+                              "return i.complete && i.naturalWidth > 0"), "the preview")
+    names = _js(d, "return [...document.querySelectorAll('#hdu-choice input')].map(i => i.value)")
+    assert names == ["IMAGE", "FLAGS", "VARIANCE", "ZODI"]
+
+    # the page's WCS against astropy, at corners, the middle and fractional pixels
+    worst = 0.0
+    for x, y in [(0, 0), (nx - 1, 0), (0, ny - 1), (nx - 1, ny - 1), (nx / 2, ny / 3),
+                 (10.25, 40.75), (-5, nx + 3)]:
+        ra, dec = _js(d, f"return window.portal.view.pv.wcs.pix2sky({x}, {y})")
+        want = wcs.pixel_to_world_values(x, y)
+        sep = SkyCoord(ra * u.deg, dec * u.deg).separation(SkyCoord(*want, unit="deg"))
+        assert sep.arcsec < 1e-3, (x, y, ra, dec, want)
+        worst = max(worst, sep.arcsec)
+        back = _js(d, f"return window.portal.view.pv.wcs.sky2pix({want[0]}, {want[1]})")
+        assert np.allclose(back, [x, y], atol=1e-4), (x, y, back)
+    # the target mark sits where astropy puts the target
+    tx, ty = wcs.world_to_pixel_values(source["ra"], source["dec"])
+    mark = d.find_element("id", "target-mark")
+    assert abs(float(mark.get_attribute("data-x")) - tx) < 0.01
+    assert abs(float(mark.get_attribute("data-y")) - ty) < 0.01
+
+    # the pixel under the pointer: position and values, for each extension
+    def read(fx, fy, hdu):
+        _point_at(d, fx, fy)
+        ex, ey = fx * nx, (1 - fy) * ny
+        box = _wait(d, lambda d: _js(d, "const b = document.getElementById('pointer').dataset;"
+                                        f"return b.value !== '' && b.hdu === '{hdu}' && "
+                                        f"Math.abs(b.x - {ex}) <= 1 && Math.abs(b.y - {ey}) <= 1"
+                                        " && b"), f"the {hdu} pixel value at {fx}, {fy}")
+        x, y = int(box["x"]), int(box["y"])
+        want = wcs.pixel_to_world_values(x, y)
+        assert SkyCoord(float(box["ra"]) * u.deg, float(box["dec"]) * u.deg).separation(
+            SkyCoord(*want, unit="deg")).arcsec < 1e-3
+        assert float(box["value"]) == float(parent[hdu].data[y, x]), (hdu, x, y)
+        return x, y
+
+    x0, y0 = read(0.3, 0.6, "IMAGE")
+    # keyboard: the arrows move the pixel read from the focused image
+    from selenium.webdriver.common.keys import Keys
+
+    stack = d.find_element("css selector", "#image .stack")
+    stack.send_keys(Keys.ARROW_RIGHT)
+    stack.send_keys(Keys.ARROW_UP)
+    box = _wait(d, lambda d: _js(d, "const b = document.getElementById('pointer').dataset;"
+                                    f"return b.x == {x0 + 1} && b.y == {y0 + 1} && "
+                                    "b.value !== '' && b"), "the pixel moved by the arrows")
+    assert float(box["value"]) == float(parent["IMAGE"].data[y0 + 1, x0 + 1])
+    assert d.find_elements("id", "pointer-mark")
+    read(0.85, 0.1, "IMAGE")  # another tile (a second cutout request)
+    for hdu in ["VARIANCE", "FLAGS", "ZODI"]:
+        d.find_element("id", f"hdu-{hdu}").click()
+        loaded = ("const i = document.getElementById('preview');"
+                  f"return i.src.endsWith('HDU={hdu}') && i.complete && i.naturalWidth > 0")
+        _wait(d, lambda d, loaded=loaded: _js(d, loaded), f"the {hdu} preview")
+        read(0.52, 0.47, hdu)
+    assert "hdu=ZODI" in d.current_url
+    _shot(d, shots, "7-image-hdus-pointer")
+    tiles = _js(d, "return performance.getEntriesByType('resource').filter(e => "
+                   "e.name.includes('psf=none')).map(e => [e.encodedBodySize, e.duration])")
+    assert 2 <= len(tiles) <= 4  # two tiles asked for, each once (the HDU switch re-used them)
+    print(f"\npage TAN-SIP vs astropy: worst {worst:.1e} arcsec; pixel reads: {len(tiles)} "
+          f"cutouts of {[b for b, _ in tiles]} bytes, {[round(t) for _, t in tiles]} ms")
+
+    # the preview service: one PNG per extension, its header as JSON, a bad HDU refused
+    key = this.split("/data/", 1)[1]
+    info = requests.get(f"{server}/preview/{key}", params={"FORMAT": "json"}, timeout=30).json()
+    assert (info["nx"], info["ny"]) == (nx, ny)
+    assert info["wcs"]["CTYPE1"] == "RA---TAN-SIP" and info["wcs"]["A_ORDER"] == 3
+    pngs = {h: requests.get(f"{server}/preview/{key}", params={"HDU": h}, timeout=30)
+            for h in ["IMAGE", "FLAGS", "VARIANCE", "ZODI"]}
+    assert all(r.status_code == 200 and r.content[:4] == b"\x89PNG" for r in pngs.values())
+    assert len({r.content for r in pngs.values()}) == 4
+    bad = requests.get(f"{server}/preview/{key}", params={"HDU": "PSF"}, timeout=30)
+    assert bad.status_code == 400 and "HDU must be one of" in bad.text
+
+
+def test_browser_target_list_upload_combined_table_and_batch_cutouts(
+        browser, server, synth_dir, source, shots, tmp_path) -> None:
+    """An uploaded CSV target list gives one table with a target column, equal to TAP per
+    target; "cutouts of all these images" runs async SODA (phase shown) and delivers links
+    and a zip whose cutouts hold the parents' pixels."""
+    import base64
+    import zipfile
+    from urllib.parse import unquote
+
+    d = browser
+    d.set_window_size(1280, 1000)
+    truth = pq.read_table(synth_dir / "truth.parquet").to_pylist()
+    other = next(t for t in truth[:80] if (t["ra"], t["dec"]) != (source["ra"], source["dec"])
+                 and 0 < len(_tap_dids(server, t["ra"], t["dec"])) <= 8)
+    targets = [source, other]
+    csv_file = tmp_path / "targets.csv"
+    csv_file.write_text("name,ra,dec\n" + "".join(
+        f"src{i},{t['ra']},{t['dec']}\n" for i, t in enumerate(targets)))
+    d.get(server + "/")
+    d.find_element("id", "target-file").send_keys(str(csv_file))
+    _wait(d, lambda d: d.find_elements("css selector", "#results-table tbody tr"), "rows")
+    assert len(d.find_elements("css selector", "#targets-body li")) == 2
+    # the combined table as downloaded, against TAP target by target
+    href = d.find_element("id", "dl-combined-csv").get_attribute("href")
+    lines = unquote(href.split(",", 1)[1]).splitlines()
+    assert lines[0].startswith("target,target_input,target_ra,target_dec,obs_id,"
+                               "obs_publisher_did")
+    got = {(int(c[0]), c[5]) for c in (line.split(",") for line in lines[1:])}
+    want = {(k + 1, did) for k, t in enumerate(targets)
+            for did in _tap_dids(server, t["ra"], t["dec"])}
+    assert got == want and len(lines) - 1 == len(want)
+    # the page's table names the target of every row
+    shown = _js(d, "return [...document.querySelectorAll('#results-table tbody tr')].map(r =>"
+                   " [r.dataset.target, r.dataset.did, r.cells[0].textContent])")
+    for tgt, did, name in shown:
+        assert (int(tgt) + 1, did) in want and name.startswith(f"{int(tgt) + 1}: ")
+    assert "target" == d.find_element("css selector", "#results-table thead th").text
+
+    # cutouts of all these images: async SODA, one job per target
+    d.find_element("id", "batch-size").send_keys("3")
+    d.find_element("id", "batch-go").click()
+    seen = set()
+    end = time.monotonic() + 150
+    while time.monotonic() < end:
+        ph = _js(d, "return document.getElementById('batch-phase').dataset.phase || ''")
+        seen.add(ph)
+        if ph in ("COMPLETED", "ERROR"):
+            break
+        time.sleep(0.05)
+    assert ph == "COMPLETED", (seen, d.find_element("id", "message").text)
+    assert seen & {"PENDING", "QUEUED", "EXECUTING"}, seen  # the phase was shown while it ran
+    links = _js(d, "return [...document.querySelectorAll('#batch-list a.batch-file')].map(a =>"
+                   " [a.href, a.dataset.did, +a.dataset.target, a.download])")
+    assert {(t + 1, did) for _, did, t, _ in links} == want
+    cookies = {c["name"]: c["value"] for c in d.get_cookies()}
+    first = requests.get(links[0][0], cookies=cookies, timeout=60)
+    assert first.status_code == 200
+    dl = requests.get(f"{server}/datalink/links", params={"ID": links[0][1]}, timeout=30)
+    row = next(r for r in parse(io.BytesIO(dl.content)).get_first_table().to_table(
+               use_names_over_ids=True)
+               if r["semantics"] == "#this")
+    parent = fits.open(io.BytesIO(requests.get(row["access_url"], timeout=60).content))
+    same_pixels_as_parent(first.content, parent)
+    _shot(d, shots, "8-target-list-batch")
+
+    # the same cutouts as one zip, made in the page
+    d.find_element("id", "batch-zip").click()
+    _wait(d, lambda d: d.find_elements("id", "batch-zip-file"), "the zip")
+    b64 = d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(document.getElementById('batch-zip-file').href).then(r => r.arrayBuffer())"
+        ".then(b => { let s = ''; const u = new Uint8Array(b);"
+        "for (let i = 0; i < u.length; i++) s += String.fromCharCode(u[i]); done(btoa(s)); })")
+    z = zipfile.ZipFile(io.BytesIO(base64.b64decode(b64)))
+    assert z.testzip() is None
+    assert z.namelist() == [name for *_, name in links]
+    assert z.read(links[0][3]) == first.content
+
+    # a look at the first image of the list, the pointer on it (the README's picture)
+    d.find_element("css selector", "#results-table tbody tr button.view").click()
+    _wait(d, lambda d: _js(d, "const v = window.portal.view.pv; return v && v.wcs"), "the WCS")
+    d.find_element("id", "hdu-VARIANCE").click()
+    _wait(d, lambda d: _js(d, "const i = document.getElementById('preview');"
+                              "return i.src.endsWith('HDU=VARIANCE') && i.complete && "
+                              "i.naturalWidth > 0"), "the VARIANCE preview")
+    _point_at(d, 0.4, 0.4)
+    _wait(d, lambda d: d.find_element("id", "pointer").get_attribute("data-value"),
+          "a pixel value")
+    _js(d, "document.querySelector('.table-wrap').scrollLeft = 0")
+    _shot(d, shots, "9-list-batch-image")
+
+    # a VOTable target list: positions from the FIELDs with pos.eq UCDs
+    vot = tmp_path / "targets.xml"
+    vot.write_text(
+        '<?xml version="1.0"?><VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">'
+        '<RESOURCE><TABLE><FIELD name="id" datatype="char" arraysize="*" ucd="meta.id"/>'
+        '<FIELD name="RAJ2000" datatype="double" ucd="pos.eq.ra;meta.main"/>'
+        '<FIELD name="DEJ2000" datatype="double" ucd="pos.eq.dec;meta.main"/><DATA><TABLEDATA>'
+        + "".join(f"<TR><TD>s{i}</TD><TD>{t['ra']}</TD><TD>{t['dec']}</TD></TR>"
+                  for i, t in enumerate(reversed(targets)))
+        + "</TABLEDATA></DATA></TABLE></RESOURCE></VOTABLE>")
+    d.find_element("id", "target-file").send_keys(str(vot))
+    _wait(d, lambda d: d.find_element("id", "target").get_attribute("value").startswith(
+        str(other["ra"])), "the VOTable's targets in the box")
+    first_ra = other["ra"]
+    _wait(d, lambda d: _js(d, "const v = window.portal.view; return v.multi && "
+                              f"Math.abs(v.targets[0].ra - {first_ra}) < 1e-6 && "
+                              "document.getElementById('dl-combined-csv')"), "the new table")
+    got = _js(d, "return window.portal.view.targets.map(t => [t.ra, t.dec])")
+    assert np.allclose(got, [[t["ra"], t["dec"]] for t in reversed(targets)], atol=1e-6)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("colour,size\nred,3\n")
+    d.find_element("id", "target-file").send_keys(str(bad))
+    msg = _wait(d, lambda d: d.find_element("id", "message").text, "an error message")
+    assert "no ra and dec columns" in msg and "colour, size" in msg

@@ -17,7 +17,7 @@ const DETECTORS = [  // SPHEREx detector bands (um)
 const PAGE = 20;
 const MAXREC = 2000;
 const STATE_KEYS = ["target", "frame", "shape", "r", "tmin", "tmax", "det", "wmin", "wmax",
-  "coll", "sel", "img", "size", "job"];
+  "coll", "sel", "img", "hdu", "size", "job"];
 
 const view = { targets: [], target: null, rows: [], fields: {}, sort: { key: "t", dir: 1 },
   page: 0, selected: null, queryURL: null, runId: 0 };
@@ -215,6 +215,9 @@ function setBusy(on) {
 
 function hideResults() {
   for (const id of ["targets", "coverage", "results", "image", "spectrum"]) $(id).hidden = true;
+  $("batch-links").textContent = "";
+  $("batch-phase").textContent = "";
+  delete $("batch-phase").dataset.phase;
 }
 
 async function run(s) {
@@ -231,9 +234,17 @@ async function run(s) {
     const sel = Math.min(Math.max(parseInt(s.sel || "0", 10) || 0, 0), targets.length - 1);
     showTargets(targets, sel);
     view.target = targets[sel];
+    view.sel = sel;
     const filters = searchFilters(s);
     const covering = await coverage(view.target, s);
     if (stale()) return;
+    if (targets.length > 1) {  // one table for the whole list, a column naming the target
+      await imageSearchMany(targets, s, filters, stale);
+      if (stale()) return;
+      showSpectrumPanel(s);
+      if (s.img) await openImage(s.img, s);
+      return;
+    }
     const colls = s.coll ? [s.coll] : covering;
     if (s.coll && !covering.includes(s.coll)) {
       say(`The collection ${s.coll} does not cover ${label(view.target)} in this release, so ` +
@@ -295,7 +306,9 @@ async function resolve(s) {
 function showTargets(targets, sel) {
   const t = targets[sel];
   const one = (x) => `${x.name ? x.name + " = " : ""}RA ${fmt(x.ra, 5)} Dec ${fmt(x.dec, 5)}` +
-    ` (${x.sexagesimal}; l ${fmt(x.l, 4)} b ${fmt(x.b, 4)})`;
+    ` (${x.sexagesimal}; l ${fmt(x.l, 4)} b ${fmt(x.b, 4)}` +
+    `${x.source ? "; name from the " + x.source : ""})`;
+  if ($("resolved-target")) $("resolved-target").remove();
   $("resolved").prepend(el("div", { id: "resolved-target", text: "Target: " + one(t) }));
   if (targets.length < 2) return;
   const body = $("targets-body");
@@ -307,8 +320,9 @@ function showTargets(targets, sel) {
     onclick: () => { const s = pushState({ sel: String(i), img: null, job: null }); run(s); } });
     list.append(el("li", {}, b));
   });
-  body.append(el("p", { text: `${targets.length} targets; the images of one are shown ` +
-    "at a time: choose it here." }), list);
+  body.append(el("p", { text: `${targets.length} targets: the table below lists the ` +
+    "images of all of them (its target column says which); the coverage, the sky plot and " +
+    "the spectrum are of the one chosen here." }), list);
   $("targets").hidden = false;
 }
 
@@ -415,12 +429,8 @@ async function imageSearch(t, s, colls, filters) {
   view.queryURL = u;
   view.adql = adql;
   const vt = votable(await (await get(u, "The image search")).text(), "The image search");
-  view.rows = records(vt).map((row, i) => ({
-    i, row, obs_id: row.obs_id, det: detectorOf(row), did: row.obs_publisher_did,
-    lmin: Number(row.em_min) * 1e6, lmax: Number(row.em_max) * 1e6, t: Number(row.t_min),
-    ra: Number(row.s_ra), dec: Number(row.s_dec), coll: row.obs_collection,
-    poly: polygonOf(row.s_region),
-  }));
+  view.multi = false;
+  view.rows = records(vt).map((row, i) => rowOf(row, i, 0));
   view.page = 0;
   view.selected = s.img || null;
   const n = view.rows.length;
@@ -452,7 +462,85 @@ async function imageSearch(t, s, colls, filters) {
     el("pre", { text: adql })));
   renderTable();
   skyplot();
+  $("batch").hidden = !view.rows.length;
   $("results").hidden = false;
+}
+
+function rowOf(row, i, tgt) {
+  return { i, row, obs_id: row.obs_id, det: detectorOf(row), did: row.obs_publisher_did,
+    lmin: Number(row.em_min) * 1e6, lmax: Number(row.em_max) * 1e6, t: Number(row.t_min),
+    ra: Number(row.s_ra), dec: Number(row.s_dec), coll: row.obs_collection,
+    poly: polygonOf(row.s_region), tgt, tname: targetName(view.targets[tgt], tgt) };
+}
+
+const targetName = (t, k) => `${k + 1}: ${t ? t.name || `${fmt(t.ra, 4)} ${fmt(t.dec, 4)}`
+  : ""}`;
+
+// Every target of a list searched (the same query, one target at a time, three at once),
+// the answers in one table with the target each row matched.
+async function imageSearchMany(targets, s, filters, stale) {
+  const colls = s.coll ? [s.coll] : [];
+  const per = new Array(targets.length);
+  const overflow = [];
+  let next = 0;
+  async function worker() {
+    while (next < targets.length && !stale()) {
+      const k = next++;
+      const u = url("/tap/sync", [["LANG", "ADQL"], ["REQUEST", "doQuery"],
+        ["QUERY", adqlOf(targets[k], s, colls, filters)], ["MAXREC", String(MAXREC)]]);
+      const what = `The image search for target ${targetName(targets[k], k)}`;
+      const vt = votable(await (await get(u, what)).text(), what);
+      if (vt.status === "OVERFLOW") overflow.push(k + 1);
+      per[k] = records(vt);
+    }
+  }
+  await Promise.all([worker(), worker(), worker()]);
+  if (stale()) return;
+  view.multi = true;
+  view.rows = [];
+  per.forEach((rows, k) => rows.forEach((row) => view.rows.push(rowOf(row, view.rows.length,
+    k))));
+  view.page = 0;
+  view.selected = s.img || null;
+  const hit = per.filter((r) => r.length).length;
+  const what = s.shape === "circle" ? `intersecting a circle of ${radiusOf(s)} deg around`
+    : "containing";
+  $("results-summary").textContent = `${view.rows.length} image${view.rows.length === 1 ? ""
+    : "s"} ${what} ${hit} of the ${targets.length} targets${s.coll ? " in " + s.coll : ""}` +
+    (hit < targets.length ? ` (none for target ${per.map((r, k) => (r.length ? null : k + 1))
+      .filter(Boolean).join(", ")})` : "") + ". Choose one to look at it.";
+  if (overflow.length) {
+    say(`More than ${MAXREC} images match target ${overflow.join(", ")}: the table shows ` +
+      `the first ${MAXREC} of each. Narrow the search by time or wavelength.`, "info");
+  }
+  const dl = $("downloads");
+  dl.textContent = "";
+  dl.append("Download this table: ", el("a", { id: "dl-combined-csv", href: combinedCSV(),
+    download: "spherex-images-targets.csv", text: "CSV (all targets)" }),
+  el("details", {}, el("summary", { text: "the ADQL query (run once per target)" }),
+    el("pre", { text: adqlOf(targets[0], s, colls, filters) })));
+  renderTable();
+  skyplot();
+  $("batch").hidden = !view.rows.length;
+  $("results").hidden = false;
+}
+
+function csvCell(v) {
+  const t = String(v ?? "");
+  return /[",\n]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t;
+}
+
+function combinedCSV() {
+  const cols = ["target", "target_input", "target_ra", "target_dec", "obs_id",
+    "obs_publisher_did", "obs_collection", "em_min", "em_max", "t_min", "t_max", "s_ra",
+    "s_dec", "access_url"];
+  const lines = [cols.join(",")];
+  for (const r of view.rows) {
+    const t = view.targets[r.tgt];
+    lines.push([r.tgt + 1, t.input, t.ra, t.dec, ...cols.slice(4).map((c) => r.row[c])]
+      .map(csvCell).join(","));
+  }
+  return "data:text/csv;charset=utf-8," + encodeURIComponent(lines.join("\n") + "\n");
 }
 
 // The search as ADQL on ivoa.obscore; TIME and BAND intervals overlap as in SIA.
@@ -460,8 +548,10 @@ function adqlOf(t, s, colls, filters) {
   const r = radiusOf(s);
   const where = [r > 0 ? `INTERSECTS(CIRCLE('ICRS', ${t.ra}, ${t.dec}, ${r}), s_region) = 1`
     : `CONTAINS(POINT('ICRS', ${t.ra}, ${t.dec}), s_region) = 1`];
-  where.push("(" + colls.map((c) => `obs_collection = '${c.replace(/'/g, "''")}'`)
-    .join(" OR ") + ")");
+  if (colls.length) {
+    where.push("(" + colls.map((c) => `obs_collection = '${c.replace(/'/g, "''")}'`)
+      .join(" OR ") + ")");
+  }
   const ors = { TIME: [], BAND: [] };
   for (const [k, v] of filters) {
     const [lo, hi] = v.split(" ");
@@ -498,7 +588,8 @@ function renderTable() {
   const thead = $("results-table").tHead;
   thead.textContent = "";
   const tr = el("tr");
-  for (const [key, name] of COLUMNS) {
+  const columns = view.multi ? [["tgt", "target", (r) => r.tname], ...COLUMNS] : COLUMNS;
+  for (const [key, name] of columns) {
     const sorted = view.sort.key === key;
     tr.append(el("th", { scope: "col", "aria-sort": sorted ? (view.sort.dir > 0 ? "ascending"
       : "descending") : "none" }, el("button", { type: "button", "data-key": key, text: name,
@@ -517,13 +608,24 @@ function renderTable() {
   const pages = Math.max(1, Math.ceil(rows.length / PAGE));
   view.page = Math.min(view.page, pages - 1);
   for (const r of rows.slice(view.page * PAGE, (view.page + 1) * PAGE)) {
-    const row = el("tr", { "data-did": r.did, class: r.did === view.selected ? "selected" : null,
+    const row = el("tr", { "data-did": r.did, "data-target": view.multi ? r.tgt : null,
+      class: r.did === view.selected && (!view.multi || r.tgt === view.sel) ? "selected" : null,
       onmouseenter: () => highlight(r.did), onmouseleave: () => highlight(null) });
-    for (const [, , show, num] of COLUMNS) row.append(el("td", { class: num ? "num" : null,
+    for (const [, , show, num] of columns) row.append(el("td", { class: num ? "num" : null,
       text: show(r) }));
     row.append(el("td", {}, el("button", { type: "button", class: "link view",
       "aria-label": `view ${r.obs_id} ${r.det}`, text: "view",
-      onclick: () => { const s = pushState({ img: r.did }); openImage(r.did, s); } })));
+      onclick: () => {
+        if (view.multi && r.tgt !== view.sel) {  // the image of another target of the list
+          view.sel = r.tgt;
+          view.target = view.targets[r.tgt];
+          showTargets(view.targets, r.tgt);
+          skyplot();
+          coverage(view.target, readState()).catch((e) => say(e.message));
+        }
+        const s = pushState(view.multi ? { img: r.did, sel: String(r.tgt) } : { img: r.did });
+        openImage(r.did, s);
+      } })));
     tbody.append(row);
   }
   const pager = $("pager");
@@ -556,7 +658,8 @@ function skyplot() {
   const svg = $("skyplot");
   svg.textContent = "";
   const t = view.target;
-  const polys = view.rows.filter((r) => r.poly).slice(0, 600).map((r) => ({
+  const polys = view.rows.filter((r) => r.poly && (!view.multi || r.tgt === view.sel))
+    .slice(0, 600).map((r) => ({
     r, pts: r.poly.map(([a, d]) => gnomonic(t.ra, t.dec, a, d)) }))
     .filter((p) => p.pts.every(Boolean));
   let ext = 0.05;
@@ -631,10 +734,12 @@ async function datalink(did) {
 }
 
 async function openImage(did, s) {
-  const r = view.rows.find((x) => x.did === did);
+  const r = view.rows.find((x) => x.did === did && (!view.multi || x.tgt === view.sel)) ||
+    view.rows.find((x) => x.did === did);
   view.selected = did;
   for (const tr of document.querySelectorAll("#results-table tbody tr")) {
-    tr.classList.toggle("selected", tr.dataset.did === did);
+    tr.classList.toggle("selected", tr.dataset.did === did &&
+      (!view.multi || Number(tr.dataset.target) === view.sel));
   }
   highlight(null);
   if (!r) {
@@ -647,11 +752,15 @@ async function openImage(did, s) {
     $("image-title").textContent = `${r.obs_id} ${r.det} (${fmt(r.lmin, 2)}\u2013` +
       `${fmt(r.lmax, 2)} \u00b5m), ${mjdToISO(r.t)} UTC, ${r.coll}`;
     const img = $("preview");
+    view.pv = null;
+    $("hdu-choice").textContent = "";
+    $("pointer").textContent = "Point at the image to read a pixel.";
     if (links.preview) {
-      img.src = links.preview.access_url;
-      $("preview-link").href = links.preview.access_url;
+      img.src = previewURL(links.preview.access_url, (s && s.hdu) || "IMAGE");
+      $("preview-link").href = img.src;
     }
     markTarget(r);
+    if (links.preview) await previewInfo(r, links, (s && s.hdu) || "IMAGE");
     $("cutout-fig").hidden = true;
     $("cutout-links").textContent = "";
     const il = $("image-links");
@@ -667,6 +776,224 @@ async function openImage(did, s) {
     $("image").scrollIntoView({ block: "nearest" });
   } catch (e) {
     say(e instanceof Problem ? e.message : `Opening the image failed: ${e.message}`);
+  }
+}
+
+// ------------------------------------------------------------------ the preview: HDUs, WCS, pixels
+
+function previewURL(base, hdu) {
+  return hdu && hdu !== "IMAGE" ? `${base}?HDU=${encodeURIComponent(hdu)}` : base;
+}
+
+// The celestial WCS of a FITS header (TAN, with SIP distortion when CTYPE ends in -SIP),
+// evaluated here. Pixels are 0-based (FITS pixel 1 is 0 here).
+function makeWCS(c) {
+  const n = (k, d = 0) => (c[k] === undefined || c[k] === "" ? d : Number(c[k]));
+  if (!/^RA---TAN/.test(c.CTYPE1 || "") || !/^DEC--TAN/.test(c.CTYPE2 || "")) return null;
+  if (n("LONPOLE", 180) !== 180) return null;  // only the default native pole is handled
+  const crpix = [n("CRPIX1"), n("CRPIX2")], crval = [n("CRVAL1"), n("CRVAL2")];
+  const cd = c.CD1_1 !== undefined ? [[n("CD1_1"), n("CD1_2")], [n("CD2_1"), n("CD2_2")]]
+    : [[n("CDELT1", 1) * n("PC1_1", 1), n("CDELT1", 1) * n("PC1_2")],
+      [n("CDELT2", 1) * n("PC2_1"), n("CDELT2", 1) * n("PC2_2", 1)]];
+  const det = cd[0][0] * cd[1][1] - cd[0][1] * cd[1][0];
+  const inv = [[cd[1][1] / det, -cd[0][1] / det], [-cd[1][0] / det, cd[0][0] / det]];
+  const sip = /-SIP$/.test(c.CTYPE1 || "");
+  const terms = (p) => {
+    const out = [], order = n(p + "_ORDER", -1);
+    for (let i = 0; i <= order; i++) {
+      for (let j = 0; j <= order - i; j++) {
+        if (c[`${p}_${i}_${j}`] !== undefined) out.push([i, j, n(`${p}_${i}_${j}`)]);
+      }
+    }
+    return out;
+  };
+  const A = sip ? terms("A") : [], B = sip ? terms("B") : [];
+  const poly = (t, u, v) => t.reduce((acc, [i, j, k]) => acc + k * u ** i * v ** j, 0);
+  const a0 = crval[0] * D2R, d0 = crval[1] * D2R;
+  function pix2sky(x, y) {
+    const u = x + 1 - crpix[0], v = y + 1 - crpix[1];
+    const U = u + poly(A, u, v), V = v + poly(B, u, v);
+    const X = (cd[0][0] * U + cd[0][1] * V) * D2R, Y = (cd[1][0] * U + cd[1][1] * V) * D2R;
+    const rho = Math.hypot(X, Y);
+    if (rho === 0) return [crval[0], crval[1]];
+    const k = Math.atan(rho), sk = Math.sin(k), ck = Math.cos(k);
+    const dec = Math.asin(ck * Math.sin(d0) + (Y * sk * Math.cos(d0)) / rho);
+    const ra = a0 + Math.atan2(X * sk, rho * Math.cos(d0) * ck - Y * Math.sin(d0) * sk);
+    return [(((ra / D2R) % 360) + 360) % 360, dec / D2R];
+  }
+  function sky2pix(ra, dec) {
+    const g = gnomonic(crval[0], crval[1], ra, dec);
+    if (!g) return [NaN, NaN];
+    const [xi, eta] = g;
+    const U = inv[0][0] * xi + inv[0][1] * eta, V = inv[1][0] * xi + inv[1][1] * eta;
+    let u = U, v = V;  // undo SIP by fixed-point iteration (the distortion is small)
+    for (let it = 0; it < 30 && (A.length || B.length); it++) {
+      const nu = U - poly(A, u, v), nv = V - poly(B, u, v);
+      const done = Math.abs(nu - u) + Math.abs(nv - v) < 1e-10;
+      u = nu; v = nv;
+      if (done) break;
+    }
+    return [u + crpix[0] - 1, v + crpix[1] - 1];
+  }
+  return { pix2sky, sky2pix, scale: Math.sqrt(Math.abs(det)) };
+}
+
+async function previewInfo(r, links, hdu) {
+  const base = links.preview.access_url;
+  let info;
+  try {
+    info = await (await get(base + "?FORMAT=json", "The image's header")).json();
+  } catch (e) {
+    $("pointer").textContent = e.message;
+    return;
+  }
+  if (view.selected !== r.did) return;
+  const wcs = makeWCS(info.wcs || {});
+  view.pv = { did: r.did, key: info.key, nx: info.nx, ny: info.ny, step: info.step,
+    width: info.width, height: info.height, wcs, hdus: info.hdus, hdu, tiles: new Map(),
+    want: null, busy: false, cutURL: links.cutout ? links.cutout : null };
+  const box = $("hdu-choice");
+  box.textContent = "";
+  box.append(el("span", { text: "Extension:" }));
+  for (const h of info.hdus) {
+    const id = `hdu-${h.name}`;
+    box.append(el("label", { for: id }, el("input", { type: "radio", name: "hdu", id,
+      value: h.name, checked: h.name === hdu,
+      onchange: () => showHDU(h.name) }), ` ${h.name}`));
+  }
+  if (!info.hdus.some((h) => h.name === hdu)) showHDU("IMAGE");
+  markTarget(r);
+  if (!wcs) $("pointer").textContent = "This image's WCS is not TAN/TAN-SIP: no sky positions.";
+  else if (view.hover) view.onPointer(view.hover);
+}
+
+function showHDU(name) {
+  const pv = view.pv;
+  if (!pv) return;
+  pv.hdu = name;
+  const img = $("preview");
+  img.src = previewURL(view.links.preview.access_url, name);
+  $("preview-link").href = img.src;
+  pushState({ hdu: name === "IMAGE" ? null : name }, true);
+  if (pv.last) readout(pv.last[0], pv.last[1]);
+}
+
+// The parent pixel under the pointer (0-based), from the preview's binning.
+function pointerPixel(ev) {
+  const pv = view.pv, img = $("preview");
+  if (!pv || !img.naturalWidth) return null;
+  const rect = img.getBoundingClientRect();
+  const fx = (ev.clientX - rect.left) / rect.width, fy = (ev.clientY - rect.top) / rect.height;
+  if (!(fx >= 0 && fx < 1 && fy >= 0 && fy < 1)) return null;
+  const W = pv.width * pv.step, H = pv.height * pv.step;
+  return [Math.min(W - 1, Math.floor(fx * W)), Math.min(H - 1, Math.floor((1 - fy) * H))];
+}
+
+const TILE = 32;  // pixels fetched per pointer request (a cutout), cached by tile
+const MAX_TILES = 48;
+
+function tileHolding(x, y) {
+  for (const t of view.pv.tiles.values()) {
+    if (t.planes && x >= t.x0 && x < t.x0 + t.nx && y >= t.y0 && y < t.y0 + t.ny) return t;
+  }
+  return null;
+}
+
+function readout(x, y) {
+  const pv = view.pv;
+  pv.last = [x, y];
+  const svg = $("preview-mark");
+  const W = pv.width * pv.step, H = pv.height * pv.step;
+  $("pointer-mark")?.remove();
+  svg.append(el("rect", { id: "pointer-mark", x: x / W, y: 1 - (y + 1) / H,
+    width: Math.max(1 / W, 0.006), height: Math.max(1 / H, 0.006), fill: "none",
+    stroke: "#4fd1ff", "stroke-width": 0.004 }));
+  const box = $("pointer");
+  const sky = pv.wcs ? pv.wcs.pix2sky(x, y) : null;
+  const where = `pixel x ${x} y ${y} (0-based)` + (sky ? `; RA ${sky[0].toFixed(6)} Dec ` +
+    `${sky[1].toFixed(6)} (${hms(sky[0])} ${dms(sky[1])})` : "");
+  const t = tileHolding(x, y);
+  let values = "reading the pixel\u2026", value = "";
+  if (t) {
+    const k = (y - t.y0) * t.nx + (x - t.x0);
+    const parts = Object.entries(t.planes).map(([name, d]) => {
+      const bunit = (pv.hdus.find((h) => h.name === name) || {}).bunit || "";
+      const v = d[k];
+      if (name === pv.hdu) value = v;
+      const shown = name === "FLAGS" ? String(v) : Number.isFinite(v) ? v.toPrecision(5)
+        : String(v);
+      return `${name === pv.hdu ? "[" : ""}${name} ${shown}${bunit && name !== "FLAGS" ? " " +
+        bunit : ""}${name === pv.hdu ? "]" : ""}`;
+    });
+    values = parts.join("; ");
+  } else {
+    wantTile(x, y);
+  }
+  box.textContent = where + "\n" + values;
+  Object.assign(box.dataset, { x, y, ra: sky ? sky[0] : "", dec: sky ? sky[1] : "",
+    hdu: pv.hdu, value: t ? String(value) : "" });
+}
+
+function hms(ra) {
+  const h = ra / 15, hh = Math.floor(h), m = (h - hh) * 60, mm = Math.floor(m);
+  return `${hh}h${String(mm).padStart(2, "0")}m${((m - mm) * 60).toFixed(2).padStart(5, "0")}s`;
+}
+
+function dms(dec) {
+  const s = dec < 0 ? "-" : "+", a = Math.abs(dec), dd = Math.floor(a), m = (a - dd) * 60;
+  const mm = Math.floor(m);
+  return `${s}${dd}d${String(mm).padStart(2, "0")}m${((m - mm) * 60).toFixed(1).padStart(4, "0")}s`;
+}
+
+// One cutout request at a time; the latest wanted tile waits its turn.
+function wantTile(x, y) {
+  const pv = view.pv;
+  if (!pv.wcs || !pv.cutURL) return;
+  const tx = Math.floor(x / TILE), ty = Math.floor(y / TILE);
+  let id = `${tx},${ty}`, cx = Math.min(tx * TILE + TILE / 2, pv.nx - 1),
+    cy = Math.min(ty * TILE + TILE / 2, pv.ny - 1);
+  const had = pv.tiles.get(id);
+  if (had && !had.planes) return;  // on its way
+  if (had) { id = `at${x},${y}`; cx = x; cy = y; }  // the tile came back short of (x, y)
+  if (pv.tiles.has(id)) return;
+  pv.want = { id, cx, cy };
+  if (!pv.busy) fetchTile(pv);
+}
+
+async function fetchTile(pv) {
+  while (pv.want && view.pv === pv) {
+    const { id, cx, cy } = pv.want;
+    pv.want = null;
+    if (pv.tiles.has(id)) continue;
+    pv.busy = true;
+    pv.tiles.set(id, { planes: null });
+    const [ra, dec] = pv.wcs.pix2sky(cx, cy);
+    const size = (TILE + 2) * pv.wcs.scale;
+    const params = [...pv.cutURL.fixed.filter(([k]) => !["ra", "dec", "size", "psf"]
+      .includes(k)), ["ra", String(ra)], ["dec", String(dec)], ["size", String(size)],
+    ["psf", "none"]];
+    try {
+      const res = await get(pv.cutURL.url + "?" + new URLSearchParams(params), "A pixel read");
+      const buf = await res.arrayBuffer();
+      const f = parseFITS(buf);
+      const prim = f.hdus[0].cards;
+      const planes = {};
+      for (const h of f.hdus) {
+        if (pv.hdus.some((x) => x.name === h.name) && h.axes.length === 2) {
+          planes[h.name] = f.pixels(h);
+        }
+      }
+      const im = f.hdus.find((h) => h.name === "IMAGE") || f.hdus.find((h) => h.axes.length === 2);
+      pv.tiles.set(id, { planes, x0: Number(prim.CUTX1) - 1, y0: Number(prim.CUTY1) - 1,
+        nx: im.axes[0], ny: im.axes[1] });
+      while (pv.tiles.size > MAX_TILES) pv.tiles.delete(pv.tiles.keys().next().value);
+    } catch (e) {
+      pv.tiles.delete(id);
+      $("pointer").textContent = e.message;
+    } finally {
+      pv.busy = false;
+    }
+    if (pv.last && view.pv === pv) readout(pv.last[0], pv.last[1]);
   }
 }
 
@@ -701,6 +1028,16 @@ function markTarget(r) {
   const svg = $("preview-mark");
   svg.textContent = "";
   const t = view.target;
+  const pv = view.pv;
+  if (pv && pv.did === r.did && pv.wcs) {  // through the image's own WCS
+    const [x, y] = pv.wcs.sky2pix(t.ra, t.dec);
+    const u = (x + 0.5) / (pv.width * pv.step), v = (y + 0.5) / (pv.height * pv.step);
+    if (!(u >= 0 && u <= 1 && v >= 0 && v <= 1)) return;
+    svg.append(el("circle", { cx: u, cy: 1 - v, r: 0.035, fill: "none", stroke: "#f6b042",
+      "stroke-width": 0.008, id: "target-mark", "data-u": u.toFixed(4), "data-v": v.toFixed(4),
+      "data-x": x.toFixed(2), "data-y": y.toFixed(2) }));
+    return;
+  }
   if (!r.poly || r.poly.length !== 4) return;
   const pts = r.poly.map(([a, d]) => gnomonic(r.ra, r.dec, a, d));
   const tp = gnomonic(r.ra, r.dec, t.ra, t.dec);
@@ -750,15 +1087,24 @@ function parseFITS(buffer) {
     hdus.find((h) => h.axes.length === 2 && h.axes[0] > 0);
   if (!image) throw new Problem("The cutout has no image extension.");
   const [nx, ny] = image.axes;
+  return { nx, ny, data: hduPixels(dv, image), cards: image.cards, hdus,
+    pixels: (h) => hduPixels(dv, h) };
+}
+
+// The pixels of one 2-D HDU (FITS order: x fastest, row 0 at the bottom), BSCALE/BZERO applied.
+function hduPixels(dv, h) {
+  const [nx, ny] = h.axes;
   const data = new Float64Array(nx * ny);
-  const w = Math.abs(image.bitpix) / 8;
+  const w = Math.abs(h.bitpix) / 8;
+  const scale = Number(h.cards.BSCALE || 1), zero = Number(h.cards.BZERO || 0);
   for (let k = 0; k < nx * ny; k++) {
-    const o = image.start + k * w;
-    data[k] = image.bitpix === -32 ? dv.getFloat32(o) : image.bitpix === -64 ? dv.getFloat64(o)
-      : image.bitpix === 16 ? dv.getInt16(o) : image.bitpix === 32 ? dv.getInt32(o)
-        : dv.getUint8(o);
+    const o = h.start + k * w;
+    const v = h.bitpix === -32 ? dv.getFloat32(o) : h.bitpix === -64 ? dv.getFloat64(o)
+      : h.bitpix === 16 ? dv.getInt16(o) : h.bitpix === 32 ? dv.getInt32(o)
+        : h.bitpix === 64 ? Number(dv.getBigInt64(o)) : dv.getUint8(o);
+    data[k] = v * scale + zero;
   }
-  return { nx, ny, data, cards: image.cards, hdus };
+  return data;
 }
 
 function drawImage(canvas, { nx, ny, data }) {
@@ -786,7 +1132,8 @@ function drawImage(canvas, { nx, ny, data }) {
 
 async function makeCutout() {
   const links = view.links, t = view.target;
-  const r = view.rows.find((x) => x.did === view.selected);
+  const r = view.rows.find((x) => x.did === view.selected && (!view.multi ||
+    x.tgt === view.sel));
   if (!links || !links.cutout || !r) return;
   const size = $("cutsize").value;
   pushState({ size }, true);
@@ -819,6 +1166,251 @@ async function makeCutout() {
     say(e instanceof Problem ? e.message : `The cutout could not be shown: ${e.message}`);
   } finally {
     btn.disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------ cutouts of all the images
+
+// One async SODA job (UWS) per target: every image of that target x a circle around it;
+// the phase shown while they run, then the cutouts as links (and as one zip, made here).
+async function batchCutouts() {
+  const size = Number($("batch-size").value);
+  const groups = new Map();
+  for (const r of view.rows) {
+    const k = view.multi ? r.tgt : 0;
+    if (!groups.has(k)) groups.set(k, []);
+    if (!groups.get(k).some((x) => x.did === r.did)) groups.get(k).push(r);
+  }
+  const btn = $("batch-go"), phase = $("batch-phase"), out = $("batch-links");
+  btn.disabled = true;
+  out.textContent = "";
+  phase.dataset.phase = "PENDING";
+  phase.textContent = "submitting\u2026";
+  const runId = view.runId;
+  try {
+    const jobs = [];
+    for (const [k, rows] of groups) {
+      const t = view.multi ? view.targets[k] : view.target;
+      const body = new URLSearchParams([["CIRCLE", `${t.ra} ${t.dec} ${size / 2}`],
+        ["PHASE", "RUN"]]);
+      for (const r of rows) body.append("ID", r.did);
+      const res = await get(url("/soda/async"), "Starting the cutout job (SODA)",
+        { method: "POST", body });
+      jobs.push({ url: res.url, rows, t, k, phase: "QUEUED" });
+    }
+    const t0 = Date.now();
+    for (;;) {
+      if (runId !== view.runId) return;
+      for (const j of jobs) {
+        if (["COMPLETED", "ERROR", "ABORTED"].includes(j.phase)) continue;
+        j.doc = parseXML(await (await get(j.url, "The cutout job")).text(), "The cutout job");
+        j.phase = (j.doc.getElementsByTagNameNS("*", "phase")[0]?.textContent || "").trim();
+      }
+      const phases = jobs.map((j) => j.phase);
+      const all = phases.every((p) => p === "COMPLETED") ? "COMPLETED"
+        : phases.some((p) => p === "ERROR" || p === "ABORTED") &&
+          phases.every((p) => ["COMPLETED", "ERROR", "ABORTED"].includes(p)) ? "ERROR"
+          : phases.includes("EXECUTING") ? "EXECUTING" : "QUEUED";
+      const secs = Math.round((Date.now() - t0) / 1000);
+      phase.textContent = (jobs.length > 1 ? `${jobs.length} jobs: ${phases.join(", ")}`
+        : `job ${all}`) + (all === "EXECUTING" || all === "QUEUED" ? ` (${secs} s)` : "");
+      phase.dataset.phase = all;
+      if (all === "COMPLETED" || all === "ERROR") break;
+      if (Date.now() - t0 > 15 * 60 * 1000) {
+        say("The cutout job is still running after 15 minutes; its links are under " +
+          "the job's page.", "info");
+        break;
+      }
+      await new Promise((ok) => setTimeout(ok, 600));
+    }
+    showBatch(jobs, size);
+  } catch (e) {
+    phase.textContent = "";
+    phase.dataset.phase = "ERROR";
+    say(e instanceof Problem ? e.message : `The cutouts could not be made: ${e.message}`);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+function showBatch(jobs, size) {
+  const out = $("batch-links");
+  out.textContent = "";
+  const files = [];
+  const list = el("ol", { id: "batch-list" });
+  for (const j of jobs) {
+    const ids = j.rows.map((r) => r.did);
+    for (const r of [...j.doc.getElementsByTagNameNS("*", "result")]) {
+      const id = r.getAttribute("id") || "";
+      const href = r.getAttributeNS("http://www.w3.org/1999/xlink", "href") ||
+        r.getAttribute("xlink:href");
+      const m = /^cutout-(\d+)-\d+$/.exec(id);
+      const row = m ? j.rows.find((x) => x.did === ids[Number(m[1])]) : null;
+      const name = (row ? `cutout_${row.obs_id}_${row.det}` : id) +
+        (view.multi ? `_target${j.k + 1}` : "") + ".fits";
+      files.push({ name, href });
+      list.append(el("li", {}, el("a", { href, download: name, class: "batch-file",
+        "data-did": row ? row.did : "", "data-target": j.k, text: name })));
+    }
+    if (j.phase !== "COMPLETED") {
+      const msg = j.doc.getElementsByTagNameNS("*", "message")[0]?.textContent?.trim();
+      out.append(el("p", { class: "err", text: `The job for ${label(j.t)} ended in ${j.phase}` +
+        (msg ? `: ${msg}` : "") }));
+    }
+  }
+  const asked = jobs.reduce((n, j) => n + j.rows.length, 0);
+  out.append(el("p", { id: "batch-summary", text: `${files.length} cutouts of ${size * 60} ` +
+    `arcmin (of ${asked} images asked; an image the circle misses gives none). The jobs: ` }),
+  ...jobs.map((j, i) => el("a", { href: j.url, text: `job ${i + 1} (UWS)${i < jobs.length - 1
+    ? "," : ""}` })));
+  if (files.length) {
+    out.append(list, el("button", { type: "button", id: "batch-zip", text:
+      "Download them all as one zip", onclick: () => zipDownload(files) }));
+  }
+}
+
+async function zipDownload(files) {
+  const btn = $("batch-zip");
+  btn.disabled = true;
+  btn.textContent = "fetching the cutouts\u2026";
+  try {
+    const parts = [];
+    for (const f of files) {
+      parts.push({ name: f.name, data: new Uint8Array(await (await get(f.href,
+        "A cutout")).arrayBuffer()) });
+    }
+    const blob = new Blob([zipStore(parts)], { type: "application/zip" });
+    const a = el("a", { href: URL.createObjectURL(blob), download: "spherex-cutouts.zip",
+      id: "batch-zip-file", text: `spherex-cutouts.zip (${(blob.size / 1024).toFixed(0)} kB)` });
+    btn.replaceWith(a);
+    a.click();
+  } catch (e) {
+    btn.disabled = false;
+    btn.textContent = "Download them all as one zip";
+    say(e instanceof Problem ? e.message : `The zip could not be made: ${e.message}`);
+  }
+}
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+function crc32(data) {
+  let c = 0xffffffff;
+  for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+// A zip of the files as they are (method 0, "stored": FITS barely compresses anyway).
+function zipStore(parts) {
+  const enc = new TextEncoder(), chunks = [], central = [];
+  let offset = 0;
+  for (const p of parts) {
+    const name = enc.encode(p.name), crc = crc32(p.data), n = p.data.length;
+    const local = new DataView(new ArrayBuffer(30));
+    local.setUint32(0, 0x04034b50, true); local.setUint16(4, 20, true);
+    local.setUint32(14, crc, true); local.setUint32(18, n, true);
+    local.setUint32(22, n, true); local.setUint16(26, name.length, true);
+    const cd = new DataView(new ArrayBuffer(46));
+    cd.setUint32(0, 0x02014b50, true); cd.setUint16(4, 20, true); cd.setUint16(6, 20, true);
+    cd.setUint32(16, crc, true); cd.setUint32(20, n, true); cd.setUint32(24, n, true);
+    cd.setUint16(28, name.length, true); cd.setUint32(42, offset, true);
+    chunks.push(new Uint8Array(local.buffer), name, p.data);
+    central.push(new Uint8Array(cd.buffer), name);
+    offset += 30 + name.length + n;
+  }
+  const size = central.reduce((a, c) => a + c.length, 0);
+  const end = new DataView(new ArrayBuffer(22));
+  end.setUint32(0, 0x06054b50, true); end.setUint16(8, parts.length, true);
+  end.setUint16(10, parts.length, true); end.setUint32(12, size, true);
+  end.setUint32(16, offset, true);
+  return new Blob([...chunks, ...central, new Uint8Array(end.buffer)]);
+}
+
+// ------------------------------------------------------------------ a target list from a file
+
+function splitCSV(line, sep) {
+  const out = [];
+  let cur = "", q = false;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i];
+    if (q) {
+      if (ch === '"' && line[i + 1] === '"') { cur += '"'; i++; } else if (ch === '"') q = false;
+      else cur += ch;
+    } else if (ch === '"') q = true;
+    else if (ch === sep) { out.push(cur.trim()); cur = ""; } else cur += ch;
+  }
+  out.push(cur.trim());
+  return out;
+}
+
+const RA_NAMES = /^(ra|ra_?deg|raj2000|_raj2000|ra_?icrs|ra2000|s_ra|alpha|ra_?j2000)$/i;
+const DEC_NAMES = /^(dec|de|dec_?deg|dej2000|_dej2000|decj2000|dec_?icrs|dec2000|s_dec|delta|dec_?j2000)$/i;
+const NAME_NAMES = /^(name|target|target_?name|object|object_?name|id|main_id|source)$/i;
+
+// The lines a target list holds ("ra dec" or a name each), from CSV or VOTable text.
+function targetLines(text, file) {
+  const t = text.replace(/^\ufeff/, "").trim();
+  let names, rows, ucds = [];
+  if (t.startsWith("<")) {
+    const vt = votable(t, `The file ${file}`);
+    if (!vt.names.length) {
+      throw new Problem(`The file ${file} holds no table this page can read (a VOTable with ` +
+        "TABLEDATA rows, or a CSV file).");
+    }
+    names = vt.names;
+    rows = vt.rows;
+    ucds = [...vt.doc.getElementsByTagName("FIELD")].map((f) => f.getAttribute("ucd") || "");
+  } else {
+    const lines = t.split(/\r?\n/).filter((l) => l.trim() && !l.trim().startsWith("#"));
+    if (!lines.length) throw new Problem(`The file ${file} is empty.`);
+    const sep = [",", ";", "\t", "|"].find((c) => lines[0].includes(c)) || ",";
+    names = splitCSV(lines[0], sep);
+    rows = lines.slice(1).map((l) => splitCSV(l, sep));
+  }
+  const find = (re, ucd) => {
+    let i = ucds.findIndex((u) => u.split(";")[0] === ucd && u.includes("meta.main"));
+    if (i < 0) i = ucds.findIndex((u) => u.split(";")[0] === ucd);
+    if (i < 0) i = names.findIndex((n) => re.test((n || "").trim()));
+    return i;
+  };
+  const ra = find(RA_NAMES, "pos.eq.ra"), dec = find(DEC_NAMES, "pos.eq.dec");
+  const nm = find(NAME_NAMES, "meta.id");
+  let out;
+  if (ra >= 0 && dec >= 0) {
+    out = rows.filter((r) => (r[ra] || "").trim() && (r[dec] || "").trim())
+      .map((r) => `${r[ra].trim()} ${r[dec].trim()}`);
+  } else if (nm >= 0) {
+    out = rows.map((r) => (r[nm] || "").trim()).filter(Boolean);
+  } else {
+    throw new Problem(`The file ${file} has no ra and dec columns (or a name column): its ` +
+      `columns are ${names.join(", ")}. Name them ra, dec (ICRS degrees or sexagesimal) or ` +
+      "name.");
+  }
+  if (!out.length) throw new Problem(`The file ${file} has no rows.`);
+  return out;
+}
+
+async function loadTargetFile(input) {
+  const file = input.files && input.files[0];
+  if (!file) return;
+  try {
+    if (file.size > 1e6) throw new Problem(`The file ${file.name} is larger than 1 MB.`);
+    const lines = targetLines(await file.text(), file.name);
+    $("target").value = lines.join("\n");
+    say(`${lines.length} target${lines.length > 1 ? "s" : ""} read from ${file.name}.`,
+      "info");
+    $("search").requestSubmit();
+  } catch (e) {
+    say(e instanceof Problem ? e.message : `The file could not be read: ${e.message}`);
+  } finally {
+    input.value = "";
   }
 }
 
@@ -1010,7 +1602,38 @@ function setUp() {
     }
   });
   $("cut").addEventListener("click", makeCutout);
+  $("batch-go").addEventListener("click", batchCutouts);
+  $("target-file").addEventListener("change", (ev) => loadTargetFile(ev.target));
   $("phot").addEventListener("click", startJob);
+  const stack = document.querySelector("#image .stack");
+  // where the pointer is, for a preview (or its header) that arrives under it
+  const onPointer = (ev) => {
+    const p = pointerPixel(ev);
+    if (p && (!view.pv.last || p[0] !== view.pv.last[0] || p[1] !== view.pv.last[1])) {
+      readout(p[0], p[1]);
+    }
+  };
+  stack.addEventListener("pointermove", (ev) => {
+    view.hover = { clientX: ev.clientX, clientY: ev.clientY };
+    onPointer(ev);
+  });
+  stack.addEventListener("pointerleave", () => { view.hover = null; });
+  stack.addEventListener("keydown", (ev) => {  // arrows move the pixel read (Shift: 10)
+    const pv = view.pv;
+    const step = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] }
+      [ev.key];
+    if (!pv || !step) return;
+    ev.preventDefault();
+    const k = ev.shiftKey ? 10 : 1;
+    const [x0, y0] = pv.last || [Math.floor(pv.nx / 2), Math.floor(pv.ny / 2)];
+    const W = pv.width * pv.step, H = pv.height * pv.step;
+    readout(Math.min(W - 1, Math.max(0, x0 + k * step[0])),
+      Math.min(H - 1, Math.max(0, y0 + k * step[1])));
+  });
+  view.onPointer = onPointer;
+  $("preview").addEventListener("load", () => {
+    if (view.hover && view.pv) onPointer(view.hover);
+  });
   $("preview").addEventListener("error", () => {
     if ($("preview").getAttribute("src")) say("The quick-look of this image could not be made.");
   });
@@ -1024,5 +1647,8 @@ function setUp() {
   loadCollections();
   if (s.target) run(s);
 }
+
+// for tests and the curious: the page's own WCS evaluation of the open image
+window.portal = { view, makeWCS };
 
 setUp();
