@@ -63,9 +63,7 @@ def test_fluxes_match_truth(phot_env) -> None:
     req, rows = _request(phot_env["truth"])
     items, _ = steps.plan_items(_catalogue(), req)
     assert len({it[0] for it in items}) == len(rows)  # every source is on some image
-    start = time.perf_counter()
     meas = steps.measure_items(phot_env["archive"], req.sources, items, req.half)
-    per_image = (time.perf_counter() - start) / len(items)
     rel, pull = [], []
     for m in meas:
         if m["flags"] & engine.SERIOUS_FLAGS or not math.isfinite(m["flux"]):
@@ -78,7 +76,6 @@ def test_fluxes_match_truth(phot_env) -> None:
     assert np.median(np.abs(rel)) < 0.01  # the brief asks for 3 %; we get ~0.02 %
     assert 0.7 < np.std(pull) < 1.5
     assert abs(np.median(pull)) < 0.5
-    assert per_image < 0.5
 
 
 def _handle(rest: str, method: str, params):

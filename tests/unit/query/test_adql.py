@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
 import duckdb
@@ -978,19 +977,26 @@ def test_output_contains_only_declared_functions(db):
 # ---- speed ---------------------------------------------------------------------------
 
 
-def test_translation_is_fast():
-    queries = [c[1] for c in CASES["valid"][:40]] + [
-        "SELECT TOP 100 obs_id, s_ra, s_dec, access_url FROM ivoa.obscore WHERE "
-        "CONTAINS(POINT('ICRS', s_ra, s_dec), CIRCLE('ICRS', 10.68, 41.27, 0.5)) = 1 "
-        "AND calib_level >= 2 ORDER BY t_min"]
-    for q in queries:
-        tr(q)
-    timings = []
-    for q in queries:
-        t0 = time.perf_counter()
-        tr(q)
-        timings.append(time.perf_counter() - t0)
-    assert statistics.median(timings) < 0.010, statistics.median(timings)
+def test_repeated_translations_come_from_a_bounded_cache(monkeypatch):
+    """Speed lives in `bench tap` (translation ms, cached and not); here the behaviour
+    behind it: a repeated text is not parsed again, the cache stays bounded, and
+    translations with uploads (whose tables change per request) are never cached."""
+    import chalicelib.query.adql as adql
+
+    calls = []
+    real = adql._translate
+    monkeypatch.setattr(adql, "_translate", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(adql, "CACHE", adql._Cache(size=3))
+    q = "SELECT TOP 5 obs_id FROM ivoa.obscore WHERE calib_level >= 2"
+    first, again = adql.translate(q, TABLES), adql.translate(q, TABLES)
+    assert calls == [q] and first.sql == again.sql and first.columns == again.columns
+    again.notes.append("x")  # a caller's edit never reaches the cached entry
+    assert adql.translate(q, TABLES).notes == first.notes
+    for n in range(5):
+        adql.translate(f"SELECT TOP {n + 1} obs_id FROM ivoa.obscore", TABLES)
+    assert len(adql.CACHE.entries) == 3
+    adql.translate(q, TABLES)  # evicted by the newer texts: translated again
+    assert calls.count(q) == 2
 
 
 def test_declared_features_work(db):
