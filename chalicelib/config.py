@@ -62,6 +62,10 @@ class Settings:
     observability_stdout: bool = False  # OBSERVABILITY_STDOUT=1
     # outbound fetches (TAP uploads by URL): host:port pairs allowed although private
     outbound_allow: tuple[tuple[str, int], ...] = ()  # OUTBOUND_ALLOW
+    # numba kernels compiled at image build (read-only on Lambda), copied once per
+    # container into numba's writable cache folder
+    numba_cache_seed: str | None = None  # NUMBA_CACHE_SEED
+    numba_cache_dir: str | None = None  # NUMBA_CACHE_DIR (numba reads it too)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -99,6 +103,8 @@ class Settings:
             in_lambda=bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),
             observability_stdout=env.get("OBSERVABILITY_STDOUT") == "1",
             outbound_allow=_host_ports(env.get("OUTBOUND_ALLOW", "")),
+            numba_cache_seed=env.get("NUMBA_CACHE_SEED") or None,
+            numba_cache_dir=env.get("NUMBA_CACHE_DIR") or None,
         )
 
     def state_machine_arn(self, service: str) -> str | None:

@@ -12,6 +12,7 @@ results in the archive under results/<service>/<job id>/).
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -103,6 +104,20 @@ def api(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         response = _not_found(event.get("path", "")) if route is None else \
             application(event, context)
         req.status = int(response.get("statusCode", 500))
+    return json_safe(response)
+
+
+def json_safe(response: dict[str, Any]) -> dict[str, Any]:
+    """The Lambda runtime sends the answer as JSON, which has no bytes: Chalice leaves a
+    bytes body of a type outside binary_types (VOTable, XML, text) as it is, so decode it
+    (UTF-8), or base64 it when it is not text."""
+    body = response.get("body")
+    if isinstance(body, bytes | bytearray):
+        try:
+            response["body"] = bytes(body).decode("utf-8")
+        except UnicodeDecodeError:
+            response["body"] = base64.b64encode(body).decode("ascii")
+            response["isBase64Encoded"] = True
     return response
 
 

@@ -17,4 +17,15 @@ find "$site" -type f \( -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' -o -name
 # headers for building extensions against numpy/pyarrow
 rm -rf "$site/pyarrow/include" "$site/pyarrow/src" "$site/numpy/_core/include" \
   "$site/numpy/_core/lib/pkgconfig"
+# Arrow Flight (RPC; nothing here speaks it, pyarrow loads it only for pyarrow.flight) and
+# pip (chalice lists it for `chalice package`, not used by the app)
+rm -rf "$site"/pyarrow/libarrow_flight.so* "$site"/pyarrow/libarrow_python_flight.so* \
+  "$site"/pyarrow/_flight.cpython-*.so "$site/pyarrow/flight.py" "$site/pip" \
+  "$site"/pip-*.dist-info
+# symbols not needed for dynamic linking (the wheels' own debug/static symbols); DuckDB
+# extensions are left alone: they carry a signed footer
+if command -v strip >/dev/null 2>&1; then
+  find "$site" -type f \( -name '*.so' -o -name '*.so.*' \) -exec strip --strip-unneeded {} + \
+    2>/dev/null || true
+fi
 echo "strip: site-packages ${before} MB -> $(du -sm "$site" | cut -f1) MB"
