@@ -114,7 +114,7 @@ def test_image_runs_its_handlers_ingests_and_answers(container, workspace) -> No
     handlers = _template_handlers()
     assert len(handlers) >= 7
     # the image's own Python, only the runtime packages: every handler imports
-    probe = ("import importlib, json, sys\n"
+    probe = ("import importlib, importlib.util, json, sys\n"
              f"for h in {handlers!r}:\n"
              "    mod, fn = h.rsplit('.', 1)\n"
              "    assert callable(getattr(importlib.import_module(mod), fn)), h\n"
@@ -128,6 +128,20 @@ def test_image_runs_its_handlers_ingests_and_answers(container, workspace) -> No
     info = json.loads(r.stdout.strip().splitlines()[-1])
     assert info["python"].startswith("3.11.") and info["test_packages"] == []
     assert info["routes"] > 10
+
+    # the numba kernels load from the cache compiled at build time (copied from the
+    # read-only seed into /tmp on this cold start): hits only, no compilation
+    kernels = ("import json\n"
+               "from chalicelib.geometry import sky\n"
+               "sky.warm_up()\n"
+               "ks = [getattr(sky, n) for n in dir(sky) if n.startswith('_k_')]\n"
+               "print(json.dumps({'kernels': len(ks),\n"
+               "  'hits': sum(sum(k.stats.cache_hits.values()) for k in ks),\n"
+               "  'misses': sum(sum(k.stats.cache_misses.values()) for k in ks)}))\n")
+    r = run_in(container, "python3", "-c", kernels, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stats = json.loads(r.stdout.strip().splitlines()[-1])
+    assert stats["kernels"] >= 5 and stats["hits"] >= 3 and stats["misses"] == 0, stats
 
     # an ingest of the second week, inside the image
     ingest = ("import json\n"

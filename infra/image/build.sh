@@ -78,6 +78,12 @@ if ! exists "$DEPS" || [ $FORCE = 1 ]; then
     -x '/(tests?|testing)/' "$TASK" >/dev/null || true
   "${BUILDAH[@]}" run --isolation chroot "$c" -- python3 -m compileall -q -j 0 \
     /usr/lib/python3.11 >/dev/null || true
+  # the stripped stack still loads (every compiled library the services use)
+  "${BUILDAH[@]}" run --isolation chroot --env PYTHONPATH=$TASK --env HOME=/tmp "$c" -- \
+    python3 -c "import numpy, numpy.linalg, pyarrow, pyarrow.dataset, pyarrow.parquet, \
+pyarrow.compute, duckdb, deltalake, astropy.io.fits, astropy.wcs, astropy.coordinates, \
+numba, llvmlite.binding, matplotlib.pyplot, PIL.Image, mocpy, cdshealpix, sqlglot, s3fs, \
+boto3, chalice, awslambdaric"
   "${BUILDAH[@]}" umount "$c" >/dev/null
   "${BUILDAH[@]}" commit --quiet --rm "$c" "$DEPS" >/dev/null
   rm -rf "$wheels"
@@ -119,5 +125,5 @@ if ! exists "$IMAGE" || [ $FORCE = 1 ]; then
   "${BUILDAH[@]}" commit --quiet --rm "$c" "$IMAGE" >/dev/null
 fi
 "${BUILDAH[@]}" tag "localhost/$IMAGE" localhost/spherex-archive:latest
-log "$IMAGE ready ($("${BUILDAH[@]}" images --format '{{.Size}}' "localhost/$IMAGE"))"
+log "$IMAGE ready ($("${BUILDAH[@]}" images --format '{{.Size}}' "localhost/$IMAGE" | head -1))"
 echo "$IMAGE"

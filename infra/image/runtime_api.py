@@ -9,8 +9,10 @@ GET /2018-06-01/runtime/invocation/next and posts the handler's answer to
     python3 runtime_api.py PLAN.json > RESULTS.json
 
 PLAN: {"runs": [{"name": ..., "handler": "chalicelib.lambdas.handlers.api",
-                 "event": {...}, "warm": 3, "env": {...}}, ...]}
-Each run is a fresh process (a cold start): `cold_s` is process start to the first answer
+                 "event": {...}, "warm": 3, "env": {...}, "clear": ["/tmp/x"],
+                 "log": "/path/of/the/function/output"}, ...]}
+Each run is a fresh process (a cold start; the folders in "clear" removed first, as a new
+container starts with an empty /tmp): `cold_s` is process start to the first answer
 received; then the same event `warm` more times in that process, `warm_s` the time from
 handing the event out to its answer. RESULTS: one entry per run with the first answer
 (`response`, parsed JSON), `error` if the handler failed, and the timings.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -121,6 +124,8 @@ def run_one(spec: dict, timeout: float = 600.0) -> dict:
     warm = int(spec.get("warm", 0))
     for _ in range(1 + warm):
         runtime.events.put(spec["event"])
+    for path in spec.get("clear", []):  # a new container's /tmp is empty
+        shutil.rmtree(path, ignore_errors=True)
     log = open(spec.get("log", os.devnull), "ab")  # noqa: SIM115
     start = time.perf_counter()
     proc = subprocess.Popen(client_command(spec["handler"]), env=env, stdout=log, stderr=log)

@@ -22,10 +22,15 @@ rm -rf "$site/pyarrow/include" "$site/pyarrow/src" "$site/numpy/_core/include" \
 rm -rf "$site"/pyarrow/libarrow_flight.so* "$site"/pyarrow/libarrow_python_flight.so* \
   "$site"/pyarrow/_flight.cpython-*.so "$site/pyarrow/flight.py" "$site/pip" \
   "$site"/pip-*.dist-info
-# symbols not needed for dynamic linking (the wheels' own debug/static symbols); DuckDB
-# extensions are left alone: they carry a signed footer
-if command -v strip >/dev/null 2>&1; then
-  find "$site" -type f \( -name '*.so' -o -name '*.so.*' \) -exec strip --strip-unneeded {} + \
-    2>/dev/null || true
+# symbols not needed for dynamic linking. Not the libraries auditwheel grafted in (*.libs/)
+# nor the modules it patched to find them (RUNPATH .../<name>.libs): strip on a file that
+# patchelf rewrote makes it unloadable ("ELF load command ... not page-aligned"). DuckDB
+# extensions are left alone: they carry a signed footer. build.sh imports the stack after.
+if command -v strip >/dev/null 2>&1 && command -v readelf >/dev/null 2>&1; then
+  find "$site" -type f \( -name '*.so' -o -name '*.so.*' \) ! -path '*.libs/*' \
+    | while read -r f; do
+        readelf -d "$f" 2>/dev/null | grep -q 'PATH.*\.libs' || strip --strip-unneeded "$f" \
+          2>/dev/null || true
+      done
 fi
 echo "strip: site-packages ${before} MB -> $(du -sm "$site" | cut -f1) MB"

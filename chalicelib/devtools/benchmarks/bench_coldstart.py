@@ -33,6 +33,8 @@ RUNTIME_API = ROOT / "infra" / "image" / "runtime_api.py"
 BUILDAH = ["buildah", "--storage-driver", "vfs"]
 HOST = "abc.execute-api.us-east-1.amazonaws.com"
 HANDLER = "chalicelib.lambdas.handlers.api"
+# what a new Lambda container does not have: the kernels copied from the seed, caches
+IMAGE_TMP = ["/tmp/numba-cache", "/tmp/matplotlib", "/tmp/.astropy", "/tmp/.cache"]
 GOALS = {"availability": 0.3, "datalink": 0.3, "tap_cone": 1.0}
 
 
@@ -92,10 +94,12 @@ def build_archive(folder: Path) -> dict[str, dict]:
     }
 
 
-def _plan(events: dict[str, dict], archive: str, warm: int, repeat: int) -> dict:
+def _plan(events: dict[str, dict], archive: str, warm: int, repeat: int,
+          clear: list[str]) -> dict:
     env = {"ARCHIVE_URL": archive, "RATE_LIMIT": "0"}
     return {"runs": [{"name": name, "handler": HANDLER, "event": ev, "warm": warm,
-                      "env": env} for _ in range(repeat) for name, ev in events.items()]}
+                      "env": env, "clear": clear}
+                     for _ in range(repeat) for name, ev in events.items()]}
 
 
 def _image_exists(image: str) -> bool:
@@ -116,7 +120,7 @@ def run_in_image(image: str, folder: Path, events: dict, warm: int, repeat: int)
         shutil.copytree(folder / "archive", work / "archive")
         shutil.copy(RUNTIME_API, work / "runtime_api.py")
         (work / "plan.json").write_text(json.dumps(_plan(events, "/bench/archive", warm,
-                                                         repeat)))
+                                                         repeat, IMAGE_TMP)))
         r = subprocess.run(BUILDAH + ["run", "--isolation", "chroot", name, "--", "python3",
                                       "/bench/runtime_api.py", "/bench/plan.json"],
                            capture_output=True, text=True, timeout=1800)
@@ -130,7 +134,7 @@ def run_in_image(image: str, folder: Path, events: dict, warm: int, repeat: int)
 
 def run_on_host(folder: Path, events: dict, warm: int, repeat: int) -> dict:
     plan = folder / "plan.json"
-    plan.write_text(json.dumps(_plan(events, str(folder / "archive"), warm, repeat)))
+    plan.write_text(json.dumps(_plan(events, str(folder / "archive"), warm, repeat, [])))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, str(RUNTIME_API), str(plan)], capture_output=True,
                        text=True, timeout=1800, env=env, cwd=ROOT)
