@@ -147,18 +147,20 @@ def table(out: dict) -> list[str]:
     by: dict[str, list[dict]] = {}
     for res in out["results"]:
         by.setdefault(res["name"], []).append(res)
-    lines = ["| handler kind | cold: start to first answer (median) | warm (median) | "
-             "cold / warm | goal | status |", "|---|---|---|---|---|---|"]
+    lines = ["| handler kind | cold: start to first answer (median) | its CPU time | "
+             "warm (median) | cold / warm | goal | status |", "|---|---|---|---|---|---|---|"]
     for name, runs in by.items():
         bad = [r for r in runs if "error" in r or r["response"].get("statusCode") != 200]
         cold = statistics.median(r["cold_s"] for r in runs if "cold_s" in r)
+        cpus = [r["cold_cpu_s"] for r in runs if r.get("cold_cpu_s") is not None]
+        cpu = f"{statistics.median(cpus) * 1000:.0f} ms" if cpus else "?"
         warm = statistics.median(w for r in runs for w in r.get("warm_s", [])) \
             if any(r.get("warm_s") for r in runs) else float("nan")
         goal = GOALS.get(name)
         target = "" if goal is None else \
             f"< {goal * 1000:.0f} ms {'met' if cold < goal else 'missed'}"
         status = "HTTP 200" if not bad else "FAILED: " + str(bad[0])[:200]
-        lines.append(f"| {name} | {cold * 1000:.0f} ms | {warm * 1000:.1f} ms | "
+        lines.append(f"| {name} | {cold * 1000:.0f} ms | {cpu} | {warm * 1000:.1f} ms | "
                      f"{cold / warm:.0f}x | {target} | {status} |")
     return lines
 
@@ -179,3 +181,5 @@ def main(argv: list[str]) -> None:
     print(f"\ncold starts {where}; Python {out['python']}, client: {out['client']}; "
           f"{a.repeat} cold processes per kind, {a.warm} warm requests each\n")
     print("\n".join(table(out)))
+    print(f"\nload average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(wall times stretch with it; the CPU time of the function process much less)")
