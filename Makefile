@@ -28,8 +28,10 @@ bench: $(STAMP)
 	$(PY) -m chalicelib bench ingest
 
 # the Lambda container image, with buildah (infra/image/build.sh; README "The image")
+# PYTHON: whose pip fetches the wheels (CPython 3.11, as in the image)
+PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 image:
-	PYTHON=$(if $(wildcard $(PY)),$(PY),python3) infra/image/build.sh
+	PYTHON=$(PYTHON) infra/image/build.sh
 
 deploy-dry:
 	infra/deploy.sh --dry-run

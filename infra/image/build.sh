@@ -26,6 +26,9 @@ PACKAGES=python3,ca-certificates
 TASK=/var/task
 mkdir -p "$CACHE"
 log() { echo "image: $*" >&2; }
+c=""
+cleanup() { [ -n "$c" ] && "${BUILDAH[@]}" rm "$c" >/dev/null 2>&1; true; }
+trap cleanup EXIT  # a failed step leaves no working container behind
 exists() { "${BUILDAH[@]}" images --quiet "localhost/$1" >/dev/null 2>&1; }
 if ! command -v buildah >/dev/null || ! command -v debootstrap >/dev/null; then
   echo "image: needs buildah and debootstrap (apt-get install -y buildah debootstrap)" >&2
@@ -86,6 +89,7 @@ numba, llvmlite.binding, matplotlib.pyplot, PIL.Image, mocpy, cdshealpix, sqlglo
 boto3, chalice, awslambdaric"
   "${BUILDAH[@]}" umount "$c" >/dev/null
   "${BUILDAH[@]}" commit --quiet --rm "$c" "$DEPS" >/dev/null
+  c=""
   rm -rf "$wheels"
 fi
 
@@ -123,6 +127,7 @@ if ! exists "$IMAGE" || [ $FORCE = 1 ]; then
     --label org.opencontainers.image.title=spherex-archive \
     --label spherex.inputs="$app_key" "$c"
   "${BUILDAH[@]}" commit --quiet --rm "$c" "$IMAGE" >/dev/null
+  c=""
 fi
 "${BUILDAH[@]}" tag "localhost/$IMAGE" localhost/spherex-archive:latest
 log "$IMAGE ready ($("${BUILDAH[@]}" images --format '{{.Size}}' "localhost/$IMAGE" | head -1))"
