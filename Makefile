@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell md5sum requirements.txt | cut -c1-12)
 
-.PHONY: install run test lint bench deploy-dry clean
+.PHONY: install run test lint bench deploy-dry image clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(PY) -m chalicelib bench ingest
+
+# the Lambda container image, with buildah (infra/image/build.sh; README "The image")
+# PYTHON: whose pip fetches the wheels (CPython 3.11, as in the image)
+PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+image:
+	PYTHON=$(PYTHON) infra/image/build.sh
 
 deploy-dry:
 	infra/deploy.sh --dry-run

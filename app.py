@@ -7,7 +7,6 @@ from collections.abc import Callable
 from chalice import Chalice, Response
 
 from chalicelib.config import settings
-from chalicelib.query import runtime
 from chalicelib.services import landing, portal
 from chalicelib.web.callers import identify
 from chalicelib.web.load import client_key, rate_limiter
@@ -62,6 +61,8 @@ def _serve(form: str, view: Callable[[Request], Reply], **path: str) -> Response
 @app.route("/", methods=["GET"])
 def index():
     def page(r: Request) -> Reply:
+        from chalicelib.query import runtime  # deferred: availability need not load DuckDB
+
         rel = runtime.catalogue(r.base).release
         return Reply(200, portal.page(r.base, rel.number, rel.deliveries),
                      "text/html; charset=utf-8")
@@ -71,6 +72,8 @@ def index():
 @app.route("/about", methods=["GET"])
 def about():
     def page(r: Request) -> Reply:
+        from chalicelib.query import runtime  # deferred: availability need not load DuckDB
+
         rel = runtime.catalogue(r.base).release
         return Reply(200, landing.page(r.base, rel.number, rel.deliveries),
                      "text/html; charset=utf-8")

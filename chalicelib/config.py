@@ -66,6 +66,10 @@ class Settings:
     # where {name} stands), e.g. https://cds.unistra.fr/cgi-bin/nph-sesame/-oxp/SNV;
     # unset: names resolve from the table shipped with the package only
     sesame_url: str | None = None  # SESAME_URL
+    # numba kernels compiled at image build (read-only on Lambda), copied once per
+    # container into numba's writable cache folder
+    numba_cache_seed: str | None = None  # NUMBA_CACHE_SEED
+    numba_cache_dir: str | None = None  # NUMBA_CACHE_DIR (numba reads it too)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -104,6 +108,8 @@ class Settings:
             observability_stdout=env.get("OBSERVABILITY_STDOUT") == "1",
             outbound_allow=_host_ports(env.get("OUTBOUND_ALLOW", "")),
             sesame_url=(env.get("SESAME_URL") or "").strip() or None,
+            numba_cache_seed=env.get("NUMBA_CACHE_SEED") or None,
+            numba_cache_dir=env.get("NUMBA_CACHE_DIR") or None,
         )
 
     def state_machine_arn(self, service: str) -> str | None:

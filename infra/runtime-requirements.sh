@@ -1,6 +1,7 @@
 #!/bin/sh
-# Print requirements.txt without the test-only packages: what the Lambda image installs.
+# Print the runtime lines of requirements.txt: everything above the "# tests and checks"
+# marker (one place for pins; the test-only packages sit below it), without comments.
 # Usage: infra/runtime-requirements.sh [requirements.txt] > runtime.txt
 set -eu
-grep -v -i -E '^[[:space:]]*(moto|pytest[A-Za-z0-9_-]*|hypothesis|cfn-lint|ruff|pyvo)([^A-Za-z0-9_.-]|$)' \
-  "${1:-requirements.txt}" | grep -v -E '^[[:space:]]*(#|$)'
+sed -n '/^#[[:space:]]*tests and checks/q;p' "${1:-requirements.txt}" \
+  | sed -e 's/[[:space:]]*#.*$//' | grep -v -E '^[[:space:]]*$'

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from numba import njit
 
 DEG = np.pi / 180.0
 
@@ -147,6 +146,35 @@ def _tangent_basis(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # Compiled with numba: the vectorised numpy forms spent ~7 us a row in small-array calls
 # while holding the GIL, which DuckDB's threads then queue on; these take ~0.1 us and
 # release it. Each loops over polygons; vertices are v[start[i]:start[i] + count[i]].
+# numba itself is imported when the kernels are first needed (the loader thread of
+# kernels_ready, or warm_up), not with this module: its import is ~0.3-0.6 s of a cold
+# start that a cone's first answer does not need. Until then `njit` only records them.
+
+_JITTED: list[tuple[str, object, dict]] = []
+_JIT_LOCK = threading.Lock()
+
+
+def njit(name: str | None = None, **options):
+    """numba.njit(**options), deferred: the module global `name` (the function's own name
+    by default) becomes the compiled kernel when _jit_all() runs."""
+    def mark(fn):
+        _JITTED.append((name or fn.__name__, fn, options))
+        return fn
+    return mark
+
+
+def _jit_all() -> None:
+    """Replace every recorded kernel by its numba dispatcher (compiled on first call, or
+    loaded from the cache); callees resolve through these globals when they compile."""
+    with _JIT_LOCK:
+        if not _JITTED:
+            return
+        import numba  # deferred: cold start (numba and llvmlite, ~0.3-0.6 s)
+
+        scope = globals()
+        for name, fn, options in _JITTED:
+            scope[name] = numba.njit(**options)(fn)
+        _JITTED.clear()
 
 
 @njit(cache=True, nogil=True)
@@ -188,7 +216,7 @@ def _gnomonic(x, y, z, c0, c1, c2, e0, e1, e2, f0, f1, f2):
     return (x * e0 + y * e1 + z * e2) / pc, (x * f0 + y * f1 + z * f2) / pc
 
 
-_k_gnomonic = njit(cache=True, nogil=True)(_gnomonic)
+_k_gnomonic = njit(name="_k_gnomonic", cache=True, nogil=True)(_gnomonic)
 
 
 @njit(cache=True, nogil=True)
@@ -279,6 +307,7 @@ def _k_circles_touch_polys(p, r, v, start, count, out):
 def warm_up() -> None:
     """Compile the kernels (about 2 s; then cached under NUMBA_CACHE_DIR or __pycache__),
     or load them from that cache (~0.6 s), with the argument types queries use."""
+    _jit_all()
     v = np.empty((3, 3))
     _k_xyz(np.array([0.0, 0.0, 1.0, 0.0, 1.0, 1.0]), v)
     start, count = np.zeros(1, np.int64), np.full(1, 3, np.int64)

@@ -12,6 +12,7 @@ results in the archive under results/<service>/<job id>/).
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -22,7 +23,6 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from ..config import settings
-from ..lake.storage import region, s3_endpoint
 from ..web import observability as obs
 from ..web.routes import resolve_route
 
@@ -40,8 +40,10 @@ def _configure_logging() -> None:
 def _client(service: str) -> Any:
     import boto3  # deferred: AWS path only
 
-    endpoint = s3_endpoint() if service == "s3" else None
-    return boto3.client(service, region_name=region(), endpoint_url=endpoint)
+    # from the settings, not lake.storage: importing that loads fsspec (~0.3 s of cold start)
+    conf = settings()
+    endpoint = conf.s3_endpoint_url if service == "s3" else None
+    return boto3.client(service, region_name=conf.aws_region, endpoint_url=endpoint)
 
 
 def job_store() -> Any:
@@ -102,6 +104,20 @@ def api(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         response = _not_found(event.get("path", "")) if route is None else \
             application(event, context)
         req.status = int(response.get("statusCode", 500))
+    return json_safe(response)
+
+
+def json_safe(response: dict[str, Any]) -> dict[str, Any]:
+    """The Lambda runtime sends the answer as JSON, which has no bytes: Chalice leaves a
+    bytes body of a type outside binary_types (VOTable, XML, text) as it is, so decode it
+    (UTF-8), or base64 it when it is not text."""
+    body = response.get("body")
+    if isinstance(body, bytes | bytearray):
+        try:
+            response["body"] = bytes(body).decode("utf-8")
+        except UnicodeDecodeError:
+            response["body"] = base64.b64encode(body).decode("ascii")
+            response["isBase64Encoded"] = True
     return response
 
 

@@ -26,7 +26,8 @@ from ..web.replies import Reply
 from ..web.request import Request
 from ..web.routes import Handler, dispatch
 from . import datalink
-from .tap.meta import availability, vosi_capabilities
+from .tap.availability import availability
+from .tap.meta import vosi_capabilities
 
 TABLE = schema.TABLES["ivoa.obscore"]
 

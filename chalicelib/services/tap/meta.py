@@ -12,7 +12,6 @@ from ...config import settings
 from ...lake import schema
 from ...query.adql import LANGUAGE_FEATURES
 from ...query.catalogue import TAP_SCHEMA_TABLES
-from ...web.replies import Reply
 from . import errors as tap
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -207,9 +206,3 @@ def examples(base: str) -> str:
             f"{escape(base)}/tap</h1>{items}</body></html>")
 
 
-def availability() -> Reply:
-    return Reply.xml(
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<vosi:availability xmlns:vosi="http://www.ivoa.net/xml/VOSIAvailability/v1.0">'
-        "<vosi:available>true</vosi:available>"
-        "<vosi:note>The service is accepting queries</vosi:note></vosi:availability>")

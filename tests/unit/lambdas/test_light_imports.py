@@ -1,0 +1,50 @@
+"""A health check must not pay for the science stack: VOSI availability through the Lambda
+API handler, in a fresh interpreter, imports none of DuckDB, numpy, astropy, pyarrow or
+numba (each costs 0.1-1 s of cold start). Checked on sys.modules, not on timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+HEAVY = ("duckdb", "numpy", "astropy", "pyarrow", "numba", "deltalake", "fsspec", "sqlglot")
+
+PROBE = """
+import json, sys
+from chalicelib.lambdas import handlers
+event = {"resource": "/{proxy+}", "path": "/tap/availability", "httpMethod": "GET",
+         "headers": {"Host": "h.example.org"}, "multiValueHeaders": None,
+         "queryStringParameters": None, "multiValueQueryStringParameters": None,
+         "pathParameters": {"proxy": "tap/availability"}, "stageVariables": None,
+         "requestContext": {"resourcePath": "/{proxy+}", "httpMethod": "GET",
+                            "path": "/tap/availability", "requestId": "r1"},
+         "body": None, "isBase64Encoded": False}
+reply = handlers.api(event)
+print(json.dumps({"status": reply["statusCode"], "body": reply["body"],
+                  "loaded": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)}))
+"""
+
+
+def test_availability_through_the_api_handler_loads_no_science_stack(tmp_path: Path) -> None:
+    code = f"HEAVY = {HEAVY!r}\n" + PROBE
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120, check=True,
+                         env={"PATH": "/usr/bin:/bin", "ARCHIVE_URL": str(tmp_path / "a"),
+                              "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["status"] == 200 and "<vosi:available>true</vosi:available>" in got["body"]
+    assert got["loaded"] == []
+
+
+def test_the_probe_would_see_the_science_stack(tmp_path: Path) -> None:
+    """The same probe after a TAP-sync import lists them: the check above can fail."""
+    code = (f"HEAVY = {HEAVY!r}\nimport chalicelib.services.tap.sync\n" + PROBE)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120, check=True,
+                         env={"PATH": "/usr/bin:/bin", "ARCHIVE_URL": str(tmp_path / "a"),
+                              "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])["loaded"]
+    assert {"duckdb", "numpy", "pyarrow"} <= set(loaded)
