@@ -103,6 +103,10 @@ def _files(manifest: dict) -> list[dict]:
     if not isinstance(files, list) or not all(
             isinstance(f, dict) and {"key", "size"} <= set(f) for f in files):
         raise DeliveryError("manifest.json 'files' must list objects with key and size")
+    for f in files:
+        parts = str(f["key"]).split("/")
+        if not f["key"] or any(p in ("", ".", "..") for p in parts) or "\\" in f["key"]:
+            raise DeliveryError(f"file key {f['key']!r} points outside the delivery")
     return files
 
 
