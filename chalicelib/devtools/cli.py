@@ -24,7 +24,15 @@ def _ingest(a) -> None:
     archive = Archive.from_env(a.archive)
     for folder in a.delivery:
         try:
-            print(ingest(folder, archive, progress=True).text())
+            if folder.startswith("s3://"):  # where it lies: checked and copied in place
+                from ..cutout.fitsrange import hdu_names
+                from ..ingest.streaming import ingest_in_place
+
+                summary, moved = ingest_in_place(Archive(folder.rstrip("/")), archive,
+                                                 hdu_names)
+                print(summary.text(), f"(read {moved.bytes_read / 1e6:.1f} MB)")
+            else:
+                print(ingest(Path(folder), archive, progress=True).text())
         except DeliveryError as e:
             sys.exit(f"rejected {folder}: {e} (nothing was committed)")
         if (done := after_ingest(archive, a.merge_every)) is not None:
@@ -97,7 +105,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1)
     s.set_defaults(fn=_synth)
     s = sub.add_parser("ingest", help="validate and append deliveries to the archive")
-    s.add_argument("delivery", nargs="+", type=Path)
+    s.add_argument("delivery", nargs="+", help="a delivery folder, or s3://bucket/prefix "
+                   "(ingested in place)")
     s.add_argument("--archive", help="folder or s3://bucket/prefix (default $ARCHIVE_URL "
                    "or ./archive)")
     s.add_argument("--merge-every", type=int, help="merge the new weeks into a "

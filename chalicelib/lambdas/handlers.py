@@ -269,7 +269,9 @@ def _fan_out(request_id: str | None) -> Callable[[dict[str, Any]], str] | None:
         return None
 
     def start(payload: dict[str, Any]) -> str:
-        name = f"ingest-{int(time.time())}-{(request_id or 'local')[:36]}"
+        import uuid  # deferred: only a fan-out names an execution
+
+        name = f"ingest-{int(time.time())}-{uuid.uuid4().hex[:12]}"
         return _client("stepfunctions").start_execution(
             stateMachineArn=arn, name=name[:80], input=json.dumps(payload))["executionArn"]
 
