@@ -87,8 +87,8 @@ def main(argv: list[str]) -> None:
                       flush=True)
         scale = 21000 / a.images
         week1 = sizes[0][0] * scale
-        print(f"\nsimulated over 100 weeks of 21,000 images (one week's tables measured "
-              f"here: {week1 / 1e6:.1f} MB, scaled x{scale:.1f} from {a.images} images):")
+        print(f"\nsimulated over 100 weeks of 21,000 images (a week's tables: "
+              f"{week1 / 1e6:.1f} MB, week 1 as measured here x{scale:.1f} rows):")
         print(f"  (ObsCore {share:.0%} of a week's table bytes, the part merges rewrite)")
         for w, (no, yes) in simulate(week1, 100, a.keep_last, obscore_share=share).items():
             print(f"  week {w:3d}: {no / 1e9:6.2f} GB without retention, {yes / 1e9:6.2f} GB "
