@@ -55,6 +55,19 @@ class Settings:
     catalogue_release_ttl: float | None = None  # CATALOGUE_RELEASE_TTL (s)
     # ingest
     merge_every: int | None = None  # MERGE_EVERY: deliveries per sky-sorted merge
+    # ingest from S3 in place (ingest/streaming.py): files per fan-out batch, copy and
+    # hashing sizes, threads, and the function's /tmp (the delivery never lands there)
+    ingest_batch_files: int = 250  # INGEST_BATCH_FILES
+    ingest_copy_threshold: int = 5 << 30  # INGEST_COPY_THRESHOLD: CopyObject up to this
+    ingest_part_bytes: int = 512 << 20  # INGEST_PART_BYTES: UploadPartCopy part size
+    ingest_hash_chunk: int = 8 << 20  # INGEST_HASH_CHUNK: streamed checksum read size
+    ingest_workers: int = 16  # INGEST_WORKERS: files checked and copied at once
+    ingest_tmp_bytes: int = 512 << 20  # INGEST_TMP_BYTES: the ingest function's /tmp
+    # retention (ingest/retention.py): releases kept, pinned ones, and a grace period
+    # covering queries still reading a release that was just superseded
+    retention_keep_last: int = 0  # RETENTION_KEEP_LAST: 0 = keep every release
+    retention_pinned: tuple[int, ...] = ()  # RETENTION_PINNED: "12,40" release numbers
+    retention_grace: float = 3600.0  # RETENTION_GRACE_SECONDS
     # observability
     stage: str = "local"  # STAGE
     metrics_namespace: str = DEFAULT_NAMESPACE  # METRICS_NAMESPACE
@@ -102,6 +115,16 @@ class Settings:
             catalogue_release_ttl=(float(env["CATALOGUE_RELEASE_TTL"])
                                    if env.get("CATALOGUE_RELEASE_TTL") else None),
             merge_every=int(env["MERGE_EVERY"]) if env.get("MERGE_EVERY") else None,
+            ingest_batch_files=_int(env, "INGEST_BATCH_FILES", 250),
+            ingest_copy_threshold=_int(env, "INGEST_COPY_THRESHOLD", 5 << 30),
+            ingest_part_bytes=_int(env, "INGEST_PART_BYTES", 512 << 20),
+            ingest_hash_chunk=_int(env, "INGEST_HASH_CHUNK", 8 << 20),
+            ingest_workers=_int(env, "INGEST_WORKERS", 16),
+            ingest_tmp_bytes=_int(env, "INGEST_TMP_BYTES", 512 << 20),
+            retention_keep_last=_int(env, "RETENTION_KEEP_LAST", 0),
+            retention_pinned=tuple(sorted({int(x) for x in env.get(
+                "RETENTION_PINNED", "").replace(" ", "").split(",") if x})),
+            retention_grace=_float(env, "RETENTION_GRACE_SECONDS", 3600),
             stage=env.get("STAGE", "local"),
             metrics_namespace=env.get("METRICS_NAMESPACE", DEFAULT_NAMESPACE),
             in_lambda=bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),

@@ -96,9 +96,9 @@ PARAMS="Project=$PROJECT Stage=$STAGE ImageUri=$IMAGE Architecture=$ARCH"
 UPLOAD=""
 # A template body over 51,200 bytes must go through S3.
 if [ "$(wc -c < "$TEMPLATE")" -gt 51200 ]; then
-  if [ -z "$BUCKET" ]; then
-    echo "the template is over 51,200 bytes: give --bucket (an S3 bucket for it)" >&2
-    exit 2
+  if [ -z "$BUCKET" ]; then  # a private bucket for templates, made once per stage
+    BUCKET="$PROJECT-$STAGE-templates-$ACCOUNT-$REGION"
+    run "aws s3api head-bucket --bucket $BUCKET 2>/dev/null || aws s3 mb s3://$BUCKET --region $REGION"
   fi
   UPLOAD=" --s3-bucket $BUCKET --s3-prefix $STACK"
 fi

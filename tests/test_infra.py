@@ -79,7 +79,7 @@ def test_template_carries_the_current_state_machine_files() -> None:
     assert sync.render(text) == text, "run python infra/sync_asl.py"
     inlined = [json.loads(r["Properties"]["DefinitionString"]["Fn::Sub"][0])
                for r in resources(load_template(), "AWS::StepFunctions::StateMachine").values()]
-    assert len(inlined) == len(ASL_FILES) == 2
+    assert len(inlined) == len(ASL_FILES) == 3
     for path in ASL_FILES:
         assert json.loads(path.read_text()) in inlined, path.name
 
@@ -198,7 +198,7 @@ def _as_list(value: Any) -> list[Any]:
 
 def test_roles_are_least_privilege() -> None:
     roles = resources(load_template(), "AWS::IAM::Role")
-    assert len(roles) == 9  # one per function, one per state machine
+    assert len(roles) == 10  # one per function, one per state machine
     for name, role in roles.items():
         for st in _statements(role):
             actions = _as_list(st["Action"])
@@ -360,7 +360,7 @@ def test_functions_roles_and_state_machines_are_wired(stack: dict[str, str]) -> 
     assert functions["spherex-test-ingest"]["Timeout"] == 900
     roles = {r["RoleName"]: r["Arn"] for r in iam.list_roles()["Roles"]
              if r["RoleName"].startswith("spherex-test-")}
-    assert len(roles) == 9 and all(f["Role"] in roles.values() for n, f in functions.items()
+    assert len(roles) == 10 and all(f["Role"] in roles.values() for n, f in functions.items()
                                    if n.startswith("spherex-test-"))
     assert len({f["Role"] for f in functions.values()}) == 7  # no role is shared
     role = api["Role"].rsplit("/", 1)[1]
@@ -375,6 +375,11 @@ def test_functions_roles_and_state_machines_are_wired(stack: dict[str, str]) -> 
         name = "spherex-test-" + {"RunJobFunctionArn": "run-job"}.get(key, "fail-job")
         expected = expected.replace("${" + key + "}", functions[name]["FunctionArn"])
     assert deployed == json.loads(expected)
+    # the ingest function names its state machine by a built ARN (no dependency cycle)
+    ingest_env = functions["spherex-test-ingest"]["Environment"]["Variables"]
+    machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()
+                ["stateMachines"]}
+    assert ingest_env["INGEST_STATE_MACHINE_ARN"] == machines["spherex-test-ingest"]
 
 
 # ---- the state machines, executed -------------------------------------------------------------
@@ -517,6 +522,7 @@ def test_deploy_dry_run_prints_the_operator_commands() -> None:
     for piece in ("--stack-name spherex-prod", "Stage=prod", f"ImageUri={image}",
                   "--template-file infra/template.yaml", "AlarmEmail=ops@example.org"):
         assert piece in deploy
+    assert "--s3-bucket spherex-prod-templates-" in deploy  # the template is > 51,200 B
     assert "nothing was built, pushed or deployed" in out
 
 

@@ -457,3 +457,11 @@ def clear_caches() -> None:
     """Forget every cached layout and template (tests, benchmarks)."""
     LAYOUTS.clear()
     TEMPLATES.clear()
+
+
+def hdu_names(archive: Archive, key: str) -> tuple[list[str], int]:
+    """The HDU names of a FITS object from range reads of its headers, and the bytes
+    read (ingest checks a delivery in place with this: streaming.HeaderReader)."""
+    reader = RangeReader(archive, key)
+    layout = read_layout(reader)
+    return [h.name for h in layout.hdus], reader.stats.bytes

@@ -1,4 +1,4 @@
-"""Command line: python -m chalicelib <synth|ingest|compact|serve|demo|bench> ..."""
+"""Command line: python -m chalicelib <synth|ingest|compact|retention|serve|demo|bench> ..."""
 
 from __future__ import annotations
 
@@ -24,7 +24,15 @@ def _ingest(a) -> None:
     archive = Archive.from_env(a.archive)
     for folder in a.delivery:
         try:
-            print(ingest(folder, archive, progress=True).text())
+            if folder.startswith("s3://"):  # where it lies: checked and copied in place
+                from ..cutout.fitsrange import hdu_names
+                from ..ingest.streaming import ingest_in_place
+
+                summary, moved = ingest_in_place(Archive(folder.rstrip("/")), archive,
+                                                 hdu_names)
+                print(summary.text(), f"(read {moved.bytes_read / 1e6:.1f} MB)")
+            else:
+                print(ingest(Path(folder), archive, progress=True).text())
         except DeliveryError as e:
             sys.exit(f"rejected {folder}: {e} (nothing was committed)")
         if (done := after_ingest(archive, a.merge_every)) is not None:
@@ -37,6 +45,32 @@ def _compact(a) -> None:
 
     archive = Archive.from_env(a.archive)
     print(merge(archive) if a.new else compact(archive))
+
+
+def _retention(a) -> None:
+    from dataclasses import replace
+
+    from ..ingest import retention
+    from ..lake.storage import Archive
+
+    archive = Archive.from_env(a.archive)
+    for item in a.pin or []:
+        name, _, number = item.partition("=")
+        retention.pin(archive, name, int(number))
+        print(f"pinned release {number} as {name}")
+    for name in a.unpin or []:
+        retention.unpin(archive, name)
+        print(f"unpinned {name}")
+    policy = retention.Policy.from_settings()
+    if a.keep_last is not None:
+        policy = replace(policy, keep_last=a.keep_last)
+    if a.grace is not None:
+        policy = replace(policy, grace=a.grace)
+    if a.vacuum or a.dry_run:
+        print(retention.vacuum(archive, policy, dry_run=a.dry_run).text())
+    else:
+        for n, why in retention.kept(archive, policy).items():
+            print(f"release {n}: kept, {why}")
 
 
 def _serve(a) -> None:
@@ -71,7 +105,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1)
     s.set_defaults(fn=_synth)
     s = sub.add_parser("ingest", help="validate and append deliveries to the archive")
-    s.add_argument("delivery", nargs="+", type=Path)
+    s.add_argument("delivery", nargs="+", help="a delivery folder, or s3://bucket/prefix "
+                   "(ingested in place)")
     s.add_argument("--archive", help="folder or s3://bucket/prefix (default $ARCHIVE_URL "
                    "or ./archive)")
     s.add_argument("--merge-every", type=int, help="merge the new weeks into a "
@@ -83,6 +118,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--new", action="store_true", help="only the weeks delivered since the "
                    "last merge, as a new tier")
     s.set_defaults(fn=_compact)
+    s = sub.add_parser("retention", help="pin releases; list the kept ones; vacuum the "
+                       "files no kept release can read")
+    s.add_argument("--archive")
+    s.add_argument("--pin", action="append", metavar="NAME=RELEASE",
+                   help="keep a release under a name, e.g. DR1=12 (repeatable)")
+    s.add_argument("--unpin", action="append", metavar="NAME")
+    s.add_argument("--keep-last", type=int, help="keep the last N releases (default "
+                   "$RETENTION_KEEP_LAST; 0: all)")
+    s.add_argument("--grace", type=float, help="seconds a superseded release stays "
+                   "readable (default $RETENTION_GRACE_SECONDS, 3600)")
+    s.add_argument("--vacuum", action="store_true", help="remove what no kept release "
+                   "reads")
+    s.add_argument("--dry-run", action="store_true", help="say what --vacuum would remove")
+    s.set_defaults(fn=_retention)
     s = sub.add_parser("serve", help="serve the archive over HTTP (local Chalice app)")
     s.add_argument("--archive")
     s.add_argument("--host", default="127.0.0.1")

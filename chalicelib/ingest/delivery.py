@@ -7,6 +7,8 @@ written, and one release file makes it all visible at once (see releases.py).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import sys
 import time
@@ -60,11 +62,18 @@ class Summary:
 
 def _load_manifest(folder: Path) -> dict:
     try:
-        doc = json.loads((folder / "manifest.json").read_text())
+        return parse_manifest((folder / "manifest.json").read_bytes())
     except FileNotFoundError:
         raise DeliveryError(f"{folder}: no manifest.json") from None
-    except json.JSONDecodeError as e:
+
+
+def parse_manifest(data: bytes) -> dict:
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DeliveryError(f"manifest.json is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise DeliveryError("manifest.json is not a JSON object")
     for k in ("delivery", "tables", "files"):
         if k not in doc:
             raise DeliveryError(f"manifest.json lacks '{k}'")
@@ -72,17 +81,30 @@ def _load_manifest(folder: Path) -> dict:
 
 
 def _read_records(folder: Path, manifest: dict) -> dict[str, pa.Table]:
+    def read(name: str) -> bytes | None:
+        path = folder / name
+        return path.read_bytes() if path.exists() else None
+
+    return read_records(read, manifest)
+
+
+def read_records(read, manifest: dict) -> dict[str, pa.Table]:
+    """The four record tables the manifest lists, checked against their schema;
+    read(relative name) -> bytes, or None when the delivery lacks that file."""
     out = {}
     for kind in schema.DELIVERY_RECORDS:
         entry = manifest["tables"].get(kind)
         if entry is None:
             raise DeliveryError(f"manifest lists no '{kind}' table")
-        path = folder / entry["file"]
-        if not path.exists():
+        data = read(entry["file"])
+        if data is None:
             raise DeliveryError(f"{entry['file']} is missing")
-        if entry.get("md5") and file_md5(path) != entry["md5"]:
+        if entry.get("md5") and hashlib.md5(data).hexdigest() != entry["md5"]:
             raise DeliveryError(f"{entry['file']}: checksum differs from the manifest")
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(io.BytesIO(data))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DeliveryError(f"{entry['file']} is not readable Parquet: {e}") from None
         want = schema.record_schema(kind)
         missing = [n for n in want.names if n not in table.column_names]
         if missing:
@@ -145,13 +167,17 @@ def _check_values(plane: pa.Table) -> None:
         raise DeliveryError("plane: time_bounds_lower after time_bounds_upper")
 
 
-def _check_files(folder: Path, manifest: dict, artifact: pa.Table, progress) -> None:
-    listed = {f["key"]: f for f in manifest["files"]}
-    if manifest.get("metadata_only"):
-        return
+def check_artifacts_listed(manifest: dict, artifact: pa.Table) -> None:
+    listed = {f["key"] for f in manifest["files"]}
     for uri in artifact["uri"].to_pylist():
         if uri not in listed:
             raise DeliveryError(f"artifact {uri} is not in the manifest's files")
+
+
+def _check_files(folder: Path, manifest: dict, artifact: pa.Table, progress) -> None:
+    if manifest.get("metadata_only"):
+        return
+    check_artifacts_listed(manifest, artifact)
     from astropy.io import fits  # deferred: cold start (astropy)
 
     for f in progress(manifest["files"], "checking files"):
@@ -173,6 +199,14 @@ def validate(folder: Path, progress=None) -> tuple[dict, dict[str, pa.Table]]:
     progress = progress or (lambda it, _desc: it)
     manifest = _load_manifest(folder)
     rec = _read_records(folder, manifest)
+    validate_records(manifest, rec)
+    _check_files(folder, manifest, rec["artifact"], progress)
+    return manifest, rec
+
+
+def validate_records(manifest: dict, rec: dict[str, pa.Table]) -> None:
+    """Everything about the rows: keys unique, references resolved, one delivery,
+    footprints and values sane (the files are checked apart: locally or in place)."""
     _unique(rec["observation"], "obsid", "observation")
     _unique(rec["plane"], "planeid", "plane")
     _unique(rec["artifact"], "artifactid", "artifact")
@@ -185,8 +219,6 @@ def validate(folder: Path, progress=None) -> tuple[dict, dict[str, pa.Table]]:
                             f"manifest {manifest['delivery']!r}")
     _check_footprints(rec["plane"])
     _check_values(rec["plane"])
-    _check_files(folder, manifest, rec["artifact"], progress)
-    return manifest, rec
 
 
 # ---- derived rows ------------------------------------------------------------------------
@@ -366,6 +398,13 @@ def ingest(folder: str | Path, archive: Archive, progress: bool = False) -> Summ
         summary.bytes += f["size"]
     summary.seconds["files"] = time.perf_counter() - t0
 
+    return commit_rows(archive, rec, delivery, run, summary)
+
+
+def commit_rows(archive: Archive, rec: dict[str, pa.Table], delivery: str, run: str,
+                summary: Summary) -> Summary:
+    """Append the delivery's rows, write its MOC pieces and commit the release (the
+    files are stored already): the one step that makes a delivery visible."""
     t0 = time.perf_counter()
     tables = caom_rows(rec, delivery, run)
     tables["ivoa.obscore"] = obscore_rows(rec, archive, delivery, run)

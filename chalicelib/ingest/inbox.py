@@ -1,6 +1,8 @@
 """Ingest from the S3 inbox: a delivery uploaded under <prefix>/ with its manifest.json
-last is downloaded to scratch space, ingested, merged when due, and its outcome written
-to <prefix>_status.json (state ok / rejected / failed).
+last is checked and moved where it lies (streaming.py: nothing lands in /tmp), ingested,
+merged when due, and its outcome written to <prefix>_status.json (state running / ok /
+rejected / failed). A delivery of more than one batch of files fans out to the ingest
+state machine when one is configured (INGEST_STATE_MACHINE_ARN); its steps are `step`.
 
 The Lambda entry point (lambdas.handlers.ingest_from_s3) passes the S3 client and where
 events and metrics go (`Events`, web.observability in Lambda)."""
@@ -8,25 +10,21 @@ events and metrics go (`Events`, web.observability in Lambda)."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from ..config import settings
-from ..lake import releases
 from ..lake.storage import Archive
-from . import maintenance
-from .delivery import DeliveryError, ingest
+from . import maintenance, streaming
+from .delivery import DeliveryError, Summary
 
 MANIFEST = "manifest.json"
 STATUS = "_status.json"
-TMP_FRACTION = 0.9  # of free /tmp a delivery may fill (ingest needs a little scratch space)
+FanOut = Callable[[dict[str, Any]], str]  # start the ingest state machine -> execution
 
 
 class Events(Protocol):
@@ -50,10 +48,6 @@ class _Quiet:
 QUIET: Events = _Quiet()
 
 
-class TooBig(RuntimeError):
-    """The delivery does not fit this function's /tmp: not the delivery's fault."""
-
-
 def delivery_prefix(key: str) -> str | None:
     """'2025W35/manifest.json' -> '2025W35/'; None for a key that is not a delivery manifest
     (a file under data/ that happens to be called manifest.json, or one at the top)."""
@@ -73,74 +67,47 @@ def write_status(s3: Any, bucket: str, prefix: str, status: dict[str, Any]) -> N
                   ContentType="application/json")
 
 
-def _objects(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return [(o["Key"], int(o["Size"])) for page in pages for o in page.get("Contents", [])
-            if not o["Key"].endswith("/") and o["Key"] != prefix + STATUS]
+def source(bucket: str, prefix: str) -> Archive:
+    """The delivery where it lies, as a storage location (read in place, never copied
+    to /tmp: see streaming.py)."""
+    return Archive(f"s3://{bucket}/{prefix}".rstrip("/"))
 
 
-def download(s3: Any, bucket: str, prefix: str, folder: Path, workers: int = 16) -> int:
-    """Copy every object under prefix into folder (same relative paths); returns bytes."""
-    objects = _objects(s3, bucket, prefix)
-    total = sum(size for _, size in objects)
-    free = shutil.disk_usage(folder).free
-    if total > TMP_FRACTION * free:
-        raise TooBig(f"the delivery is {total / 1e9:.2f} GB but the ingest function has "
-                     f"{free / 1e9:.2f} GB of /tmp; ingest it with `python -m chalicelib "
-                     "ingest` from a machine with enough disk")
-    targets = {key: local_path(folder, key[len(prefix):]) for key, _ in objects}
-
-    def fetch(key: str) -> None:
-        targets[key].parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(bucket, key, str(targets[key]))
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(fetch, targets))
-    return total
-
-
-def local_path(folder: Path, relative: str) -> Path:
-    """Where an object goes under folder; S3 keys may contain '..', paths may not escape."""
-    root = folder.resolve()
-    dest = (root / relative).resolve()
-    if not dest.is_relative_to(root) or dest == root:
-        raise DeliveryError(f"object key {relative!r} points outside the delivery")
-    return dest
-
-
-def _released_as(s3: Any, bucket: str, prefix: str) -> tuple[str, int] | None:
-    """(delivery, release) if the manifest names a delivery the archive already has."""
-    try:
-        body = s3.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
-        delivery = json.loads(body)["delivery"]
-    except (ClientError, ValueError, KeyError, TypeError):
-        return None  # let ingest() say what is wrong with the manifest
-    latest = releases.load(Archive.from_env())
-    return (delivery, latest.number) if delivery in latest.runs else None
-
-
-def _run_ingest(s3: Any, bucket: str, prefix: str, status: dict[str, Any], start: float,
-                events: Events) -> None:
-    """Fill status with the outcome of a successful (or skipped) ingest."""
-    released = _released_as(s3, bucket, prefix)
-    if released is not None:  # a duplicate event or a re-upload: skip the download
-        status.update(state="ok", skipped=True, delivery=released[0], release=released[1],
-                      message=f"{released[0]}: already in release {released[1]}; nothing "
-                      "changed")
-        return
-    workdir = Path(tempfile.mkdtemp(prefix="delivery-"))
-    try:
-        status["bytes_downloaded"] = download(s3, bucket, prefix, workdir)
-        fetched = round(time.perf_counter() - start, 3)
-        summary = ingest(workdir, Archive.from_env())
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+def _committed(status: dict[str, Any], summary: Summary, stats: streaming.Stats | None,
+               events: Events) -> None:
     status.update(state="ok", message=summary.text(), delivery=summary.delivery,
                   release=summary.release, skipped=summary.skipped, rows=summary.rows,
                   files=summary.files, bytes=summary.bytes,
-                  timings={"download": fetched,
-                           **{k: round(v, 3) for k, v in summary.seconds.items()}})
-    status["maintenance"] = maintain(events)
+                  timings={k: round(v, 3) for k, v in summary.seconds.items()})
+    if stats is not None:
+        status["moved"] = stats.to_json()
+    if not summary.skipped:
+        status["maintenance"] = maintain(events)
+
+
+def _run_ingest(s3: Any, bucket: str, prefix: str, status: dict[str, Any],
+                headers: streaming.HeaderReader, fan_out: FanOut | None,
+                events: Events) -> bool:
+    """Plan; then either start the fanned-out execution (returns False: the state
+    machine finishes the status) or check, copy and commit here (returns True)."""
+    src, archive = source(bucket, prefix), Archive.from_env()
+    planned = streaming.plan(src, archive)
+    if planned["skipped"]:  # a duplicate event or a re-upload
+        status.update(state="ok", skipped=True, delivery=planned["delivery"],
+                      release=planned["release"], message=f"{planned['delivery']}: "
+                      f"already in release {planned['release']}; nothing changed")
+        return True
+    status.update(delivery=planned["delivery"], files=planned["files"],
+                  bytes=planned["bytes"], batches=len(planned["batches"]))
+    if fan_out is not None and len(planned["batches"]) > 1:
+        status["execution"] = fan_out({"step": "plan", "bucket": bucket, "prefix": prefix,
+                                       "request_id": status.get("request_id")})
+        status["message"] = (f"{planned['delivery']}: {planned['files']} files in "
+                             f"{len(planned['batches'])} batches, fanned out")
+        return False
+    summary, stats = streaming.ingest_in_place(src, archive, headers)
+    _committed(status, summary, stats, events)
+    return True
 
 
 def maintain(events: Events = QUIET) -> str | None:
@@ -154,26 +121,78 @@ def maintain(events: Events = QUIET) -> str | None:
 
 
 def ingest_delivery(s3: Any, bucket: str, prefix: str, request_id: str | None,
-                    events: Events = QUIET) -> dict[str, Any]:
+                    events: Events = QUIET, headers: streaming.HeaderReader | None = None,
+                    fan_out: FanOut | None = None) -> dict[str, Any]:
     """Ingest the delivery under s3://bucket/prefix; its status is written when it starts
     and when it ends. A rejected delivery committed nothing, so uploading its manifest
-    again retries it; an unexpected failure is re-raised after the status is written."""
+    again retries it; an unexpected failure is re-raised after the status is written.
+    With `fan_out` (the ingest state machine) a delivery of more than one batch is
+    handed to Step Functions, whose steps (`step`) write the final status."""
     status: dict[str, Any] = {"source": f"s3://{bucket}/{prefix}", "state": "running",
                               "started": _now(), "request_id": request_id}
     write_status(s3, bucket, prefix, status)
     start = time.perf_counter()
     try:
-        _run_ingest(s3, bucket, prefix, status, start, events)
+        if not _run_ingest(s3, bucket, prefix, status, _need(headers), fan_out, events):
+            write_status(s3, bucket, prefix, status)
+            return status
     except DeliveryError as exc:
         status.update(state="rejected", message=f"{exc}. Nothing was committed; fix the "
                       f"delivery and upload {MANIFEST} again to retry.")
-    except TooBig as exc:
-        status.update(state="failed", message=str(exc))
     except Exception as exc:  # infrastructure or a bug: report, then let Lambda retry
         status.update(state="failed", message=f"{type(exc).__name__}: {exc}. Nothing was "
                       f"committed; upload {MANIFEST} again to retry.")
         _finish(s3, bucket, prefix, status, start, events)
         raise
+    return _finish(s3, bucket, prefix, status, start, events)
+
+
+def _need(headers: streaming.HeaderReader | None) -> streaming.HeaderReader:
+    if headers is None:
+        raise TypeError("ingest needs a FITS header reader (cutout.fitsrange.hdu_names)")
+    return headers
+
+
+def _status(s3: Any, bucket: str, prefix: str) -> dict[str, Any]:
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=prefix + STATUS)["Body"].read())
+    except (ClientError, ValueError):
+        return {"source": f"s3://{bucket}/{prefix}", "started": _now()}
+
+
+def step(s3: Any, event: dict[str, Any], headers: streaming.HeaderReader | None,
+         events: Events = QUIET) -> dict[str, Any]:
+    """One step of the ingest state machine (infra/statemachines/ingest.asl.json):
+    plan -> Map over batches (batch) -> commit; any failure -> failed. The event names
+    the delivery (bucket, prefix); plan's answer carries the manifest's MD5 so every
+    later step checks that it still reads the same delivery."""
+    bucket, prefix, name = event["bucket"], event["prefix"], event["step"]
+    src, archive = source(bucket, prefix), Archive.from_env()
+    if name == "plan":
+        return streaming.plan(src, archive)
+    if name == "batch":
+        return streaming.run_batch(src, archive, event["manifest"], event["batch"],
+                                   _need(headers))
+    status = _status(s3, bucket, prefix)
+    start = time.perf_counter()
+    if name == "commit":
+        summary = streaming.commit(src, archive, event["manifest"], event.get("batches"))
+        _committed(status, summary, None, events)
+    elif name == "failed":
+        error = event.get("error") or {}
+        try:
+            doc = json.loads(error.get("Cause") or "{}")
+        except ValueError:
+            doc = {}
+        kind = doc.get("errorType") or error.get("Error") or "States.Runtime"
+        text = doc.get("errorMessage") or error.get("Cause") or kind
+        rejected = kind == "DeliveryError"
+        status.update(state="rejected" if rejected else "failed", message=(
+            f"{text}. Nothing was committed; " + ("fix the delivery and " if rejected
+                                                  else "") + f"upload {MANIFEST} again "
+            "to retry."))
+    else:
+        raise ValueError(f"unknown ingest step {name!r}")
     return _finish(s3, bucket, prefix, status, start, events)
 
 

@@ -6,8 +6,11 @@ goes through `Archive`, so local runs, moto and AWS behave the same.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -55,6 +58,42 @@ def file_md5(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    md5: str | None = None  # hex, when the store vouches for it (S3 ETag of a plain PUT)
+    sha256: str | None = None  # hex, S3's full-object ChecksumSHA256 when it was stored
+
+
+def _s3_copy(src: Archive, key: str, dest: Archive, dest_key: str, size: int,
+             threshold: int, part: int, workers: int) -> str:
+    s3 = dest._s3_client
+    source = {"Bucket": src.bucket, "Key": src._s3_key(key)}
+    target = {"Bucket": dest.bucket, "Key": dest._s3_key(dest_key)}
+    if size <= threshold:  # CopyObject takes objects up to 5 GB
+        s3.copy_object(CopySource=source, **target)
+        return "copy"
+    upload = s3.create_multipart_upload(**target)["UploadId"]
+    ranges = [(i + 1, start, min(start + part, size) - 1)
+              for i, start in enumerate(range(0, size, part))]
+
+    def copy_part(r: tuple[int, int, int]) -> dict:
+        n, first, last = r
+        got = s3.upload_part_copy(CopySource=source, CopySourceRange=f"bytes={first}-{last}",
+                                  PartNumber=n, UploadId=upload, **target)
+        return {"PartNumber": n, "ETag": got["CopyPartResult"]["ETag"]}
+
+    try:
+        with ThreadPoolExecutor(max(1, min(workers, len(ranges)))) as pool:
+            parts = list(pool.map(copy_part, ranges))
+        s3.complete_multipart_upload(UploadId=upload, MultipartUpload={"Parts": parts},
+                                     **target)
+    except BaseException:
+        s3.abort_multipart_upload(UploadId=upload, **target)
+        raise
+    return "multipart"
 
 
 class PreconditionFailed(Exception):
@@ -189,6 +228,57 @@ class Archive:
             params["ResponseContentType"] = content_type
         return self._s3_client.generate_presigned_url("get_object", Params=params,
                                                       ExpiresIn=expires)
+
+    # ---- in place: what ingest needs to check and move files without a local copy ----
+    def head(self, key: str) -> ObjectInfo:
+        """Size and the checksums S3 keeps for an object (nothing read); a local file
+        has only its size. FileNotFoundError when absent."""
+        if not self.is_s3:
+            return ObjectInfo(os.stat(self._fs_path(key)).st_size)
+        import botocore.exceptions  # deferred: AWS path only
+
+        try:
+            h = self._s3_client.head_object(Bucket=self.bucket, Key=self._s3_key(key),
+                                            ChecksumMode="ENABLED")
+        except botocore.exceptions.ClientError as e:
+            if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(key) from None
+            raise
+        etag = str(h.get("ETag", "")).strip('"')
+        # S3 documents the ETag as the MD5 of the data for single-part objects stored
+        # plain or with SSE-S3; multipart ETags carry '-N', SSE-KMS/-C ones are opaque
+        plain = h.get("ServerSideEncryption") in (None, "AES256") and \
+            not h.get("SSECustomerAlgorithm")
+        md5 = etag if plain and len(etag) == 32 and "-" not in etag else None
+        sha = h.get("ChecksumSHA256")
+        full = sha and "-" not in sha and h.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+        return ObjectInfo(int(h["ContentLength"]), md5,
+                          base64.b64decode(sha).hex() if full else None)
+
+    def chunks(self, key: str, size: int) -> Iterator[bytes]:
+        """The object's bytes, streamed in pieces of at most `size` (memory stays flat)."""
+        if self.is_s3:
+            body = self._s3_client.get_object(Bucket=self.bucket,
+                                              Key=self._s3_key(key))["Body"]
+            try:
+                yield from body.iter_chunks(size)
+            finally:
+                body.close()
+            return
+        with open(self._fs_path(key), "rb") as f:
+            yield from iter(lambda: f.read(size), b"")
+
+    def copy_to(self, key: str, dest: Archive, dest_key: str, size: int,
+                threshold: int = 5 << 30, part: int = 512 << 20, workers: int = 8) -> str:
+        """Copy an object to another archive location without holding it: S3 to S3 on
+        the server (CopyObject, UploadPartCopy in parts above `threshold`), otherwise
+        streamed in `part`-bounded pieces. Returns how ('copy', 'multipart', 'stream')."""
+        if self.is_s3 and dest.is_s3:
+            return _s3_copy(self, key, dest, dest_key, size, threshold, part, workers)
+        with dest.fs.open(dest._fs_path(dest_key), "wb") as out:
+            for piece in self.chunks(key, min(part, 8 << 20)):
+                out.write(piece)
+        return "stream"
 
     def _s3_key(self, key: str) -> str:
         return self.path(key)[len(f"s3://{self.bucket}/"):]

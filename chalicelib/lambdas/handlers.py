@@ -271,15 +271,47 @@ def photometry_assemble(event: dict[str, Any], context: Any = None) -> Any:
 # ---- ingest from the S3 inbox (logic in chalicelib.ingest.inbox) -------------------------
 
 
+def _fits_headers() -> Any:
+    from ..cutout.fitsrange import hdu_names  # deferred: per function
+
+    return hdu_names
+
+
+def _fan_out(request_id: str | None) -> Callable[[dict[str, Any]], str] | None:
+    """Start the ingest state machine for a delivery of many batches (None: no machine
+    configured, the function does every batch itself)."""
+    arn = settings().state_machine_arn("ingest")
+    if not arn:
+        return None
+
+    def start(payload: dict[str, Any]) -> str:
+        import uuid  # deferred: only a fan-out names an execution
+
+        name = f"ingest-{int(time.time())}-{uuid.uuid4().hex[:12]}"
+        return _client("stepfunctions").start_execution(
+            stateMachineArn=arn, name=name[:80], input=json.dumps(payload))["executionArn"]
+
+    return start
+
+
 def ingest_from_s3(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """S3 ObjectCreated (suffix manifest.json) -> ingest the delivery under that prefix and
     write <prefix>_status.json (state ok / rejected / failed). A rejected delivery
     committed nothing, so uploading its manifest again retries it; an unexpected failure
-    is re-raised after the status is written, so Lambda's async retry runs it again."""
+    is re-raised after the status is written, so Lambda's async retry runs it again.
+    An event with a "step" is a step of the ingest state machine (plan, batch, commit,
+    failed: infra/statemachines/ingest.asl.json), for a week too big for one function."""
     _configure_logging()
     from ..ingest import inbox  # deferred: per function
 
     request_id = getattr(context, "aws_request_id", None)
+    if "step" in event:
+        start = time.perf_counter()
+        out = inbox.step(_client("s3"), event, _fits_headers(), obs)
+        obs.log_event("ingest_step", step=event["step"], prefix=event.get("prefix"),
+                      batch=(event.get("batch") or {}).get("index"),
+                      seconds=round(time.perf_counter() - start, 3))
+        return out
     done = []
     for record in event.get("Records", []):
         bucket = record["s3"]["bucket"]["name"]
@@ -288,5 +320,6 @@ def ingest_from_s3(event: dict[str, Any], context: Any = None) -> dict[str, Any]
         if prefix is None:
             obs.log_event("ingest_ignored", bucket=bucket, key=key)
             continue
-        done.append(inbox.ingest_delivery(_client("s3"), bucket, prefix, request_id, obs))
+        done.append(inbox.ingest_delivery(_client("s3"), bucket, prefix, request_id, obs,
+                                          _fits_headers(), _fan_out(request_id)))
     return {"deliveries": done}
