@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -72,8 +73,14 @@ class TableLog:
         """Apply the commits after the loaded version up to `version`."""
         if version < self.version:
             raise Unsupported("going back needs a fresh replay")
-        for v in range(self.version + 1, version + 1):
-            self._commit(self._read(f"{v:020d}.json"))
+        todo = range(self.version + 1, version + 1)
+        if len(todo) > 1 and self.archive.is_s3:  # one round trip, not one per commit
+            with ThreadPoolExecutor(min(8, len(todo))) as pool:
+                blobs = list(pool.map(lambda v: self._read(f"{v:020d}.json"), todo))
+        else:
+            blobs = (self._read(f"{v:020d}.json") for v in todo)
+        for v, data in zip(todo, blobs, strict=False):
+            self._commit(data)
             self.version = v
 
     # ---- what the catalogue asks ------------------------------------------------------

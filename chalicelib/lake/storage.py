@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -130,6 +131,18 @@ class Archive:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.fs.pipe_file(self._fs_path(key), data)
+
+    def replace_bytes(self, key: str, data: bytes) -> None:
+        """Overwrite so that a reader sees the old or the new bytes, never a part (an S3
+        PUT is atomic; locally a temporary file renamed over the key)."""
+        if self.is_s3:
+            self.write_bytes(key, data)
+            return
+        path = Path(self._fs_path(key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
     def put_file(self, local: str | Path, key: str) -> None:
         self.fs.put_file(str(local), self._fs_path(key))
