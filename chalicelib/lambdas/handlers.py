@@ -12,6 +12,7 @@ results in the archive under results/<service>/<job id>/).
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -102,6 +103,20 @@ def api(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         response = _not_found(event.get("path", "")) if route is None else \
             application(event, context)
         req.status = int(response.get("statusCode", 500))
+    return _json_body(response)
+
+
+def _json_body(response: dict[str, Any]) -> dict[str, Any]:
+    """The Lambda runtime returns the response as JSON: a bytes body (Chalice leaves the
+    VOTable and CSV replies as bytes unless their type is a binary one) would fail to
+    marshal. UTF-8 text goes as text, anything else base64."""
+    body = response.get("body")
+    if isinstance(body, bytes | bytearray | memoryview):
+        try:
+            response["body"] = bytes(body).decode("utf-8")
+        except UnicodeDecodeError:
+            response["body"] = base64.b64encode(bytes(body)).decode("ascii")
+            response["isBase64Encoded"] = True
     return response
 
 
