@@ -51,9 +51,9 @@ def numbers(archive: Archive) -> list[int]:
 def newest(archive: Archive, known: int = 0) -> int:
     """The latest release number, given one known to exist: releases are numbered one
     after another (commit creates latest + 1), so while `known + 1` is absent `known` is
-    still the latest. One existence check (a HEAD on S3) instead of listing the folder;
-    listed only when something new appeared (or nothing is known yet)."""
-    if known > 0 and not archive.exists(_key(known + 1)):
+    still the latest. One existence check (one HEAD on S3, no LIST) instead of listing
+    the folder; listed only when something new appeared (or nothing is known yet)."""
+    if known > 0 and not archive.object_exists(_key(known + 1)):
         return known
     return max([known, *numbers(archive)])
 

@@ -120,6 +120,21 @@ class Archive:
     def exists(self, key: str) -> bool:
         return self.fs.exists(self._fs_path(key))
 
+    def object_exists(self, key: str) -> bool:
+        """Is there an object (not a folder) at key? On S3 one HEAD: s3fs's exists
+        follows a missing key with a LIST, to look for a folder of that name."""
+        if not self.is_s3:
+            return Path(self._fs_path(key)).is_file()
+        import botocore.exceptions  # deferred: AWS path only
+
+        try:
+            self._s3_client.head_object(Bucket=self.bucket, Key=self._s3_key(key))
+            return True
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
     def read_bytes(self, key: str) -> bytes:
         if self.is_s3:  # one GET (s3fs sends a HEAD first)
             try:

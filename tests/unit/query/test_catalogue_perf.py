@@ -172,6 +172,24 @@ def test_first_cone_on_s3_in_eight_requests(counting_s3):
     assert len(first) <= 8, first
 
 
+def test_release_check_on_s3_is_one_head(counting_s3, monkeypatch):
+    """A check for a newer release (once per TTL) is one HEAD of the next release's
+    object: s3fs's exists() followed the missing key with a LIST of the folder."""
+    arch, log = counting_s3
+    monkeypatch.setenv("CATALOGUE_RELEASE_TTL", "0")  # a check before every query
+    config.reset()
+    adql, translate, tables = _cone(Catalogue(arch))
+    cat = Catalogue(arch)
+    sql = translate(adql, tables(), box_sql=cat.box_sql).sql
+    n = cat.query(sql).num_rows
+    log.clear()
+    assert cat.query(sql).num_rows == n
+    nxt = f"_releases/{cat.release.number + 1:08d}.json"
+    assert [m for m, p in log if "_releases" in p] == ["HEAD"] * 2, log  # query, .release
+    assert all(p.split("?")[0].endswith(nxt) for m, p in log if "_releases" in p), log
+    assert not [p for _, p in log if "list-type" in p], log
+
+
 def test_own_log_replay_matches_deltalake(counting_s3):
     """The catalogue's file statistics from its own log reader equal deltalake's."""
     from chalicelib.lake import deltalog
