@@ -514,17 +514,19 @@ def _sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(list(cmd), check=check, capture_output=True, text=True, **kw)
 
 
-def _system_cluster() -> None:
+def _system_cluster() -> bool:
+    """Start the system cluster DaCHS uses; True if this call started it."""
     r = _sh("pg_ctlcluster", PG_VERSION, "main", "start", check=False)
     if r.returncode != 0 and "already running" not in (r.stderr + r.stdout):
         raise RuntimeError(f"pg_ctlcluster {PG_VERSION} main start: {r.stderr.strip()}")
+    return r.returncode == 0
 
 
-def ensure_dachs() -> None:
-    """gavodachs2-server from Debian when `dachs` is missing (see the note above)."""
+def ensure_dachs() -> bool:
+    """gavodachs2-server from Debian when `dachs` is missing (see the note above); True
+    if the system cluster was started here (the run stops it again)."""
     if shutil.which("dachs"):
-        _system_cluster()
-        return
+        return _system_cluster()
     print(f"installing {DACHS_PACKAGE} (apt-get; PostgreSQL {PG_VERSION}/main started "
           "first) ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -537,6 +539,7 @@ def ensure_dachs() -> None:
     _sh("dpkg", "--configure", "-a", env=env)
     if not shutil.which("dachs"):
         raise RuntimeError(f"{DACHS_PACKAGE} did not install")
+    return True
 
 
 def _wait_port(port: int, timeout: float = 120.0) -> None:
@@ -715,7 +718,7 @@ def run_dachs(archive, cat, a) -> list[str]:
     medians, a first query after a restart of each, throughput; returns mismatches."""
     import requests
 
-    ensure_dachs()
+    started = ensure_dachs()
     dachs, mine = Dachs(), OurServer(archive.url)
     failures, rows = [], []
     try:
@@ -752,6 +755,8 @@ def run_dachs(archive, cat, a) -> list[str]:
     finally:
         mine.stop()
         dachs.remove()
+        if started:
+            _sh("pg_ctlcluster", PG_VERSION, "main", "stop", check=False)
     load = os.getloadavg()
     print(f"\n== {n:,} ObsCore rows over HTTP TAP sync (VOTable, kept-alive session): ours "
           f"(local server) vs GAVO DaCHS 2.7 (bench.obscore, pgsphere GiST); ms; ratio "
