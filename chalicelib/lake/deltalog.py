@@ -76,7 +76,8 @@ class TableLog:
         todo = range(self.version + 1, version + 1)
         if len(todo) > 1 and self.archive.is_s3:  # one round trip, not one per commit
             with ThreadPoolExecutor(min(8, len(todo))) as pool:
-                blobs = list(pool.map(lambda v: self._read(f"{v:020d}.json"), todo))
+                blobs = list(pool.map(lambda v: self._fetch(f"{v:020d}.json"), todo))
+            self.requests += len(todo)  # counted here: += from the pool's threads races
         else:
             blobs = (self._read(f"{v:020d}.json") for v in todo)
         for v, data in zip(todo, blobs, strict=False):
@@ -99,6 +100,9 @@ class TableLog:
     # ---- replay -----------------------------------------------------------------------
     def _read(self, name: str) -> bytes:
         self.requests += 1
+        return self._fetch(name)
+
+    def _fetch(self, name: str) -> bytes:
         try:
             return self.archive.read_bytes(f"tables/{self.name}/_delta_log/{name}")
         except FileNotFoundError:
