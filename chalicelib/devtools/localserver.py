@@ -221,11 +221,43 @@ def make_server(archive: str | None, host: str = "127.0.0.1", port: int = 0) -> 
 
     app = app_module.app
     app.__class__ = LocalChalice
+    warm(f"http://{host}:{port}" if port else None)
     config = Config.create(app_name=app.app_name, lambda_timeout=900)
     # A thread per connection (Chalice's default, named so it stays so): a slow or
     # stalled client never blocks another.
     return LocalDevServer(app, config, host, port, handler_cls=Handler,
                           server_cls=ThreadedHTTPServer)
+
+
+def warm(base: str | None = None) -> None:
+    """Pay the request path's first-use costs before the port opens, not in the first
+    request after a restart: the TAP and SIA modules (imported per route, for the
+    Lambda's sake), sqlglot's first translation and the numba kernels (#17: the first
+    TAP query after a restart waited 1-2 s for them); with the base URL known (a fixed
+    port), also the catalogue that will serve it, ivoa.obscore opened."""
+    from chalicelib.geometry import sky  # deferred: warm-up only
+    from chalicelib.query.adql import translate  # deferred: warm-up only
+    from chalicelib.services import sia  # noqa: F401  # deferred: warm-up only
+    from chalicelib.services.tap import routes  # noqa: F401  # deferred: warm-up only
+    from chalicelib.services.tap.meta import all_tables  # deferred: warm-up only
+
+    sky.kernels_ready()  # loads in a thread while the translation runs
+    translate("SELECT TOP 1 obs_publisher_did FROM ivoa.obscore WHERE CONTAINS("
+              "POINT('ICRS', 10.0, 20.0), s_region) = 1 AND DISTANCE(POINT('ICRS', s_ra, "
+              "s_dec), POINT('ICRS', 10.0, 20.0)) < 1", all_tables())
+    sky.kernels_ready(wait=True)
+    if base is None:
+        return
+    from chalicelib.config import settings  # deferred: warm-up only
+    from chalicelib.query import runtime  # deferred: warm-up only
+
+    try:
+        cat = runtime.catalogue(settings().public_url or base)
+        cat.query(translate("SELECT TOP 1 obs_publisher_did FROM ivoa.obscore WHERE "
+                            "CONTAINS(POINT('ICRS', 10.0, 20.0), s_region) = 1",
+                            all_tables(), box_sql=cat.box_sql).sql)
+    except Exception:  # a warm-up never keeps the server from starting
+        traceback.print_exc()
 
 
 def start_background(archive: str | None, host: str = "127.0.0.1", port: int = 0):

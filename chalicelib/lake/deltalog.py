@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -72,8 +73,15 @@ class TableLog:
         """Apply the commits after the loaded version up to `version`."""
         if version < self.version:
             raise Unsupported("going back needs a fresh replay")
-        for v in range(self.version + 1, version + 1):
-            self._commit(self._read(f"{v:020d}.json"))
+        todo = range(self.version + 1, version + 1)
+        if len(todo) > 1 and self.archive.is_s3:  # one round trip, not one per commit
+            with ThreadPoolExecutor(min(8, len(todo))) as pool:
+                blobs = list(pool.map(lambda v: self._fetch(f"{v:020d}.json"), todo))
+            self.requests += len(todo)  # counted here: += from the pool's threads races
+        else:
+            blobs = (self._read(f"{v:020d}.json") for v in todo)
+        for v, data in zip(todo, blobs, strict=False):
+            self._commit(data)
             self.version = v
 
     # ---- what the catalogue asks ------------------------------------------------------
@@ -92,6 +100,9 @@ class TableLog:
     # ---- replay -----------------------------------------------------------------------
     def _read(self, name: str) -> bytes:
         self.requests += 1
+        return self._fetch(name)
+
+    def _fetch(self, name: str) -> bytes:
         try:
             return self.archive.read_bytes(f"tables/{self.name}/_delta_log/{name}")
         except FileNotFoundError:

@@ -15,6 +15,11 @@ from datetime import UTC, datetime
 from .storage import Archive, PreconditionFailed
 
 PREFIX = "tables/_releases"
+# A copy of the newest release, rewritten after each commit: a new reader's first
+# request (one GET instead of LISTing the folder and then GETting the newest). Only a
+# hint: a writer that crashed or was overtaken between its commit and this write leaves
+# it one release behind, and readers check for `number + 1` within their TTL anyway.
+POINTER = f"{PREFIX}/LATEST"
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,25 @@ def numbers(archive: Archive) -> list[int]:
 def newest(archive: Archive, known: int = 0) -> int:
     """The latest release number, given one known to exist: releases are numbered one
     after another (commit creates latest + 1), so while `known + 1` is absent `known` is
-    still the latest. One existence check (a HEAD on S3) instead of listing the folder;
-    listed only when something new appeared (or nothing is known yet)."""
-    if known > 0 and not archive.exists(_key(known + 1)):
+    still the latest. One existence check (one HEAD on S3, no LIST) instead of listing
+    the folder; listed only when something new appeared (or nothing is known yet)."""
+    if known > 0 and not archive.object_exists(_key(known + 1)):
         return known
     return max([known, *numbers(archive)])
+
+
+def _parse(data: bytes) -> Release:
+    doc = json.loads(data)
+    return Release(doc["release"], doc["runs"], doc["versions"], doc["created"])
+
+
+def latest(archive: Archive) -> Release:
+    """The newest release as the pointer names it, in one GET; listed when there is no
+    pointer (an archive committed before it existed) or it cannot be read."""
+    try:
+        return _parse(archive.read_bytes(POINTER))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return load(archive)
 
 
 def load(archive: Archive, number: int | None = None) -> Release:
@@ -61,25 +80,28 @@ def load(archive: Archive, number: int | None = None) -> Release:
     if number == 0:
         return Release(0)
     try:
-        doc = json.loads(archive.read_bytes(_key(number)))
+        return _parse(archive.read_bytes(_key(number)))
     except FileNotFoundError:
         raise LookupError(f"release {number} does not exist") from None
-    return Release(doc["release"], doc["runs"], doc["versions"], doc["created"])
 
 
 def commit(archive: Archive, change, attempts: int = 50) -> Release:
     """Create the next release from the latest one with `change(latest) -> Release|None`
     (None: nothing to do). Retries when a concurrent writer took the number."""
     for _ in range(attempts):
-        latest = load(archive)
-        new = change(latest)
+        last = load(archive)
+        new = change(last)
         if new is None:
-            return latest
-        new = Release(latest.number + 1, new.runs, new.versions,
+            return last
+        new = Release(last.number + 1, new.runs, new.versions,
                       datetime.now(UTC).isoformat(timespec="seconds"))
         try:
             archive.create_exclusive(_key(new.number), new.to_json())
-            return new
         except PreconditionFailed:
             continue
+        try:
+            archive.replace_bytes(POINTER, new.to_json())
+        except OSError:  # the release is committed; readers list without the pointer
+            pass
+        return new
     raise RuntimeError("could not commit a release: too many concurrent writers")

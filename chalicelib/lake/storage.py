@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -158,6 +159,21 @@ class Archive:
     def exists(self, key: str) -> bool:
         return self.fs.exists(self._fs_path(key))
 
+    def object_exists(self, key: str) -> bool:
+        """Is there an object (not a folder) at key? On S3 one HEAD: s3fs's exists
+        follows a missing key with a LIST, to look for a folder of that name."""
+        if not self.is_s3:
+            return Path(self._fs_path(key)).is_file()
+        import botocore.exceptions  # deferred: AWS path only
+
+        try:
+            self._s3_client.head_object(Bucket=self.bucket, Key=self._s3_key(key))
+            return True
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
     def read_bytes(self, key: str) -> bytes:
         if self.is_s3:  # one GET (s3fs sends a HEAD first)
             try:
@@ -169,6 +185,18 @@ class Archive:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.fs.pipe_file(self._fs_path(key), data)
+
+    def replace_bytes(self, key: str, data: bytes) -> None:
+        """Overwrite so that a reader sees the old or the new bytes, never a part (an S3
+        PUT is atomic; locally a temporary file renamed over the key)."""
+        if self.is_s3:
+            self.write_bytes(key, data)
+            return
+        path = Path(self._fs_path(key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
     def put_file(self, local: str | Path, key: str) -> None:
         self.fs.put_file(str(local), self._fs_path(key))

@@ -112,11 +112,11 @@ def json_safe(response: dict[str, Any]) -> dict[str, Any]:
     bytes body of a type outside binary_types (VOTable, XML, text) as it is, so decode it
     (UTF-8), or base64 it when it is not text."""
     body = response.get("body")
-    if isinstance(body, bytes | bytearray):
+    if isinstance(body, bytes | bytearray | memoryview):
         try:
             response["body"] = bytes(body).decode("utf-8")
         except UnicodeDecodeError:
-            response["body"] = base64.b64encode(body).decode("ascii")
+            response["body"] = base64.b64encode(bytes(body)).decode("ascii")
             response["isBase64Encoded"] = True
     return response
 

@@ -283,6 +283,12 @@ class Catalogue:
         without listing storage, at most once per `ttl` seconds, so a committed delivery
         is visible to the next query, or within a second on S3)."""
         with self._lock:
+            if self._opened is None and self.pinned is None:
+                # a new catalogue: the release pointer, one GET (no LIST); a pointer
+                # behind the newest release is caught by the check after `ttl`
+                self._opened = self._open(releases.latest(self.archive))
+                self._checked = time.monotonic()
+                return self._opened
             number = self.pinned if self.pinned is not None else self._latest()
             if self._opened is None or self._opened.release.number != number:
                 self._opened = self._open(releases.load(self.archive, number))

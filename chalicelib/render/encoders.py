@@ -42,6 +42,10 @@ ROWS_PER_BATCH = 32_768
 # Batches are encoded in parallel: Arrow kernels and numpy copies release the GIL, so
 # this scales with the cores (2x on two); threads start on first use.
 _POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+# Below this many rows the work is done on the calling thread: a hand-off to the pool
+# and back costs two thread wake-ups (0.1-0.5 ms each, ms on a loaded machine), more
+# than encoding a cone's few hundred rows (#17).
+INLINE_ROWS = 4096
 _INVALID_XML = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{fffe}\x{ffff}]"
 
 
@@ -53,7 +57,8 @@ def prepare(table: pa.Table, fields: list[Field]) -> tuple[pa.Table, list[Field]
     become unicodeChar (VOTable 1.4 char is ASCII only)."""
     if table.num_columns != len(fields):
         raise ValueError(f"{table.num_columns} columns but {len(fields)} fields")
-    cols, out = zip(*_POOL.map(_prepare_column, table.columns, fields)) if fields else ((), ())
+    run = map if table.num_rows < INLINE_ROWS else _POOL.map
+    cols, out = zip(*run(_prepare_column, table.columns, fields)) if fields else ((), ())
     return pa.Table.from_arrays(list(cols), names=[f.name for f in out]), list(out)
 
 
@@ -243,8 +248,10 @@ def _buffer_bytes(arr: pa.Array) -> memoryview:
 
 def per_batch(table: pa.Table, encode: Callable[[pa.RecordBatch], memoryview]
               ) -> Iterator[memoryview]:
-    """encode(batch) for every batch of rows, in order, on the thread pool."""
-    return _POOL.map(encode, table.to_batches(ROWS_PER_BATCH))
+    """encode(batch) for every batch of rows, in order, on the thread pool (one batch:
+    on this thread)."""
+    batches = table.to_batches(ROWS_PER_BATCH)
+    return map(encode, batches) if len(batches) < 2 else _POOL.map(encode, batches)
 
 
 def tabledata_rows(table: pa.Table, fields: list[Field]) -> Iterator[memoryview]:

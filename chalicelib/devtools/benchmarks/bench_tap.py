@@ -135,13 +135,15 @@ def _moto_with_counter():
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    served = {"bytes": 0, "requests": 0}
+    served = {"bytes": 0, "requests": 0, "delay": 0.0}
     lock = threading.Lock()
     app = DomainDispatcherApplication(create_backend_app)
 
     def counting(environ, start_response):
         with lock:
             served["requests"] += 1
+        if served["delay"]:  # a stand-in for S3's first-byte latency, per request
+            time.sleep(served["delay"])
         body = app(environ, start_response)
         for chunk in body:
             if environ["REQUEST_METHOD"] == "GET":
@@ -159,23 +161,29 @@ def _moto_with_counter():
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     counter = lambda: served["bytes"]  # noqa: E731
     counter.requests = lambda: served["requests"]
+    counter.delay = lambda seconds: served.update(delay=seconds)
     return srv, f"http://127.0.0.1:{srv.server_port}", counter
 
 
-def first_cone(archive: Archive, counter) -> None:
-    """Requests and time from a new catalogue to its first cone's answer."""
+def first_cone(archive: Archive, counter, delay: float = 0.0) -> None:
+    """Requests and time from a new catalogue to its first cone's answer, with `delay`
+    seconds added to every S3 request (S3's first-byte latency is 20-30 ms)."""
     probe = Catalogue(archive)
     row = probe.query("SELECT s_ra, s_dec FROM ivoa.obscore WHERE obs_collection = "
                       "'spherex_qr2' ORDER BY hash(obs_publisher_did) LIMIT 1").to_pylist()[0]
     where = QUERIES["CONTAINS(point)"].format(ra=row["s_ra"], dec=row["s_dec"])
-    r0, t0 = counter.requests(), time.perf_counter()
-    cat = Catalogue(archive)
-    n = cat.query(_sql(cat, where, True), timeout=3600).num_rows
-    took, r1 = time.perf_counter() - t0, counter.requests()
-    cat.query(_sql(cat, where, True), timeout=3600)
-    print(f"first cone on a new S3 catalogue: {n} rows, {r1 - r0} requests, "
-          f"{took * 1000:.0f} ms; the next one: {counter.requests() - r1} requests",
-          flush=True)
+    counter.delay(delay)
+    try:
+        r0, t0 = counter.requests(), time.perf_counter()
+        cat = Catalogue(archive)
+        n = cat.query(_sql(cat, where, True), timeout=3600).num_rows
+        took, r1 = time.perf_counter() - t0, counter.requests()
+        cat.query(_sql(cat, where, True), timeout=3600)
+    finally:
+        counter.delay(0.0)
+    print(f"first cone on a new S3 catalogue (+{delay * 1000:.0f} ms a request): {n} rows, "
+          f"{r1 - r0} requests, {took * 1000:.0f} ms; the next one: "
+          f"{counter.requests() - r1} requests", flush=True)
 
 
 def _to_s3(local: Archive, endpoint: str) -> Archive:
@@ -198,60 +206,123 @@ def _to_s3(local: Archive, endpoint: str) -> Archive:
 
 
 def http_suite(archive: Archive, repeat: int, positions: int = 3) -> None:
-    """Engine (translation + catalogue, as /tap/sync runs them), the sync service
-    (that plus VOTable output) and the HTTP round trip of the same ADQL on a local
-    server (127.0.0.1, a free port), interleaved run by run; medians."""
-    import requests
-
+    """The request path (#17): the engine (what the service computes: translation and
+    catalogue for TAP, the SQL query for SIA) against the same request through the local
+    server (127.0.0.1, a free port) on a new connection per request and on one kept-alive
+    connection, and through the Lambda handler (an API Gateway proxy event, in-process),
+    interleaved run by run; medians, and the worst path minus the engine."""
     from ..localserver import start_background
 
+    os.environ["RATE_LIMIT"] = "0"  # the per-caller limit would throttle a benchmark
+    os.environ["QUIET_HTTP"] = "1"  # no access log line per request on stderr
     srv, base = start_background(archive.url)
     cat = Catalogue(archive)
-    session = requests.Session()
-    print(f"\n== /tap/sync on {base} (VOTable) vs the engine, ms ==\n"
-          "| query | rows | engine | service | http | http - engine |\n|---|---|---|---|---|---|",
-          flush=True)
+    print(f"\n== sync requests on {base} (VOTable) vs the engine, ms ==\n"
+          "| query | rows | engine | local, new conn | local, kept-alive | Lambda handler "
+          "| worst - engine |\n|---|---|---|---|---|---|---|", flush=True)
     try:
         for name, q in QUERIES.items():
             for ra, dec in _positions(cat, positions):
                 adql = ("SELECT obs_publisher_did, t_min FROM ivoa.obscore WHERE "
                         + q.format(ra=ra % 360, dec=dec))
-                n, med = _http_case(cat, adql, f"{base}/tap/sync", session, repeat)
-                print(f"| {name} | {n:,} | {med['engine']:.1f} | {med['service']:.1f} | "
-                      f"{med['http']:.1f} | {med['http'] - med['engine']:.1f} |", flush=True)
+                _http_row(f"TAP {name}", *_tap_case(cat, adql), base, repeat)
+        for ra, dec in _positions(cat, positions):
+            _http_row("SIA POS=CIRCLE 0.1", *_sia_case(cat, ra % 360, dec, 0.1), base, repeat)
     finally:
         srv.server.shutdown()
         srv.server.server_close()
 
 
-def _http_case(cat: Catalogue, adql: str, url: str, session, repeat: int):
+def _tap_case(cat: Catalogue, adql: str):
     from ...query.adql import translate
-    from ...services.tap import sync as tapsync
-
-    params = {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": adql}
 
     def engine():
         return cat.query(translate(adql, all_tables(), box_sql=cat.box_sql).sql,
                          timeout=3600).num_rows
 
-    def service():  # the sync service in-process: the engine plus the VOTable output
-        return tapsync.run_query(tapsync.Params(list(params.items())), cat, 3600).rows
+    return "/tap/sync", {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": adql}, engine
 
-    def http():
-        r = session.get(url, params=params, timeout=600)
-        r.raise_for_status()
-        return r.content
 
-    fns = {"engine": engine, "service": service, "http": http}
+def _sia_case(cat: Catalogue, ra: float, dec: float, r: float):
+    from ...config import settings
+    from ...services import sia
+    from ...web.params import Params
+
+    params = {"POS": f"CIRCLE {ra!r} {dec!r} {r!r}"}
+    conf = settings()
+
+    def engine():
+        q = sia.SiaQuery.parse(Params(list(params.items())), conf.sia_default_maxrec,
+                               conf.sia_hard_maxrec)
+        cols = ", ".join(c.name for c in sia.TABLE.served)
+        return cat.query(f"SELECT {cols} FROM ivoa.obscore WHERE {sia.where(q, cat)} "
+                         "ORDER BY t_min, obs_publisher_did", timeout=3600).num_rows
+
+    return "/sia/query", params, engine
+
+
+def _proxy_event(path: str, params: dict[str, str]) -> dict:
+    host = "bench.execute-api.us-east-1.amazonaws.com"
+    return {"resource": "/{proxy+}", "path": path, "httpMethod": "GET",
+            "headers": {"Host": host}, "multiValueHeaders": {"Host": [host]},
+            "queryStringParameters": params,
+            "multiValueQueryStringParameters": {k: [v] for k, v in params.items()},
+            "pathParameters": {"proxy": path.lstrip("/")}, "stageVariables": None,
+            "requestContext": {"resourcePath": "/{proxy+}", "httpMethod": "GET",
+                               "stage": "api", "path": "/api" + path, "requestId": "bench",
+                               "domainName": host},
+            "body": None, "isBase64Encoded": False}
+
+
+def _http_row(label: str, path: str, params: dict[str, str], engine, base: str,
+              repeat: int) -> None:
+    import copy
+    import http.client
+    from urllib.parse import urlencode, urlparse
+
+    from ...lambdas import handlers
+
+    u = urlparse(base)
+    target = f"{path}?{urlencode(params)}"
+    kept = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+    event = _proxy_event(path, params)
+
+    def get(conn):
+        conn.request("GET", target)
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{label}: HTTP {r.status}: {body[:300]!r}")
+
+    def new():
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+        try:
+            get(conn)
+        finally:
+            conn.close()
+
+    def lam():
+        r = handlers.api(copy.deepcopy(event))
+        if r["statusCode"] != 200:
+            raise RuntimeError(f"{label}: Lambda {r['statusCode']}: {str(r['body'])[:300]}")
+
+    fns = {"engine": engine, "new": new, "kept": lambda: get(kept), "lambda": lam}
     times = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
+    try:
+        for fn in fns.values():
             fn()
-            times[k].append(time.perf_counter() - t0)
-    return engine(), {k: statistics.median(v) * 1000 for k, v in times.items()}
+        for _ in range(repeat):
+            for k, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    finally:
+        kept.close()
+    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    worst = max(med["new"], med["kept"], med["lambda"])
+    print(f"| {label} | {engine():,} | {med['engine']:.1f} | {med['new']:.1f} | "
+          f"{med['kept']:.1f} | {med['lambda']:.1f} | {worst - med['engine']:+.1f} |",
+          flush=True)
 
 
 def main(argv: list[str]) -> None:
@@ -275,6 +346,7 @@ def main(argv: list[str]) -> None:
         try:
             s3 = _to_s3(archive, endpoint)
             first_cone(s3, counter)
+            first_cone(s3, counter, delay=0.025)
             run_suite(Catalogue(s3), "moto S3 (loopback)",
                       max(3, a.repeat // 3), counter, positions=1, slow_repeat=1)
         finally:

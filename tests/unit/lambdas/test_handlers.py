@@ -408,7 +408,7 @@ def status_of(s3: Any, bucket: str, prefix: str) -> dict[str, Any]:
 def releases_in(s3: Any) -> list[str]:
     bucket = Archive.from_env().bucket
     found = s3.list_objects_v2(Bucket=bucket, Prefix="tables/_releases/").get("Contents", [])
-    return [o["Key"] for o in found]
+    return [o["Key"] for o in found if o["Key"].endswith(".json")]  # not the pointer
 
 
 def test_ingest_from_s3_rejects_then_commits_and_reports(
