@@ -55,6 +55,7 @@ class Settings:
     catalogue_release_ttl: float | None = None  # CATALOGUE_RELEASE_TTL (s)
     # ingest
     merge_every: int | None = None  # MERGE_EVERY: deliveries per sky-sorted merge
+    hats_publish: bool = True  # HATS_PUBLISH=0: merges do not rewrite the HATS copy
     # observability
     stage: str = "local"  # STAGE
     metrics_namespace: str = DEFAULT_NAMESPACE  # METRICS_NAMESPACE
@@ -94,6 +95,7 @@ class Settings:
             catalogue_release_ttl=(float(env["CATALOGUE_RELEASE_TTL"])
                                    if env.get("CATALOGUE_RELEASE_TTL") else None),
             merge_every=int(env["MERGE_EVERY"]) if env.get("MERGE_EVERY") else None,
+            hats_publish=env.get("HATS_PUBLISH", "1") != "0",
             stage=env.get("STAGE", "local"),
             metrics_namespace=env.get("METRICS_NAMESPACE", DEFAULT_NAMESPACE),
             in_lambda=bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),
