@@ -84,11 +84,19 @@ def published(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tap(published):
+    """A local server over this module's archive. The app serves ARCHIVE_URL, one per
+    process: restored afterwards, so the session server's tests see their archive."""
+    from chalicelib import config
     from chalicelib.devtools.localserver import start_background
+    from chalicelib.query import runtime
 
-    srv, base = start_background(published[0].url)
-    yield pyvo.dal.TAPService(base + "/tap")
-    srv.server.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARCHIVE_URL", published[0].url)
+        srv, base = start_background(published[0].url)
+        yield pyvo.dal.TAPService(base + "/tap")
+        srv.server.shutdown()
+    runtime.reset()
+    config.reset()
 
 
 @pytest.fixture(scope="module")
