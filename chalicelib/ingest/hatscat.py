@@ -48,8 +48,10 @@ PREFIX = "hats"
 NAME = "obscore"
 MARGIN = f"{NAME}_margin"
 TABLE = "ivoa.obscore"
-# the served ObsCore columns, plus the footprint radius a matcher needs
-EXTRA = ("s_rmax",)
+# the served ObsCore columns, plus the footprint radius a matcher needs and the
+# HEALPix index (order 12, nested) of the centre
+EXTRA = ("s_rmax", "hpx")
+HPX_ORDER = 12
 PIXEL_THRESHOLD = 1_000_000  # rows per partition before it splits (hats-import's default)
 MAX_ORDER = 10  # partitions deeper than this are never needed for image metadata
 EPSILON_ARCSEC = 1.0  # margin slack over the largest footprint radius
@@ -79,7 +81,9 @@ def _export(archive: Archive, rel: releases.Release, out: Path) -> tuple[int, fl
     files = dt.file_uris() if dt is not None else []
     if not files or not rel.runs:
         return 0, 0.0
-    con = duckdb.connect(config={"memory_limit": "2GB", "preserve_insertion_order": False})
+    # bounded memory, spilling next to the export (a Lambda's only writable disk is /tmp)
+    con = duckdb.connect(config={"memory_limit": "2GB", "preserve_insertion_order": False,
+                                 "temp_directory": str(out.parent / "spill")})
     try:
         if archive.is_s3:
             duckdb_s3(con)
@@ -97,6 +101,15 @@ def _export(archive: Archive, rel: releases.Release, out: Path) -> tuple[int, fl
     finally:
         con.close()
     return int(rows), float(rmax)
+
+
+def _densest(parquet: Path, order: int) -> int:
+    """Rows in the fullest HEALPix pixel of `order` (from hpx, order 12 nested)."""
+    shift = 2 * (HPX_ORDER - min(order, HPX_ORDER))
+    with duckdb.connect() as con:
+        return int(con.execute(f"SELECT coalesce(max(n), 0) FROM (SELECT hpx >> {shift}, "
+                               f"count(*) AS n FROM read_parquet('{parquet}') GROUP BY 1)"
+                               ).fetchone()[0])
 
 
 def orders(margin_arcsec: float) -> tuple[int, int]:
@@ -156,6 +169,10 @@ def publish(archive: Archive, release: int | None = None,
         if rows == 0:
             return f"hats: release {rel.number} has no ObsCore rows, nothing published"
         margin = math.ceil(rmax * 3600.0 + EPSILON_ARCSEC)
+        # partitions cannot be deeper than the margin allows, so a pixel there may hold
+        # more rows than the threshold: raise it to fit (hats-import refuses otherwise)
+        pixel_threshold = max(pixel_threshold,
+                              _densest(tmp / "obscore.parquet", orders(margin)[0]))
         root = build(tmp / "obscore.parquet", tmp / "out", margin, pixel_threshold,
                      title=f"SPHEREx ObsCore image metadata, release {rel.number}")
         key = path_of(rel.number)
@@ -167,7 +184,8 @@ def publish(archive: Archive, release: int | None = None,
             size += p.stat().st_size
     highest, margin_order = orders(margin)
     doc = {"release": rel.number, "path": key, "rows": rows, "margin_arcsec": margin,
-           "margin_order": margin_order, "highest_order": highest, "files": len(files),
+           "margin_order": margin_order, "highest_order": highest,
+           "pixel_threshold": pixel_threshold, "files": len(files),
            "bytes": size}
     archive.write_bytes(f"{PREFIX}/latest.json", json.dumps(doc, indent=1).encode())
     return (f"hats: release {rel.number} -> {key} ({rows} rows, margin {margin} arcsec, "

@@ -218,3 +218,37 @@ def test_positions_straddle_partition_borders(collection, tap):
         crossing += sum(partition(float(r), float(d)) != here
                         for r, d in zip(res["s_ra"], res["s_dec"]))
     assert crossing >= 5
+
+
+def test_publish_to_s3_is_read_by_lsdb_from_s3(s3_archive, moto_endpoint, tmp_path,
+                                               monkeypatch):
+    """On S3 (moto) the merge writes the collection under the archive prefix and LSDB
+    reads it from there, margin included."""
+    from chalicelib import config
+    from chalicelib.devtools.synth import synthesize
+    from chalicelib.ingest import hatscat, maintenance
+    from chalicelib.ingest.delivery import ingest
+
+    synthesize(tmp_path / "syn", weeks=2, images_per_week=40, metadata_only=True, seed=9)
+    for d in sorted(p for p in (tmp_path / "syn").iterdir() if p.is_dir()):
+        ingest(d, s3_archive)
+    monkeypatch.setenv("HATS_PUBLISH", "1")
+    monkeypatch.setattr(hatscat, "PIXEL_THRESHOLD", 10)
+    config.reset()
+    report = maintenance.after_ingest(s3_archive, every=2)
+    doc = hatscat.latest(s3_archive)
+    assert doc is not None and f"-> {doc['path']}" in report
+    assert s3_archive.exists(f"{doc['path']}/collection.properties")
+    url = s3_archive.path(doc["path"])
+    assert url.startswith("s3://")
+    from upath import UPath
+
+    # an S3 path with its endpoint (moto); hats derives every child path from it
+    cat = lsdb.open_catalog(UPath(url, endpoint_url=moto_endpoint,
+                                  client_kwargs={"region_name": "us-east-1"}))
+    assert cat.margin is not None
+    with dask.config.set(scheduler="threads"):
+        rows = cat.compute()
+        margin_rows = cat.margin.compute()
+    assert len(rows) == doc["rows"] > 0 and len(margin_rows) > 0
+    assert rows["obs_publisher_did"].is_unique
