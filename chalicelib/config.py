@@ -68,6 +68,7 @@ class Settings:
     retention_keep_last: int = 0  # RETENTION_KEEP_LAST: 0 = keep every release
     retention_pinned: tuple[int, ...] = ()  # RETENTION_PINNED: "12,40" release numbers
     retention_grace: float = 3600.0  # RETENTION_GRACE_SECONDS
+    hats_publish: bool = True  # HATS_PUBLISH=0: merges do not rewrite the HATS copy
     # observability
     stage: str = "local"  # STAGE
     metrics_namespace: str = DEFAULT_NAMESPACE  # METRICS_NAMESPACE
@@ -125,6 +126,7 @@ class Settings:
             retention_pinned=tuple(sorted({int(x) for x in env.get(
                 "RETENTION_PINNED", "").replace(" ", "").split(",") if x})),
             retention_grace=_float(env, "RETENTION_GRACE_SECONDS", 3600),
+            hats_publish=env.get("HATS_PUBLISH", "1") != "0",
             stage=env.get("STAGE", "local"),
             metrics_namespace=env.get("METRICS_NAMESPACE", DEFAULT_NAMESPACE),
             in_lambda=bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),

@@ -19,6 +19,9 @@ os.environ["QUIET_HTTP"] = "1"
 # The per-caller rate limit would make request-heavy tests depend on the machine's speed;
 # the tests of the limiter install their own (tests/test_defects.py).
 os.environ["RATE_LIMIT"] = "0"
+# Merges publish the HATS copy with hats-import (seconds each); only the HATS tests
+# (tests/unit/ingest/test_hats.py) turn it on.
+os.environ["HATS_PUBLISH"] = "0"
 
 
 @pytest.fixture(autouse=True)

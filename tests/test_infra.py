@@ -536,5 +536,6 @@ def test_dockerfile_builds_one_lambda_image_without_test_packages() -> None:
                              check=True).stdout.split()
     names = {re.split(r"[\[=<>~! ]", line)[0].lower() for line in runtime}
     assert not names & {"moto", "pytest", "pytest-xdist", "hypothesis", "cfn-lint", "ruff",
-                        "pyvo"}
+                        "pyvo", "lsdb"}
+    assert {"hats", "hats-import"} <= names  # the merge step writes the HATS copy
     assert {"chalice", "duckdb", "deltalake", "pyarrow", "astropy", "boto3"} <= names

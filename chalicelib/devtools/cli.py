@@ -1,4 +1,4 @@
-"""Command line: python -m chalicelib <synth|ingest|compact|retention|serve|demo|bench> ..."""
+"""Command line: python -m chalicelib <synth|ingest|compact|retention|hats|serve|demo|bench> ..."""
 
 from __future__ import annotations
 
@@ -73,6 +73,13 @@ def _retention(a) -> None:
             print(f"release {n}: kept, {why}")
 
 
+def _hats(a) -> None:
+    from ..ingest.hatscat import publish
+    from ..lake.storage import Archive
+
+    print(publish(Archive.from_env(a.archive), a.release))
+
+
 def _serve(a) -> None:
     from .localserver import serve
 
@@ -132,6 +139,11 @@ def parser() -> argparse.ArgumentParser:
                    "reads")
     s.add_argument("--dry-run", action="store_true", help="say what --vacuum would remove")
     s.set_defaults(fn=_retention)
+    s = sub.add_parser("hats", help="publish a release's ObsCore rows as a HATS catalogue "
+                       "(merges do it after each rewrite)")
+    s.add_argument("--archive")
+    s.add_argument("--release", type=int, help="default: the latest")
+    s.set_defaults(fn=_hats)
     s = sub.add_parser("serve", help="serve the archive over HTTP (local Chalice app)")
     s.add_argument("--archive")
     s.add_argument("--host", default="127.0.0.1")
@@ -144,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.set_defaults(fn=_demo)
     s = sub.add_parser("bench", help="benchmarks: ingest, tap, peers, cutout, photometry, "
-                                     "fuzz, load")
+                                     "fuzz, load, billion")
     s.add_argument("what")
     s.add_argument("args", nargs=argparse.REMAINDER)
     s.set_defaults(fn=_bench)

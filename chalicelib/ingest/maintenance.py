@@ -25,11 +25,13 @@ import duckdb
 import pyarrow as pa
 from deltalake import WriterProperties, write_deltalake
 
+from ..config import settings
 from ..geometry import sky
 from ..geometry.sqlfunctions import sql_in, sql_list, sql_str
 from ..lake import releases, schema
 from ..lake.storage import Archive, duckdb_s3
 from ..lake.tables import COMPACTED, COMPACTED_PARTITION, has_column, open_table, table_uri
+from . import hatscat
 from .delivery import ROW_GROUP_ROWS, current_versions
 
 SPATIAL = ("ivoa.obscore",)  # re-clustered across deliveries
@@ -125,6 +127,16 @@ def _repin(archive: Archive) -> releases.Release:
     return releases.commit(archive, repin)
 
 
+def _after_rewrite(archive: Archive, lines: list[str]) -> str:
+    """Pin the rewritten versions in a release, then publish that release as HATS
+    (hatscat: the LSDB copy follows the tiers; HATS_PUBLISH=0 skips it)."""
+    rel = _repin(archive)
+    lines = lines + [f"release {rel.number}"]
+    if settings().hats_publish:
+        lines.append(hatscat.publish(archive, rel.number))
+    return "\n".join(lines)
+
+
 def compact(archive: Archive, target_size: int = 128 << 20) -> str:
     """Everything: ObsCore into one tier per collection, Delta optimize elsewhere."""
     lines = []
@@ -141,7 +153,7 @@ def compact(archive: Archive, target_size: int = 128 << 20) -> str:
         m = dt.optimize.compact(target_size=target_size, writer_properties=props)
         lines.append(f"{name}: {m.get('numFilesRemoved', 0)} files -> "
                      f"{m.get('numFilesAdded', 0)}")
-    return "\n".join(lines + [f"release {_repin(archive).number}"])
+    return _after_rewrite(archive, lines)
 
 
 def merge(archive: Archive) -> str:
@@ -154,7 +166,7 @@ def merge(archive: Archive) -> str:
     props = WriterProperties(max_row_group_size=TIER_ROW_GROUP_ROWS)
     lines = [_recluster(archive, name, dt, props, SPATIAL_FILE_SIZE, full=False)
              for name, dt in tables.items()]
-    return "\n".join(lines + [f"release {_repin(archive).number}"])
+    return _after_rewrite(archive, lines)
 
 
 def layout(archive: Archive, name: str = "ivoa.obscore") -> tuple[int, int]:

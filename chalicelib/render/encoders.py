@@ -563,6 +563,12 @@ def parquet_bytes(table: pa.Table, header_xml: str) -> bytes:
 
     meta = {b"IVOA.VOTable-Parquet.version": b"1.0",
             b"IVOA.VOTable-Parquet.content": header_xml.encode()}
+    # astropy's Parquet reader sizes a string column from `table::len::<name>` (as it
+    # writes them itself); without it it measures every value and fails on a NULL
+    for f in table.schema:
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
+            longest = pc.max(pc.utf8_length(table[f.name])).as_py() if len(table) else 0
+            meta[f"table::len::{f.name}".encode()] = str(max(1, longest or 0)).encode()
     buf = io.BytesIO()
     pq.write_table(table.replace_schema_metadata(meta), buf)
     return buf.getvalue()

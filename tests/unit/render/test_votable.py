@@ -447,12 +447,25 @@ def test_parquet_round_trip():
 
 
 def test_parquet_read_by_astropy():
+    """astropy reads the rows (NULL strings too: the writer records each string column's
+    length as astropy's own writer does) and the data-less VOTable carries the metadata.
+    (astropy 8.0's `parquet.votable` stitching of the two fails on any arraysize="*"
+    char column: it vstacks the VOTable's object-dtype template with fixed-width
+    strings, TableMergeError; this test only ran once pandas came with hats.)"""
     pytest.importorskip("pandas")  # astropy's parquet reader needs it
     table, fields = sample()
-    body = V.write(table.drop_columns(["poly", "pt"]), [f for f in fields
-                   if f.name not in ("poly", "pt")], "parquet")[0]
-    out = Table.read(io.BytesIO(body), format="parquet.votable")
-    assert str(out["s_ra"].unit) == "deg" and out["s_ra"].meta["ucd"] == "pos.eq.ra"
+    kept = [f for f in fields if f.name not in ("poly", "pt")]
+    body = V.write(table.drop_columns(["poly", "pt"]), kept, "parquet")[0]
+    out = Table.read(io.BytesIO(body), format="parquet")
+    assert out.colnames == [f.name for f in kept] and len(out) == table.num_rows
+    ids = table["obs_id"].to_pylist()
+    assert None in ids  # (astropy reads a NULL string as a value of its own choosing)
+    assert [str(a) for a, v in zip(out["obs_id"], ids) if v is not None] == \
+        [v for v in ids if v is not None]
+    meta = pq.ParquetFile(io.BytesIO(body)).metadata.metadata
+    head = parse(io.BytesIO(meta[b"IVOA.VOTable-Parquet.content"])).get_first_table()
+    ra = head.get_field_by_id_or_name("s_ra")
+    assert ra.unit == "deg" and ra.ucd == "pos.eq.ra"
 
 
 # ---- votlint ------------------------------------------------------------------------------
