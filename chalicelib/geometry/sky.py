@@ -71,7 +71,9 @@ class Polys:
     def __init__(self, offsets: np.ndarray, flat: np.ndarray):
         # offsets index into the flat (ra, dec, ...) values, so halve them for vertices
         self.count = (np.diff(offsets) // 2).astype(np.int64)
-        self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)
+        # (cumsum - count: one start per polygon, none for none; [0] for an empty batch
+        # made the kernels read count[0] of an empty array and crash the process)
+        self.start = (np.cumsum(self.count) - self.count).astype(np.int64)
         self.v = np.empty((len(flat) // 2, 3))
         if kernels_ready():
             _k_xyz(np.ascontiguousarray(flat, dtype=np.float64), self.v)

@@ -8,12 +8,15 @@ TAP, SIA, DataLink, coverage and job planning all query through it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import os
 import re
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from ..geometry.sqlfunctions import BoxSql, sql_in, sql_list, sql_str
 from ..lake import deltalog, releases, schema
 from ..lake.storage import Archive, duckdb_s3
 from ..lake.tables import COMPACTED_PARTITION, has_column, open_table
+from . import spatial
 
 THREADS = 2  # a Lambda of 3,538 MB or more has two vCPUs
 
@@ -42,6 +46,60 @@ def release_ttl(archive: Archive) -> float:
 
 class QueryTimeout(Exception):
     pass
+
+
+_clock = time.monotonic  # bound here: tests replace the module's `time` for the TTL
+
+
+class _Alarm:
+    __slots__ = ("deadline", "action", "fired", "done")
+
+    def __init__(self, deadline: float, action):
+        self.deadline, self.action, self.fired, self.done = deadline, action, False, False
+
+
+class Watchdog:
+    """Time limits of the queries: one thread for all of them (a threading.Timer per
+    query started a thread each time: ~1-2 ms of a 10 ms cone on a loaded machine)."""
+
+    def __init__(self):
+        self.alarms: list[_Alarm] = []
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def arm(self, timeout: float, action) -> _Alarm:
+        alarm = _Alarm(_clock() + timeout, action)
+        with self.cond:
+            self.alarms.append(alarm)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._watch, name="query-watchdog",
+                                               daemon=True)
+                self.thread.start()
+            self.cond.notify()
+        return alarm
+
+    def disarm(self, alarm: _Alarm) -> None:
+        with self.cond:
+            alarm.done = True
+            self.alarms = [a for a in self.alarms if not a.done]
+
+    def _watch(self) -> None:
+        while True:
+            with self.cond:
+                now = _clock()
+                due = [a for a in self.alarms if a.deadline <= now]
+                for a in due:
+                    a.fired, a.done = True, True
+                self.alarms = [a for a in self.alarms if not a.done]
+                wait = min((a.deadline for a in self.alarms), default=now + 3600) - now
+                if not due:
+                    self.cond.wait(max(wait, 0.0))
+                    continue
+            for a in due:  # outside the lock: interrupting may take a moment
+                a.action()
+
+
+WATCHDOG = Watchdog()
 
 
 class QueryError(Exception):
@@ -146,6 +204,13 @@ class FileStats:
     high: dict[str, np.ndarray]
     runs: list[tuple[str | None, str | None]]  # (min, max) ingest run id per file
 
+    @functools.cached_property
+    def position(self) -> dict[str, int]:
+        return {u: i for i, u in enumerate(self.uris)}
+
+    def position_of(self, uris: list[str]) -> np.ndarray:
+        return np.array([self.position[u] for u in uris], np.int64)
+
     @classmethod
     def of(cls, dt) -> FileStats:
         uris = dt.file_uris()
@@ -238,6 +303,11 @@ class Opened:
     # the tables it names while holding it.
     lock: threading.RLock = field(default_factory=threading.RLock)
     load: object = None  # load(physical name): open a table of this release
+    # spatial indexes of this release's files holding several runs (their released rows)
+    mixed_indexes: dict[str, spatial.SpatialIndex] = field(default_factory=dict)
+    # the cone lane: a second connection whose tables hold only a cone's candidate rows
+    hot: duckdb.DuckDBPyConnection | None = None
+    hot_tables: set[str] = field(default_factory=set)
 
     @property
     def max_footprint_radius(self) -> float:
@@ -258,6 +328,20 @@ def _served_pattern(t: schema.Table) -> re.Pattern:
 SERVED_PATTERNS = {t.name: _served_pattern(t) for t in schema.TABLES.values()}
 
 
+_SHARED: dict[str, tuple[dict, spatial.RowGroups, list[int]]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared(archive: Archive, opener) -> tuple[dict, spatial.RowGroups, list[int]]:
+    """The per-file spatial indexes, the row-group cache and the indexing generation of an
+    archive, one per process."""
+    with _SHARED_LOCK:
+        got = _SHARED.get(archive.url)
+        if got is None:
+            got = _SHARED[archive.url] = ({}, spatial.RowGroups(opener), [0])
+        return got
+
+
 class Catalogue:
     """Query the archive as of a release. `release=None` follows the latest release.
 
@@ -272,6 +356,14 @@ class Catalogue:
         self._opened: Opened | None = None
         self._lock = threading.Lock()
         self._tables: dict = {}  # DeltaTable per table, moved forward incrementally
+        # per data file (immutable, so shared by the releases and by the catalogues of
+        # the process on this archive: one copy in memory however many lanes run): its
+        # spatial index, made before the query after the first cone that touches it (that
+        # first one, e.g. a cold start on S3, reads no more), and the cone lane's rows
+        # _generation[0]: indexings so far (a part of translation_key: translations made
+        # before a file was indexed, by any catalogue of the archive, are remade)
+        self._indexes, self._row_groups, self._generation = _shared(archive, self._open_data)
+        self._pending: dict[str, set[str]] = {}  # physical -> files to index
         self._checked = -float("inf")  # when the latest release number was last checked
         self.active = 0  # queries running or waiting on this catalogue
         self._count = threading.Lock()
@@ -362,21 +454,25 @@ class Catalogue:
                 con.execute(f"CREATE VIEW {_phys(name)} AS "
                             + " UNION ALL BY NAME ".join(scans))
             else:
-                empty = _empty(table).append_column("filename", pa.array([], pa.string()))
+                empty = _located(_empty(table), [], [])
                 opened.objects[_phys(name)] = empty
                 con.register(_phys(name), empty)
-            for t in schema.TABLES.values():
-                if t.physical != name:
-                    continue
-                # the file name (for box_sql) and the packed footprint (for the geometry
-                # tests) ride along; queries cannot name them (the translator only knows
-                # served columns and expands * itself)
-                hidden = [f'"{c.name}"' for c in table.columns
-                          if c.name == schema.PACKED_REGION]
-                cols = ", ".join([self._select(c) for c in t.served] + hidden
-                                 + ['filename AS "_file"'])
-                con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(name)}")
+            self._served_views(con, name)
             opened.loaded.add(name)
+
+    def _served_views(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
+        """The served tables over physical table `name` (as the view _phys(name))."""
+        table = schema.PHYSICAL[name]
+        for t in schema.TABLES.values():
+            if t.physical != name:
+                continue
+            # the file name and row number (for box_sql) and the packed footprint (for the
+            # geometry tests) ride along; queries cannot name them (the translator only
+            # knows served columns and expands * itself)
+            hidden = [f'"{c.name}"' for c in table.columns if c.name == schema.PACKED_REGION]
+            cols = ", ".join([self._select(c) for c in t.served] + hidden
+                             + ['filename AS "_file"', 'file_row_number AS "_row"'])
+            con.execute(f"CREATE VIEW {t.name} AS SELECT {cols} FROM {_phys(name)}")
 
     def _load_named(self, opened: Opened, sql: str) -> None:
         """Open the tables a query names (a superset is harmless: it costs a load)."""
@@ -436,6 +532,11 @@ class Catalogue:
             opened = self.current()
             with opened.lock:
                 self._load_named(opened, sql)
+                if self._pending:
+                    self._index_pending(opened)
+                lane = self._cone_lane(opened, sql) if not uploads else None
+                if lane is not None:
+                    return self._run(*lane, timeout, max_rows, {})
                 return self._run(opened.con, sql, timeout, max_rows, uploads or {})
         finally:
             with self._count:
@@ -446,8 +547,7 @@ class Catalogue:
              max_rows: int | None, uploads: dict[str, pa.Table]) -> pa.Table:
         for name, table in uploads.items():
             cur.register(f"_upload_{name}", table)
-        timer = threading.Timer(timeout, cur.interrupt)
-        timer.start()
+        timer = WATCHDOG.arm(timeout, cur.interrupt)
         try:
             rel = cur.execute(sql)
             reader = rel.fetch_record_batch(rows_per_batch=max(1, min(max_rows or 65536,
@@ -459,7 +559,7 @@ class Catalogue:
                 if max_rows is not None and n >= max_rows:
                     break
             table = pa.Table.from_batches(batches, reader.schema)
-            if timer.finished.is_set():  # the limit passed, even if the interrupt came
+            if timer.fired:  # the limit passed, even if the interrupt came
                 raise duckdb.InterruptException("time limit")  # before execute() began
             return table.slice(0, max_rows) if max_rows is not None else table
         except duckdb.InterruptException:
@@ -469,40 +569,321 @@ class Catalogue:
                 duckdb.OutOfRangeException, duckdb.NotImplementedException) as e:
             raise QueryError(str(e).split("\n")[0]) from None
         finally:
-            timer.cancel()
+            WATCHDOG.disarm(timer)
             for name in uploads:
                 cur.unregister(f"_upload_{name}")
+
+    def _open_data(self, uri: str):
+        """A data file for pyarrow: a path here, a file object on S3."""
+        return self.archive.fs.open(uri, "rb") if self.archive.is_s3 else uri
+
+    def _cone_lane(self, opened: Opened, sql: str) -> tuple[duckdb.DuckDBPyConnection, str] | None:
+        """A connection where the one table the query names holds only the candidate rows
+        of its cone, taken from memory, and the query to run there; None (the normal
+        path) unless the query names one served table once, over a box made with
+        own=True in this release. The query runs as it is, but for its box (the
+        candidates are inside it; DuckDB pushing it into the Arrow scan cost more than
+        the query): its exact tests, other conditions, ORDER BY and TOP as ever."""
+        plan = _lane_plan(sql) if "_row" in sql else None
+        if plan is None:
+            return None
+        token, served, needed, stripped = plan
+        cone = CONES.get((self.archive.url, opened.release.number), token)
+        if cone is None:  # forgotten, or of another release: the normal path
+            return None
+        physical, per_file = cone
+        if schema.TABLES[served].physical != physical:
+            return None
+        hot = self._hot_connection(opened, physical)
+        cand = _rows_table(physical, [(uri, r, self._row_groups.take(uri, r, needed))
+                                      for uri, r in per_file.items()])
+        hot.register(_phys(physical), cand)
+        LANE_ROWS[0] += cand.num_rows
+        return hot, stripped
+
+    def _hot_connection(self, opened: Opened, physical: str) -> duckdb.DuckDBPyConnection:
+        if opened.hot is None:
+            con = duckdb.connect(config={"threads": 1, "autoinstall_known_extensions": False,
+                                         "autoload_known_extensions": False})
+            sqlfunctions.register(con)
+            for t in schema.TABLES.values():
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema_name}")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            opened.hot = con
+        if physical not in opened.hot_tables:
+            table = schema.PHYSICAL[physical]
+            opened.hot.register(_phys(physical), _located(_empty(table), [], []))
+            self._served_views(opened.hot, physical)
+            opened.hot_tables.add(physical)
+        return opened.hot
 
     def translation_key(self) -> tuple:
         """What box_sql's output depends on besides its arguments: the release (its files
         and widest footprint). ADQL translations are cached under it."""
-        return self.archive.url, self.current().release.number
+        return self.archive.url, self.current().release.number, self._generation[0]
 
     def box_sql(self, ra_col: str, dec_col: str, ra: float, dec: float, radius: float,
                 footprint: bool, table: str | None = None,
-                alias: str | None = None) -> BoxSql:
+                alias: str | None = None, own: bool = False) -> BoxSql:
         """Where rows touching a cap can be, for Parquet statistics to prune with: an
         RA/Dec box (widened by the release's largest footprint radius when footprint=True)
         and, for a served table, the only files whose statistics meet both the box and
-        the HEALPix cells of the cap (files are runs of the HEALPix order)."""
+        the HEALPix cells of the cap (files are runs of the HEALPix order). On s_ra/s_dec
+        the release's spatial index narrows that to the rows whose bounding caps (centres,
+        for footprint=False) meet the cap: row-number ranges per file. `own`: the box is
+        a conjunct of the WHERE of the query block whose FROM holds `alias`, so that FROM
+        item may be replaced by those rows alone (the cone lane, see _cone_lane)."""
         opened = self.current()
-        if table:
-            self._load(opened, schema.TABLES[table].physical)
+        physical = schema.TABLES[table].physical if table else None
+        if physical:
+            self._load(opened, physical)
         r = radius + (opened.max_footprint_radius if footprint else 0.0) + 1e-9
         lo, hi, ranges = sky.cap_bounds(ra, dec, r)
-        stats = opened.files.get(schema.TABLES[table].physical) if table else None
+        stats = opened.files.get(physical) if physical else None
         if stats is None:
             return BoxSql(ra_col, dec_col, lo, hi, ranges)
         hit = stats.touching(_name(dec_col), [(lo, hi)]) & stats.touching(_name(ra_col), ranges)
         # hpx is the HEALPix index of (s_ra, s_dec), the centre footprints are boxed by
         if "hpx" in stats.low and (footprint or _name(ra_col) == "s_ra"):
             hit &= stats.touching("hpx", sky.cap_cells(ra, dec, r) or [(-np.inf, np.inf)])
+        file_col = f'"{alias}"."_file"' if alias else '"_file"'
+        per_file = self._candidates(opened, physical, [u for u, h in zip(stats.uris, hit) if h],
+                                    ra, dec, radius, footprint) \
+            if (_name(ra_col), _name(dec_col)) == ("s_ra", "s_dec") else None
+        if per_file is not None:  # the rows whose bounding caps meet the cap, by row number
+            token = None
+            if own and alias:  # the row numbers stay here: a filter on them in the SQL
+                # cost DuckDB more than it saved (measured: 75 ms against 15 ms)
+                token = CONES.put((self.archive.url, opened.release.number), physical,
+                                  per_file)
+            row_col = f'"{alias}"."_row"' if alias else '"_row"'
+            return BoxSql(ra_col, dec_col, lo, hi, ranges, file_col, list(per_file),
+                          row_col, None, token)
         if hit.all():
             return BoxSql(ra_col, dec_col, lo, hi, ranges)
         # DuckDB drops files failing a filter on its filename column before opening them
         files = [u for u, h in zip(stats.uris, hit) if h]
-        file_col = f'"{alias}"."_file"' if alias else '"_file"'
         return BoxSql(ra_col, dec_col, lo, hi, ranges, file_col, files)
+
+    def _index_pending(self, opened: Opened) -> None:
+        """Index the files earlier cones touched first (the translations made since then
+        are remade: translation_key changes)."""
+        pending, self._pending = self._pending, {}
+        for physical, files in pending.items():
+            if physical in opened.loaded:
+                self.file_indexes(opened, physical, sorted(files), now=True)
+
+    def _candidates(self, opened: Opened, physical: str, files: list[str], ra: float,
+                    dec: float, radius: float, footprint: bool) -> dict | None:
+        """Candidate row numbers per file (files without any left out), from the spatial
+        indexes of the files; None while a file has none yet (its first cone) or the
+        cone holds too many rows for it to pay."""
+        indexes = self.file_indexes(opened, physical, files)
+        if indexes is None:
+            return None
+        cells, out, total = spatial.Cells(ra, dec), {}, 0
+        for uri, index in indexes.items():
+            found = index.candidates(ra, dec, radius, footprint, cells)
+            if found is None:
+                return None
+            total += len(found)
+            if total > spatial.MAX_CANDIDATES:
+                return None
+            if len(found):
+                out[uri] = np.sort(index.row[found]).astype(np.int64)
+        return out
+
+    def file_indexes(self, opened: Opened, physical: str, files: list[str],
+                     now: bool = False) -> dict[str, spatial.SpatialIndex] | None:
+        """The spatial index of each of these files of the release (visible rows only);
+        None when a file is touched for the first time (unless `now`): it is read before
+        the next query, so a first cone (a cold start on S3) reads nothing more."""
+        table = schema.PHYSICAL[physical]
+        if not {"s_ra", "s_dec"} <= {c.name for c in table.columns}:
+            return None
+        with opened.lock:
+            stats, dt = opened.files.get(physical), self._tables.get(physical)
+            if stats is None or dt is None:
+                return None
+            runs = set(opened.release.runs.values())
+            clean, mixed = stats.visibility(runs)
+            visible, mixed = set(clean) | set(mixed), set(mixed)
+            have = {u: (opened.mixed_indexes if u in mixed else self._indexes).get(u)
+                    for u in files if u in visible}  # the view holds no other file
+            missing = [u for u, ix in have.items() if ix is None]
+            if missing and not now:
+                self._pending.setdefault(physical, set()).update(missing)
+                return None
+            for group, visible in (([u for u in missing if u not in mixed], None),
+                                   ([u for u in missing if u in mixed], runs)):
+                if not group:
+                    continue
+                got = self._read_rows(opened.con, physical, dt, group, visible)
+                for u in group:
+                    ix = spatial.SpatialIndex([u], [got[u]])
+                    (opened.mixed_indexes if u in mixed else self._indexes)[u] = ix
+                    have[u] = ix
+            if missing:
+                self._generation[0] += 1  # box_sql answers differently: new translations
+            if len(self._indexes) > 2 * len(stats.uris) + 64:  # files of old releases
+                live = set(stats.uris)  # (another release's catalogue re-reads what it lost)
+                for u in [u for u in list(self._indexes) if u not in live]:
+                    self._indexes.pop(u, None)
+                self._row_groups.forget(live)
+            return have
+
+    @staticmethod
+    def _read_rows(con, name: str, dt, uris: list[str],
+                   runs: set[str] | None = None) -> dict[str, spatial.FileRows]:
+        """The centre, radius and cell of every row of these files (one scan); only the
+        rows of these ingest runs when `runs` is given."""
+        table = schema.PHYSICAL[name]
+
+        def col(c: str, typ: str) -> str:
+            there = dt.has_column(c) if isinstance(dt, deltalog.TableLog) else has_column(dt, c)
+            return f'"{c}"' if there else f"NULL::{typ} AS {c}"
+
+        got = con.execute(
+            f"SELECT filename, file_row_number, s_ra, s_dec, {col('s_rmax', 'DOUBLE')}, "
+            f"{col('hpx', 'BIGINT')} FROM {_scan(uris, table, _bind_file(dt))}"
+            + (f" WHERE ingest_id IN ({sql_in(sorted(runs))})" if runs is not None else "")
+        ).arrow()
+        if isinstance(got, pa.RecordBatchReader):
+            got = got.read_all()
+        names = got["filename"].to_numpy(zero_copy_only=False)
+        order = np.argsort(names, kind="stable")
+        names = names[order]
+        cuts = np.flatnonzero(names[1:] != names[:-1]) + 1
+        starts, ends = np.concatenate([[0], cuts]), np.concatenate([cuts, [len(names)]])
+
+        def arr(c: str, fill: float) -> np.ndarray:
+            return got[c].cast(pa.float64()).fill_null(fill).to_numpy()[order]
+
+        row, ra, dec = got["file_row_number"].to_numpy()[order], arr("s_ra", np.nan), \
+            arr("s_dec", np.nan)
+        rmax, hpx = arr("s_rmax", np.inf), arr("hpx", np.nan)
+        out = {u: spatial.FileRows.of([], [], [], []) for u in uris}
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            out[names[a]] = spatial.FileRows.of(row[a:b], ra[a:b], dec[a:b], rmax[a:b], hpx[a:b])
+        return out
+
+
+class Cones:
+    """Candidate rows of the boxes box_sql made, by token (unique in the process: a
+    translation cached by one catalogue of a release serves the others of that release),
+    most recent last, at most `limit` rows in all."""
+
+    def __init__(self, limit: int = 2_000_000):
+        self.limit, self.rows = limit, 0
+        self.items: OrderedDict[tuple, tuple[str, dict[str, np.ndarray]]] = OrderedDict()
+        self.lock = threading.Lock()
+        self.tokens = itertools.count(1)
+
+    def put(self, release: tuple, physical: str, per_file: dict[str, np.ndarray]) -> int:
+        with self.lock:
+            token = next(self.tokens)
+            self.items[(*release, token)] = (physical, per_file)
+            self.rows += sum(len(r) for r in per_file.values())
+            while self.rows > self.limit and len(self.items) > 1:
+                _, (_, old) = self.items.popitem(last=False)
+                self.rows -= sum(len(r) for r in old.values())
+            return token
+
+    def get(self, release: tuple, token: int):
+        with self.lock:
+            got = self.items.get((*release, token))
+            if got is not None:
+                self.items.move_to_end((*release, token))
+            return got
+
+
+CONES = Cones()
+LANE_ROWS = [0]  # candidate rows the cone lane has run queries on (benchmarks read it)
+NAMES = {c.name: re.compile(rf"(?<![\w$]){re.escape(c.name.lower())}(?![\w$])")
+         for t in schema.PHYSICAL.values() for c in t.columns}
+@functools.lru_cache(maxsize=1024)
+def _lane_plan(sql: str) -> tuple[int, str, tuple[str, ...], str] | None:
+    """What the cone lane needs of a query (translations repeat, so this is kept): the
+    token of its box, the one served table it names, the physical columns it names and
+    the query without that box; None when it names no box or not one table once."""
+    m = CONE_TOKEN.search(sql)
+    if m is None or "tap_schema" in sql.lower():
+        return None
+    bare = STRINGS.sub("''", sql)  # names inside string literals (file paths) do not count
+    named = [t for t, pattern in SERVED_PATTERNS.items() for _ in pattern.finditer(bare)]
+    if len(named) != 1:
+        return None
+    table = schema.PHYSICAL[schema.TABLES[named[0]].physical]
+    lower = bare.lower()
+    needed = [c.name for c in table.columns if c.name not in table.partition_by
+              and NAMES[c.name].search(lower)]
+    if schema.PACKED_REGION in needed:  # files written before it have only s_region
+        needed.append("s_region")
+    stripped = _without_box(sql, m)
+    return (int(m.group(1)), named[0], tuple(needed), stripped) if stripped != sql else None
+
+
+def _without_box(sql: str, token: re.Match) -> str:
+    """The query with the pruning box that starts at the token replaced by TRUE."""
+    start = token.start()
+    depth, i = 1, start + 1
+    while depth and i < len(sql):
+        ch = sql[i]
+        if ch in "'\"":  # a literal or identifier: skip to its end ('' and "" escape)
+            j = sql.find(ch, i + 1)
+            while j != -1 and sql[j + 1:j + 2] == ch:
+                j = sql.find(ch, j + 2)
+            i = j if j != -1 else len(sql)
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        i += 1
+    return sql[:start] + "(TRUE)" + sql[i:] if depth == 0 else sql
+
+
+STRINGS = re.compile(r"'(?:[^']|'')*'")
+CONE_TOKEN = re.compile(r'\((?:"[^"]*"\.)?"_row" <> -(\d+) AND ')
+
+
+def _located(t: pa.Table, files, rows) -> pa.Table:
+    """A physical table's rows with the filename and file_row_number a scan adds."""
+    return t.append_column("filename", pa.array(files, pa.string())) \
+        .append_column("file_row_number", pa.array(rows, pa.int64()))
+
+
+@functools.cache
+def _arrow_schema(physical: str) -> pa.Schema:
+    return schema.PHYSICAL[physical].arrow_schema()
+
+
+def _rows_table(physical: str, parts: list[tuple[str, np.ndarray, dict]]) -> pa.Table:
+    """Rows of some files, (uri, row numbers, columns read) each, as the physical view
+    has them: the columns read, the partition values of the files' paths, NULL for the
+    columns the query does not name; one chunk (one batch per call of the exact tests)."""
+    table = schema.PHYSICAL[physical]
+    sizes = [len(r) for _, r, _ in parts]
+    n = sum(sizes)
+    paths = [dict(p.split("=", 1) for p in uri.split("/") if "=" in p) for uri, _, _ in parts]
+    out = {}
+    for f in _arrow_schema(physical):
+        if f.name in table.partition_by:
+            vals = pa.array([d.get(f.name) for d in paths], pa.string())
+            out[f.name] = vals.take(pa.array(np.repeat(np.arange(len(parts)), sizes)))
+        elif parts and all(f.name in cols for _, _, cols in parts):
+            arrays = [cols[f.name] for _, _, cols in parts]
+            a = pa.concat_arrays(arrays) if len(arrays) > 1 else arrays[0]
+            out[f.name] = a if a.type == f.type else a.cast(f.type)
+        elif f.name == schema.PACKED_REGION and parts and \
+                all("s_region" in cols for _, _, cols in parts):  # as _derived does
+            out[f.name] = pa.concat_arrays([sky.pack(cols["s_region"]) for _, _, cols in parts])
+        else:
+            out[f.name] = pa.nulls(n, f.type)
+    names = pa.array([uri for uri, _, _ in parts], pa.string())
+    files = names.take(pa.array(np.repeat(np.arange(len(parts)), sizes)))
+    rows = np.concatenate([r for _, r, _ in parts]) if parts else np.zeros(0, np.int64)
+    return _located(pa.table(out), files, rows)
 
 
 def _number(v, fill: float) -> float:
@@ -529,7 +910,8 @@ def _derived(table: schema.Table, dt) -> str:
 
 def _scan(files: list[str], table: schema.Table, bind: str) -> str:
     return (f"read_parquet({sql_list([bind, *files])}, filename = true, "
-            f"hive_partitioning = true, hive_types = {_hive_types(table)})")
+            f"file_row_number = true, hive_partitioning = true, "
+            f"hive_types = {_hive_types(table)})")
 
 
 BIND_ROOT = Path(tempfile.gettempdir()) / "catalogue-bind"

@@ -272,12 +272,15 @@ def _median_ms(fn, repeat: int) -> float:
 
 
 def _candidates(cat, adql: str) -> int | None:
+    """Rows the exact test was handed: the footprint kernels count theirs; a DISTANCE
+    cone (a SQL macro) counts the rows the cone lane ran it on."""
     from ...geometry import sqlfunctions
+    from ...query import catalogue
 
-    before = sqlfunctions.EXACT_ROWS[0]
+    before, lane = sqlfunctions.EXACT_ROWS[0], catalogue.LANE_ROWS[0]
     ours(cat, adql)
     n = sqlfunctions.EXACT_ROWS[0] - before
-    return n or None
+    return n or (catalogue.LANE_ROWS[0] - lane) or None
 
 
 # ---- cold and concurrent ------------------------------------------------------------------

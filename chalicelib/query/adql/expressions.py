@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 import math
 import re
 from collections.abc import Callable
@@ -76,10 +77,37 @@ def box_node(b) -> exp.Expr:
     ra = exp.or_(*(between(b.ra_col, a, z) for a, z in b.ranges), copy=False) \
         if b.ranges else exp.false()
     parts = [between(b.dec_col, b.lo, b.hi), exp.Paren(this=ra)]
+    if b.files and getattr(b, "token", None) is not None:  # names the cone's candidates:
+        # first, so the catalogue's cone lane finds where the box starts
+        parts.insert(0, exp.NEQ(this=col(b.row_col).copy(), expression=_number(-b.token)))
     if b.files is not None:
         parts.append(exp.In(this=col(b.file_col).copy(),
                             expressions=[exp.Literal.string(u) for u in b.files]))
+    if b.files and getattr(b, "rows", None) is not None:  # row-number ranges per file
+        per = [exp.Paren(this=exp.and_(
+            exp.EQ(this=col(b.file_col).copy(), expression=exp.Literal.string(u)),
+            exp.Paren(this=exp.or_(*(exp.Between(this=col(b.row_col).copy(),
+                                                 low=_number(a), high=_number(z))
+                                     for a, z in b.rows[u]), copy=False)), copy=False))
+               for u in b.files]
+        parts.append(exp.Paren(this=exp.or_(*per, copy=False)))
     return exp.Paren(this=exp.and_(*parts, copy=False))
+
+
+def _takes_own(box_sql) -> bool:
+    """Does this box_sql take own= (Catalogue.box_sql does; simpler ones need not)?"""
+    fn = getattr(box_sql, "__func__", box_sql)
+    got = _OWN.get(fn)
+    if got is None:
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            params = ()
+        got = _OWN[fn] = any(p.name == "own" or p.kind is p.VAR_KEYWORD for p in params)
+    return got
+
+
+_OWN: dict = {}
 
 
 def quoted(name: str) -> exp.Identifier:
@@ -127,7 +155,7 @@ class Expressions:
             v = self.condition(c, ctx)
             parts.append(v.sql)
             if v.prune is not None and self.box_sql is not None:
-                parts.append(self.box(v))
+                parts.append(self.box(v, ctx))
         return exp.and_(*parts)
 
     def conjuncts(self, node: exp.Expr) -> list[exp.Expr]:
@@ -137,10 +165,14 @@ class Expressions:
             return self.conjuncts(node.this)
         return [node]
 
-    def box(self, v: Val) -> exp.Expr:
+    def box(self, v: Val, ctx: Ctx) -> exp.Expr:
         p = v.prune
+        # the box is a conjunct of the WHERE of the block whose FROM holds the table: the
+        # catalogue may then run the block on the box's candidate rows alone
+        own = any(s.sql_alias == p.alias for s in ctx.scope.sources)
+        kw = {"own": True} if own and _takes_own(self.box_sql) else {}
         text = self.box_sql(p.ra_sql, p.dec_sql, p.ra, p.dec, p.radius, footprint=p.footprint,
-                            table=p.table, alias=p.alias)
+                            table=p.table, alias=p.alias, **kw)
         if hasattr(text, "ranges"):  # a BoxSql: its nodes, not its text parsed back
             return exp.Paren(this=box_node(text))
         return exp.Paren(this=sqlglot.parse_one(text, read="duckdb"))
