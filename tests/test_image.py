@@ -119,7 +119,7 @@ def test_image_runs_its_handlers_ingests_and_answers(container, workspace) -> No
              "    mod, fn = h.rsplit('.', 1)\n"
              "    assert callable(getattr(importlib.import_module(mod), fn)), h\n"
              "import app\n"
-             "missing = [m for m in ('pytest', 'moto', 'pyvo', 'scipy', 'photutils')\n"
+             "missing = [m for m in ('pytest', 'moto', 'pyvo', 'photutils', 'lsdb')\n"
              "           if importlib.util.find_spec(m) is not None]\n"
              "print(json.dumps({'python': sys.version.split()[0], 'test_packages': missing,\n"
              "                  'routes': len(app.app.routes)}))\n")
