@@ -384,7 +384,21 @@ def test_browser_search_preview_cutout_and_spectrum(browser, server, source, sho
     want = sorted(zip(np.asarray(table["lambda"], float), np.asarray(table["flux"], float),
                       np.nan_to_num(np.asarray(table["flux_err"], float))))
     assert np.allclose(got, want, rtol=1e-9, atol=1e-12)
+    # coloured by detector (the DID's /Dn), one colour per detector; a legend entry each
+    marks = _js(d, "return [...document.querySelectorAll('#spec-points circle')].map(c => "
+                   "[c.dataset.did, c.dataset.det, c.getAttribute('fill')])")
+    assert {(did, det) for did, det, _ in marks} == {
+        (str(x), "D" + str(x).rsplit("/D", 1)[1]) for x in table["obs_publisher_did"]}
+    colour = {det: fill for _, det, fill in marks}
+    assert len(set(colour.values())) == len(colour) == len(
+        _js(d, "return document.querySelectorAll('#spec-legend circle')"))
     _shot(d, shots, "4-spectrum")
+    # a point links back to its image: Enter on it opens that image in the image view
+    did = marks[-1][0]
+    d.find_elements("css selector", "#spec-points circle")[-1].send_keys(Keys.ENTER)
+    _wait(d, lambda d: parse_qs(urlparse(d.current_url).query).get("img") == [did],
+          "the point's image")
+    _wait(d, lambda d: _js(d, "return window.portal.view.selected") == did, "the image view")
 
     # 6. the page asked nothing of any other host
     hosts = _js(d, "return performance.getEntriesByType('resource').map(e => e.name)")
@@ -564,6 +578,8 @@ def test_browser_target_list_upload_combined_table_and_batch_cutouts(
     import zipfile
     from urllib.parse import unquote
 
+    from selenium.webdriver.support.ui import Select
+
     d = browser
     d.set_window_size(1280, 1000)
     truth = pq.read_table(synth_dir / "truth.parquet").to_pylist()
@@ -632,6 +648,33 @@ def test_browser_target_list_upload_combined_table_and_batch_cutouts(
     assert z.testzip() is None
     assert z.namelist() == [name for *_, name in links]
     assert z.read(links[0][3]) == first.content
+
+    # spectrophotometry of the whole list: one job, a POINT per target (numbered as listed),
+    # each target's spectrum plotted from its own rows of the job's result
+    d.find_element("id", "phot").click()
+    _wait(d, lambda d: _js(d, "return document.getElementById('phot-phase').dataset.phase")
+          in ("COMPLETED", "ERROR"), "the list's job", timeout=240)
+    assert _js(d, "return document.getElementById('phot-phase').dataset.phase") == "COMPLETED"
+    job = parse_qs(urlparse(d.current_url).query)["job"][0]
+    info = requests.get(job, cookies=cookies, timeout=30).text
+    points = re.findall(r'<uws:parameter id="POINT"[^>]*>([^<]+)<', info, flags=re.I)
+    assert np.allclose([tuple(map(float, p.split(","))) for p in points], [
+        (t["ra"], t["dec"]) for t in targets], atol=1e-6), info  # as the page read them
+    long = parse(io.BytesIO(requests.get(f"{job}/results/long", cookies=cookies,
+                                         timeout=60).content)).get_first_table().to_table()
+    long = long[np.isfinite(np.asarray(long["flux"], float))
+                & np.isfinite(np.asarray(long["lambda"], float))]
+    assert set(np.asarray(long["source_id"])) == {1, 2}
+    assert len(d.find_elements("css selector", "#spec-source option")) == 2
+    for k in (2, 1):
+        Select(d.find_element("id", "spec-source")).select_by_value(str(k))
+        pts = _js(d, "return [...document.querySelectorAll('#spec-points circle')].map(c => "
+                     "[+c.dataset.source, +c.dataset.lambda, +c.dataset.flux])")
+        mine = long[np.asarray(long["source_id"]) == k]
+        assert {p[0] for p in pts} == {k} and len(pts) == len(mine) > 0
+        assert np.allclose(sorted(p[1:] for p in pts), sorted(zip(
+            np.asarray(mine["lambda"], float), np.asarray(mine["flux"], float))), rtol=1e-9)
+    _shot(d, shots, "10-target-list-spectra")
 
     # a look at the first image of the list, the pointer on it (the README's picture)
     d.find_element("css selector", "#results-table tbody tr button.view").click()

@@ -410,6 +410,19 @@ function detectorOf(row) {
   return d ? d[0] : "";
 }
 
+// open a result row's image (of another target of the list: that target becomes the selected)
+function viewImage(r) {
+  if (view.multi && r.tgt !== view.sel) {
+    view.sel = r.tgt;
+    view.target = view.targets[r.tgt];
+    showTargets(view.targets, r.tgt);
+    skyplot();
+    coverage(view.target, readState()).catch((e) => say(e.message));
+  }
+  const s = pushState(view.multi ? { img: r.did, sel: String(r.tgt) } : { img: r.did });
+  openImage(r.did, s);
+}
+
 // "Polygon ICRS ra dec ra dec ..." (or a bare list of numbers) -> [[ra, dec], ...]
 function polygonOf(text) {
   const nums = (text || "").split(/[\s,]+/).map(Number).filter((v) => Number.isFinite(v));
@@ -615,17 +628,7 @@ function renderTable() {
       text: show(r) }));
     row.append(el("td", {}, el("button", { type: "button", class: "link view",
       "aria-label": `view ${r.obs_id} ${r.det}`, text: "view",
-      onclick: () => {
-        if (view.multi && r.tgt !== view.sel) {  // the image of another target of the list
-          view.sel = r.tgt;
-          view.target = view.targets[r.tgt];
-          showTargets(view.targets, r.tgt);
-          skyplot();
-          coverage(view.target, readState()).catch((e) => say(e.message));
-        }
-        const s = pushState(view.multi ? { img: r.did, sel: String(r.tgt) } : { img: r.did });
-        openImage(r.did, s);
-      } })));
+      onclick: () => viewImage(r) })));
     tbody.append(row);
   }
   const pager = $("pager");
@@ -1416,18 +1419,26 @@ async function loadTargetFile(input) {
 
 // ------------------------------------------------------------------ spectrophotometry
 
+// the sources of a job: every target of a list (POINTs numbered 1, 2, ... as the service
+// does), else the one target
+const jobTargets = () => (view.multi ? view.targets : [view.target]);
+
 function showSpectrumPanel(s) {
   $("spectrum").hidden = false;
-  $("phot").textContent = `Measure the spectrum of ${view.target.name || "the target"}`;
+  $("phot").textContent = view.multi
+    ? `Measure the spectra of the ${view.targets.length} targets of the list`
+    : `Measure the spectrum of ${view.target.name || "the target"}`;
   $("spec-fig").hidden = true;
+  $("spec-source").hidden = true;
   $("phot-links").textContent = "";
   $("phot-phase").textContent = "";
   if (s.job) followJob(s.job);
 }
 
 async function startJob() {
-  const t = view.target;
-  const body = new URLSearchParams([["POINT", `${t.ra},${t.dec}`], ["PHASE", "RUN"]]);
+  const body = new URLSearchParams();
+  for (const t of jobTargets()) body.append("POINT", `${t.ra},${t.dec}`);
+  body.append("PHASE", "RUN");
   const s = readState();
   if (s.coll) body.append("COLLECTION", s.coll);
   $("phot").disabled = true;
@@ -1495,12 +1506,35 @@ async function showSpectrum(doc, job) {
   if (!long) { say("The job finished without a measurement table."); return; }
   const vt = votable(await (await get(long.href, "The job's result")).text(), "The result");
   const pts = records(vt).map((m) => ({ lam: Number(m.lambda), flux: Number(m.flux),
-    err: Number(m.flux_err), w: Number(m.lambda_width), did: m.obs_publisher_did }))
+    err: Number(m.flux_err), w: Number(m.lambda_width), did: m.obs_publisher_did,
+    src: Number(m.source_id) }))
     .filter((p) => Number.isFinite(p.lam) && Number.isFinite(p.flux));
-  plotSpectrum(pts);
+  view.spectra = pts;
+  const ts = jobTargets();
+  const pick = $("spec-source");
+  pick.textContent = "";
+  ts.forEach((t, k) => pick.append(el("option", { value: k + 1,
+    text: `${k + 1}: ${label(t)} (${pts.filter((p) => p.src === k + 1).length} points)` })));
+  pick.value = String(view.multi ? view.sel + 1 : 1);
+  pick.hidden = ts.length < 2;
+  pick.onchange = () => plotSpectrum(Number(pick.value));
+  plotSpectrum(Number(pick.value));
 }
 
-function plotSpectrum(pts) {
+const DET_COLOURS = { D1: "#1f77b4", D2: "#2ca02c", D3: "#bcbd22", D4: "#ff7f0e",
+  D5: "#d62728", D6: "#9467bd", "": "#555" };
+
+// the point's image in the image view (its row of the results, for that target of a list)
+function openPointImage(p) {
+  const tgt = view.multi ? p.src - 1 : 0;
+  const r = view.rows.find((x) => x.did === p.did && (!view.multi || x.tgt === tgt));
+  if (r) viewImage(r);
+  else say(`The image ${p.did} is not among the results of this search.`, "info");
+}
+
+function plotSpectrum(src) {
+  const pts = view.spectra.filter((p) => p.src === src);
+  const t = jobTargets()[src - 1];
   const svg = $("spec-plot");
   svg.textContent = "";
   $("spec-fig").hidden = false;
@@ -1539,18 +1573,38 @@ function plotSpectrum(pts) {
     transform: `rotate(-90 14 ${(T + H - B) / 2})`, text: "flux density (\u00b5Jy)" }));
   svg.append(axes);
   const g = el("g", { id: "spec-points" });
+  const dets = new Set();
   for (const p of pts) {
     const err = e(p);
+    const det = detectorOf({ obs_publisher_did: p.did, em_min: p.lam * 1e-6,
+      em_max: p.lam * 1e-6 });
+    const colour = DET_COLOURS[det] || DET_COLOURS[""];
+    dets.add(det);
+    // each point is a link to its image: keyboard-focusable, Enter opens it
+    const open = (ev) => {
+      if (ev.type === "keydown" && ev.key !== "Enter") return;
+      ev.preventDefault();
+      openPointImage(p);
+    };
     g.append(el("line", { x1: X(p.lam), x2: X(p.lam), y1: Y(p.flux - err), y2: Y(p.flux + err),
-      stroke: "#0b5cad", "stroke-width": 1 }),
-    el("circle", { cx: X(p.lam), cy: Y(p.flux), r: 3, fill: "#0b5cad", class: "pt",
-      "data-lambda": p.lam, "data-flux": p.flux, "data-err": err },
-    el("title", { text: `${p.lam.toFixed(3)} \u00b5m: ${p.flux.toPrecision(4)} \u00b1 ` +
-      `${err.toPrecision(3)} \u00b5Jy` })));
+      stroke: colour, "stroke-width": 1 }),
+    el("circle", { cx: X(p.lam), cy: Y(p.flux), r: 3.5, fill: colour, class: "pt",
+      tabindex: 0, role: "link", "aria-label": `${det} ${p.lam.toFixed(3)} \u00b5m: open ` +
+      `the image ${p.did}`, "data-lambda": p.lam, "data-flux": p.flux, "data-err": err,
+      "data-did": p.did, "data-det": det, "data-source": p.src, onclick: open, onkeydown: open },
+    el("title", { text: `${det} ${p.lam.toFixed(3)} \u00b5m: ${p.flux.toPrecision(4)} ` +
+      `\u00b1 ${err.toPrecision(3)} \u00b5Jy (${p.did}; click to view the image)` })));
   }
   svg.append(g);
-  $("spec-cap").textContent = `${pts.length} measurements of ${label(view.target)}: flux ` +
-    "density with 1-sigma error bars.";
+  const legend = el("g", { id: "spec-legend", "font-size": 11 });
+  [...dets].sort().forEach((d, k) => legend.append(
+    el("circle", { cx: W - R - 150 + 50 * (k % 3), cy: T + 6 + 14 * Math.floor(k / 3), r: 3.5,
+      fill: DET_COLOURS[d] || DET_COLOURS[""] }),
+    el("text", { x: W - R - 144 + 50 * (k % 3), y: T + 10 + 14 * Math.floor(k / 3),
+      text: d || "other" })));
+  svg.append(legend);
+  $("spec-cap").textContent = `${pts.length} measurements of ${label(t)}: flux density ` +
+    "with 1-sigma error bars, coloured by detector; click a point to view its image.";
 }
 
 function niceStep(raw) {
