@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
@@ -33,12 +32,13 @@ from astropy.io import fits
 from astropy.io.votable import parse_single_table
 from astropy.wcs import WCS
 
+from chalicelib.devtools.benchmarks.bench_coldstart import proxy_event  # the same events
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_DIR = ROOT / "infra" / "image"
 pytestmark = pytest.mark.slow
 
 BUILDAH = ["buildah", "--storage-driver", "vfs"]
-HOST = "abc.execute-api.us-east-1.amazonaws.com"
 
 
 def _have_tools() -> str | None:
@@ -222,21 +222,6 @@ def _drive(container, workspace, plan: dict) -> dict[str, dict]:
                                     log.read_text()[-3000:] if log.exists() else "")
         assert res["response"]["statusCode"] == 200, (name, res["response"])
     return results
-
-
-def proxy_event(path: str, query: dict[str, str] | None = None) -> dict:
-    """What API Gateway's greedy {proxy+} resource sends (REST API, Lambda proxy)."""
-    return {
-        "resource": "/{proxy+}", "path": path, "httpMethod": "GET",
-        "headers": {"Host": HOST, "Accept": "*/*"}, "multiValueHeaders": {"Accept": ["*/*"]},
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
-        "pathParameters": {"proxy": quote(path.lstrip("/"))}, "stageVariables": None,
-        "requestContext": {"resourcePath": "/{proxy+}", "httpMethod": "GET", "stage": "api",
-                           "path": "/api" + path, "requestId": "image-test",
-                           "domainName": HOST},
-        "body": None, "isBase64Encoded": False,
-    }
 
 
 def _body(result: dict) -> bytes:

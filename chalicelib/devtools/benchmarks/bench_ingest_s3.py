@@ -23,7 +23,9 @@ WEEK_IMAGES = 21_000
 WEEK_BYTES = 1.5e12
 
 
-def _moto(tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_moto(tmp: Path) -> tuple[subprocess.Popen, str]:
+    """A moto server in its own process on a free loopback port (its memory and /tmp are
+    not ours); returns the process (the caller stops it) and its endpoint once it answers."""
     import boto3  # deferred: AWS path only
 
     with socket.socket() as s:
@@ -33,7 +35,8 @@ def _moto(tmp: Path) -> tuple[subprocess.Popen, str]:
                              str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "TMPDIR": str(tmp)})
     endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
     for _ in range(300):
         try:
             client.list_buckets()
@@ -82,7 +85,7 @@ def run(images: int, size: int) -> None:
     from ..synth import synthesize
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-s3-"))
-    proc, endpoint = _moto(tmp / "moto")
+    proc, endpoint = start_moto(tmp / "moto")
     env = {"S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
            "AWS_DEFAULT_REGION": "us-east-1", "INGEST_BATCH_FILES": "250"}

@@ -13,9 +13,6 @@ import hashlib
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +30,7 @@ from moto.awslambda.models import LambdaFunction
 
 from chalicelib import config
 from chalicelib.cutout.fitsrange import hdu_names
+from chalicelib.devtools.benchmarks.bench_ingest_s3 import start_moto
 from chalicelib.ingest import streaming
 from chalicelib.ingest.delivery import DeliveryError
 from chalicelib.lake import releases
@@ -47,29 +45,10 @@ TMP_LIMIT = 8 << 20  # the function's /tmp in these tests: ~10x less than the de
 PART = 5 << 20  # S3's smallest multipart part
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto S3 server in a subprocess on a free loopback port; stopped after."""
-    port = _free_port()
-    env = {**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("moto-tmp"))}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    for _ in range(300):
-        try:
-            client.list_buckets()
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.1)
+    proc, endpoint = start_moto(tmp_path_factory.mktemp("moto-tmp"))
     yield endpoint
     proc.terminate()
     proc.wait(30)
