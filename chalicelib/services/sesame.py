@@ -18,7 +18,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .. import outbound
 from ..config import settings
 
 MAX_BYTES = 256 << 10
@@ -82,6 +81,8 @@ def resolve(name: str) -> Resolved | None:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
+    from .. import outbound  # deferred: urllib3 only when a name goes out
+
     try:
         body = outbound.fetch(query_url(base, name), MAX_BYTES)
     except outbound.OutboundError:

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-HEAVY = ("duckdb", "numpy", "astropy", "pyarrow", "numba", "deltalake", "fsspec", "sqlglot")
+HEAVY = ("duckdb", "numpy", "astropy", "pyarrow", "numba", "deltalake", "fsspec", "sqlglot",
+         "pandas", "urllib3")
 
 PROBE = """
 import json, sys
