@@ -171,7 +171,7 @@ def test_every_lambda_in_a_state_machine_is_a_template_function() -> None:
 
 def test_every_function_runs_a_real_handler_from_one_image() -> None:
     functions = resources(load_template(), "AWS::Lambda::Function")
-    assert len(functions) == 7
+    assert len(functions) == 8
     for name, fn in functions.items():
         props = fn["Properties"]
         assert props["PackageType"] == "Image"
@@ -198,7 +198,7 @@ def _as_list(value: Any) -> list[Any]:
 
 def test_roles_are_least_privilege() -> None:
     roles = resources(load_template(), "AWS::IAM::Role")
-    assert len(roles) == 10  # one per function, one per state machine
+    assert len(roles) == 11  # one per function, one per state machine
     for name, role in roles.items():
         for st in _statements(role):
             actions = _as_list(st["Action"])
@@ -209,9 +209,34 @@ def test_roles_are_least_privilege() -> None:
                for name, r in roles.items()}
     assert not any(a.startswith("s3:") for a in actions["FailJobRole"])
     assert "s3:DeleteObject" not in actions["IngestRole"]  # ingest only ever adds
+    # the vacuum deletes, and only where retention removes things: never a FITS file (data/)
+    deletes = [st for st in _statements(roles["VacuumRole"]) if "s3:DeleteObject" in
+               _as_list(st["Action"])]
+    assert [sorted(r["Fn::Sub"] for r in st["Resource"]) for st in deletes] == [sorted(
+        "${ArchiveBucket.Arn}/" + p + "/*" for p in ("tables", "moc", "hats", "staging"))]
     assert "dynamodb:Scan" not in set().union(*actions.values())
     status_write = [st for st in _statements(roles["IngestRole"]) if st["Sid"] == "WriteStatus"]
     assert status_write[0]["Resource"]["Fn::Sub"].endswith("/*_status.json")
+
+
+def test_vacuum_runs_on_a_schedule_only_when_retention_is_set() -> None:
+    template = load_template()
+    rule = resources(template, "AWS::Events::Rule")["VacuumScheduleRule"]
+    perm = resources(template, "AWS::Lambda::Permission")["VacuumInvokePermission"]
+    fn = resources(template, "AWS::Lambda::Function")["VacuumFunction"]["Properties"]
+    assert rule["Condition"] == perm["Condition"] == "HasRetention"
+    assert template["Conditions"]["HasRetention"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "RetentionKeepLast"}, 0]}]}
+    assert rule["Properties"]["ScheduleExpression"] == {"Ref": "VacuumSchedule"}
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["VacuumFunction", "Arn"]}
+    assert perm["Properties"]["Principal"] == "events.amazonaws.com"
+    assert perm["Properties"]["SourceArn"] == {"Fn::GetAtt": ["VacuumScheduleRule", "Arn"]}
+    assert fn["ImageConfig"]["Command"] == ["chalicelib.lambdas.handlers.vacuum_releases"]
+    assert fn["ReservedConcurrentExecutions"] == 1
+    env = fn["Environment"]["Variables"]
+    assert {env[k]["Ref"] for k in ("RETENTION_KEEP_LAST", "RETENTION_PINNED",
+                                    "RETENTION_GRACE_SECONDS")} == {
+        "RetentionKeepLast", "RetentionPinned", "RetentionGraceSeconds"}
 
 
 def test_api_gateway_binary_types_cover_the_app() -> None:
@@ -344,7 +369,7 @@ def test_functions_roles_and_state_machines_are_wired(stack: dict[str, str]) -> 
     lam = boto3.client("lambda", region_name=REGION)
     iam = boto3.client("iam", region_name=REGION)
     functions = {f["FunctionName"]: f for f in lam.list_functions()["Functions"]}
-    assert len([n for n in functions if n.startswith("spherex-test-")]) == 7
+    assert len([n for n in functions if n.startswith("spherex-test-")]) == 8
     api = functions["spherex-test-api"]
     env = api["Environment"]["Variables"]
     assert env["JOBS_TABLE"] == stack["JobsTableName"]
@@ -360,9 +385,9 @@ def test_functions_roles_and_state_machines_are_wired(stack: dict[str, str]) -> 
     assert functions["spherex-test-ingest"]["Timeout"] == 900
     roles = {r["RoleName"]: r["Arn"] for r in iam.list_roles()["Roles"]
              if r["RoleName"].startswith("spherex-test-")}
-    assert len(roles) == 10 and all(f["Role"] in roles.values() for n, f in functions.items()
+    assert len(roles) == 11 and all(f["Role"] in roles.values() for n, f in functions.items()
                                    if n.startswith("spherex-test-"))
-    assert len({f["Role"] for f in functions.values()}) == 7  # no role is shared
+    assert len({f["Role"] for f in functions.values()}) == 8  # no role is shared
     role = api["Role"].rsplit("/", 1)[1]
     policy = iam.get_role_policy(RoleName=role, PolicyName="api")["PolicyDocument"]
     text = json.dumps(policy)

@@ -21,8 +21,9 @@ live sets come from the Delta log at each kept version. It never deletes:
   oldest kept version go, so every kept release still opens (checkpoint plus the JSON
   commits after it, as the catalogue's log reader and deltalake read them).
 
-Also removed: MOC caches of releases no longer kept and ingest batch markers of
-released deliveries. Release files themselves stay (a few hundred bytes each): opening
+Also removed: MOC caches and HATS copies (`hats/<release>/`) of releases no longer kept
+(never the HATS copy `hats/latest.json` names), and ingest batch markers of released
+deliveries. Release files themselves stay (a few hundred bytes each): opening
 a vacuumed release fails on its first missing file rather than answering wrongly.
 """
 
@@ -39,6 +40,7 @@ from ..config import settings
 from ..lake import releases, schema
 from ..lake.deltalog import CHECKPOINT_INTERVAL, TableLog
 from ..lake.storage import Archive
+from . import hatscat
 from .streaming import STAGING
 
 PINS = "tables/_pins"
@@ -147,7 +149,7 @@ class Report:
                          f"entries; {t.kept_files} files ({t.kept_bytes / 1e6:.1f} MB) "
                          f"kept for versions {t.kept_versions}")
         lines.append(f"other: {verb} {len(self.other_removed)} objects (MOC caches, "
-                     "ingest markers)")
+                     "ingest markers, HATS copies)")
         return "\n".join(lines)
 
 
@@ -240,6 +242,7 @@ def vacuum(archive: Archive, policy: Policy | None = None, dry_run: bool = False
             m = re.search(r"/_r(\d{8})\.fits$", key)
             if m and int(m.group(1)) not in keep:
                 report.other_removed.append(key)
+    report.other_removed += _stale_hats(archive, keep)
     latest = loaded[max(loaded)]
     for key in archive.list(STAGING):
         if key.rsplit("/", 1)[1] in latest.runs:
@@ -248,6 +251,18 @@ def vacuum(archive: Archive, policy: Policy | None = None, dry_run: bool = False
         for key in report.other_removed:
             archive.delete(key)
     return report
+
+
+def _stale_hats(archive: Archive, keep: dict[int, str]) -> list[str]:
+    """HATS copies (hats/<release>/, a whole ObsCore per merge) of releases no longer
+    kept, never the one hats/latest.json names (LSDB users read that one)."""
+    published = (hatscat.latest(archive) or {}).get("release")
+    out = []
+    for key in archive.list(hatscat.PREFIX):
+        m = re.fullmatch(rf"{hatscat.PREFIX}/(\d{{8}})", key)
+        if m and int(m.group(1)) not in keep and int(m.group(1)) != published:
+            out.append(key)
+    return out
 
 
 def storage_bytes(archive: Archive, prefix: str = "tables") -> int:

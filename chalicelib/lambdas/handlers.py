@@ -4,6 +4,7 @@
 - run_job / fail_job: the UWS worker and the error path of infra/statemachines/*.asl.json
 - photometry_plan / photometry_measure / photometry_assemble: spectrophotometry steps
 - ingest_from_s3: a manifest.json landing in the inbox bucket ingests that delivery
+- vacuum_releases: on a schedule, removes what no kept release can read (retention)
 
 Everything a function needs comes from its environment (see infra/template.yaml):
 ARCHIVE_URL, JOBS_TABLE, PUBLIC_URL, STAGE, METRICS_NAMESPACE (chalicelib.jobs keeps job
@@ -323,3 +324,27 @@ def ingest_from_s3(event: dict[str, Any], context: Any = None) -> dict[str, Any]
         done.append(inbox.ingest_delivery(_client("s3"), bucket, prefix, request_id, obs,
                                           _fits_headers(), _fan_out(request_id)))
     return {"deliveries": done}
+
+
+def vacuum_releases(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """EventBridge schedule -> vacuum the archive under the retention policy
+    (RETENTION_KEEP_LAST, RETENTION_PINNED, named pins, RETENTION_GRACE_SECONDS: see
+    chalicelib/ingest/retention.py). {"dry_run": true} only reports. With
+    RETENTION_KEEP_LAST=0 (the default: keep every release) it does nothing."""
+    _configure_logging()
+    from ..ingest import retention  # deferred: per function
+    from ..lake.storage import Archive  # deferred: per function (fsspec)
+
+    policy = retention.Policy.from_settings()
+    if policy.keep_last <= 0:
+        obs.log_event("vacuum_skipped", reason="RETENTION_KEEP_LAST=0 keeps every release")
+        return {"skipped": "RETENTION_KEEP_LAST=0 keeps every release"}
+    start = time.perf_counter()
+    report = retention.vacuum(Archive.from_env(), policy,
+                              dry_run=bool(event.get("dry_run")))
+    out = {"dry_run": report.dry_run, "kept": sorted(report.kept),
+           "removed_files": sum(len(t.removed) for t in report.tables.values()),
+           "removed_bytes": report.removed_bytes,
+           "removed_other": len(report.other_removed)}
+    obs.log_event("vacuum", seconds=round(time.perf_counter() - start, 3), **out)
+    return out

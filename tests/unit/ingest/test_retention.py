@@ -175,3 +175,60 @@ def test_a_superseded_release_stays_for_the_grace_period(tmp_path: Path,
         retention.pin(arch, "../x", 1)
     with pytest.raises(LookupError):
         retention.pin(arch, "DR9", 99)
+
+
+def _hats_copy(arch: Archive, release: int) -> str:
+    """A stand-in for a HATS publication of a release (hats-import is slow; vacuum only
+    looks at the folders and hats/latest.json)."""
+    key = f"hats/{release:08d}"
+    arch.write_bytes(f"{key}/obscore/dataset/Norder=0/Dir=0/Npix=1.parquet", b"x" * 100)
+    return key
+
+
+def test_vacuum_removes_hats_copies_of_dropped_releases_but_not_the_published_one(
+        tmp_path: Path, weeks: list[Path]) -> None:
+    arch = Archive.from_env(str(tmp_path / "arch"))
+    for week in weeks[:4]:
+        ingest(week, arch)
+    copies = {n: _hats_copy(arch, n) for n in (1, 2, 3, 4)}
+    # LSDB users still read release 2's copy: the newest publication (no merge since)
+    arch.write_bytes("hats/latest.json", b'{"release": 2, "path": "hats/00000002/obscore"}')
+    policy = retention.Policy(keep_last=1, grace=0)
+    dry = retention.vacuum(arch, policy, dry_run=True)
+    assert sorted(k for k in dry.other_removed if k.startswith("hats/")) == [
+        copies[1], copies[3]]
+    assert all(arch.exists(f"{k}/obscore/dataset/Norder=0/Dir=0/Npix=1.parquet")
+               for k in copies.values())
+    retention.vacuum(arch, policy)
+    assert sorted(arch.list("hats")) == ["hats/00000002", "hats/00000004", "hats/latest.json"]
+
+
+def test_the_scheduled_vacuum_function_applies_the_configured_policy(
+        tmp_path: Path, weeks: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib import config
+    from chalicelib.lambdas import handlers
+
+    root = tmp_path / "arch"
+    arch = _build(root, weeks[:6])
+    monkeypatch.setenv("ARCHIVE_URL", str(root))
+    config.reset()
+    assert "skipped" in handlers.vacuum_releases({})  # RETENTION_KEEP_LAST=0: keep all
+    before = {n: _data_files(arch, n) for n in schema.PHYSICAL}
+    keep = releases.numbers(arch)[-2:]
+    monkeypatch.setenv("RETENTION_KEEP_LAST", "2")
+    monkeypatch.setenv("RETENTION_GRACE_SECONDS", "0")
+    config.reset()
+    dry = handlers.vacuum_releases({"dry_run": True})
+    assert dry["dry_run"] and dry["kept"] == keep and dry["removed_files"] > 0
+    assert {n: _data_files(arch, n) for n in schema.PHYSICAL} == before
+    done = handlers.vacuum_releases({})
+    assert not done["dry_run"] and done["removed_files"] == dry["removed_files"]
+    # files the kept releases read are all there, others went; both answer in full
+    for name in schema.PHYSICAL:
+        live = set().union(*(_files_at(arch, name, releases.load(arch, n).versions[name])
+                             for n in keep if name in releases.load(arch, n).versions))
+        assert live <= _data_files(arch, name) <= before[name]
+    assert sum(len(before[n] - _data_files(arch, n)) for n in schema.PHYSICAL) == \
+        done["removed_files"]
+    for n in keep:
+        assert _answer(Catalogue(arch, release=n)) == _dids(weeks, releases.load(arch, n))
