@@ -44,7 +44,7 @@ TEMPLATE = INFRA / "template.yaml"
 ASL_FILES = sorted((INFRA / "statemachines").glob("*.asl.json"))
 REGION, ACCOUNT = "us-east-1", "123456789012"
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/spherex-archive:test"
-PARAMS = {"Project": "spherex", "Stage": "test", "ImageUri": IMAGE}
+PARAMS = {"Project": "spherex", "Stage": "test", "ImageUri": IMAGE, "RetentionKeepLast": "4"}
 # moto's CloudFormation skips alarms and EventInvokeConfig with this warning.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS:UserWarning")
 BINARY_TYPES = {"application/fits", "application/gzip", "application/vnd.apache.parquet",
@@ -350,6 +350,12 @@ def test_stack_creates_the_resources(stack: dict[str, str]) -> None:
     suffix = f"{ACCOUNT}-{REGION}"
     assert {f"spherex-test-{k}-{suffix}" for k in ("archive", "inbox")} <= buckets
     assert stack["InboxBucketName"] == f"spherex-test-inbox-{suffix}"
+    # RetentionKeepLast > 0: the weekly vacuum is scheduled, aimed at the vacuum function
+    events = boto3.client("events", region_name=REGION)
+    rules = [r for r in events.list_rules()["Rules"] if r.get("ScheduleExpression")]
+    assert [r["ScheduleExpression"] for r in rules] == ["rate(7 days)"]
+    target = events.list_targets_by_rule(Rule=rules[0]["Name"])["Targets"][0]["Arn"]
+    assert target.endswith(":function:spherex-test-vacuum")
     ddb = boto3.client("dynamodb", region_name=REGION)
     uws.create_table(ddb, "reference-jobs")  # what DynamoJobStore expects
     table, want = (ddb.describe_table(TableName=name)["Table"]
