@@ -80,7 +80,7 @@ def about():
     return _serve(TEXT, page)
 
 
-@app.route("/portal/{rest+}", methods=["GET"])
+@app.route("/portal/{rest+}", methods=["GET", "POST"], content_types=FORMS)
 def portal_files():
     return _serve(TEXT, portal.handle, rest=_greedy())
 

@@ -6,13 +6,17 @@ here with astropy and the names table (names.py).
 
     /                          the page (with the landing page's list of services)
     /portal/resolve?q=&frame=  JSON: {"targets": [...], "errors": [...]}, one line a target
+    /portal/table (POST votable=...)  JSON {"names", "ucds", "rows"}: an uploaded VOTable
+                               of any serialization (the page itself reads TABLEDATA only)
     /portal/static/<file>      the page's script, style sheet and icon
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import warnings
 from html import escape
 from pathlib import Path
 
@@ -144,6 +148,45 @@ def resolve(params: Params) -> Reply:
                  200 if targets else 400)
 
 
+MAX_TABLE_BYTES = 1_000_000  # as the page's own limit on a target-list file
+# a STREAM with href makes astropy fetch that URL: never from a caller's file
+_EXTERNAL = re.compile(r"<\s*(?:\w+:)?STREAM\b[^>]*\bhref\s*=", re.IGNORECASE)
+
+
+def table_rows(params: Params) -> Reply:
+    """The first table of an uploaded VOTable (TABLEDATA, BINARY or BINARY2, as astropy
+    reads it) as strings, for the page's target-list reader."""
+    text = params.get("votable") or ""
+    if not text.strip():
+        return _json({"error": "no VOTable given (the form field votable)"}, 400)
+    data = text.encode()
+    if len(data) > MAX_TABLE_BYTES:
+        return _json({"error": f"the VOTable is larger than {MAX_TABLE_BYTES // 1000} kB"}, 400)
+    if _EXTERNAL.search(text):
+        return _json({"error": "the VOTable refers to an external STREAM (href): put the "
+                               "rows in the file"}, 400)
+    import numpy as np  # deferred: only for an upload
+    from astropy.io.votable import parse  # deferred: only for an upload
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = parse(io.BytesIO(data), verify="ignore").get_first_table()
+    except Exception as e:  # noqa: BLE001 - any parse failure is the caller's file
+        return _json({"error": f"not a VOTable that can be read: {e}"}, 400)
+
+    def cell(v, masked) -> str:
+        if np.all(masked):
+            return ""
+        return str(v.item() if isinstance(v, np.generic) else v)
+
+    fields, arr = table.fields, table.array
+    rows = [[cell(arr.data[k][i], arr.mask[k][i]) for i in range(len(fields))]
+            for k in range(len(arr))]
+    return _json({"names": [f.name for f in fields], "ucds": [f.ucd or "" for f in fields],
+                  "rows": rows})
+
+
 def _json(doc: dict, status: int = 200) -> Reply:
     return Reply(status, json.dumps(doc), "application/json",
                  {"Cache-Control": "no-store"})
@@ -155,7 +198,8 @@ def _names(rest: str, req: Request) -> Reply:
 
 
 ROUTES: dict[str, Handler] = {"resolve": lambda rest, req: resolve(req.params),
-                              "names": _names}
+                              "names": _names,
+                              "table": lambda rest, req: table_rows(req.params)}
 PREFIXES: dict[str, Handler] = {
     "static": lambda rest, req: static_file(rest[len("static/"):])}
 

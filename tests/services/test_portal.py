@@ -177,6 +177,56 @@ def test_resolve_endpoint_takes_a_list_and_reports_each_bad_line() -> None:
     assert portal.resolve(Params([("q", " ")])).status == 400
 
 
+def _votable_text(fmt: str, masked: bool = False) -> str:
+    from astropy.io.votable import from_table
+    from astropy.table import MaskedColumn, Table
+
+    t = Table({"id": ["a", "b", "c"], "RAJ2000": [10.684708, 83.822083, 201.365063],
+               "DEJ2000": [41.26875, -5.391111, -43.019113],
+               "mag": MaskedColumn([3.4, 0.0, 6.8], mask=[False, masked, False])})
+    vot = from_table(t)
+    f = vot.get_first_table().fields
+    f[1].ucd, f[2].ucd = "pos.eq.ra;meta.main", "pos.eq.dec;meta.main"
+    buf = io.BytesIO()
+    vot.to_xml(buf, tabledata_format=fmt)
+    return buf.getvalue().decode()
+
+
+@pytest.mark.parametrize("fmt", ["binary", "binary2", "tabledata"])
+def test_uploaded_votables_are_read_in_every_serialization(fmt) -> None:
+    import json
+
+    text = _votable_text(fmt, masked=True)
+    assert ("<BINARY" in text) == (fmt != "tabledata")
+    reply = portal.table_rows(Params([("votable", text)]))
+    assert reply.status == 200, reply.body
+    doc = json.loads(reply.body)
+    assert doc["names"] == ["id", "RAJ2000", "DEJ2000", "mag"]
+    assert doc["ucds"][1:3] == ["pos.eq.ra;meta.main", "pos.eq.dec;meta.main"]
+    assert [r[0] for r in doc["rows"]] == ["a", "b", "c"]
+    assert [r[3] for r in doc["rows"]] == ["3.4", "", "6.8"]  # the NULL: empty
+    got = [(float(r[1]), float(r[2])) for r in doc["rows"]]
+    assert got == [(10.684708, 41.26875), (83.822083, -5.391111), (201.365063, -43.019113)]
+
+
+def test_uploaded_votables_that_cannot_be_read_say_why() -> None:
+    import json
+
+    def error(text: str) -> str:
+        reply = portal.table_rows(Params([("votable", text)]))
+        assert reply.status == 400
+        return json.loads(reply.body)["error"]
+
+    assert "no VOTable" in error("")
+    assert "larger than" in error("<" + "x" * portal.MAX_TABLE_BYTES)
+    assert "not a VOTable" in error("<VOTABLE><RESOURCE><TABLE><FIELD")
+    # a STREAM with an href would make astropy fetch it: refused before any parsing
+    binary = _votable_text("binary2")
+    remote = re.sub(r"<STREAM[^>]*>[^<]*</STREAM>",
+                    '<STREAM href="http://169.254.169.254/latest/meta-data/"/>', binary)
+    assert remote != binary and "external STREAM" in error(remote)
+
+
 # ------------------------------------------------------------------ page and static files
 
 def test_page_and_static_files_are_served(server) -> None:
@@ -708,6 +758,21 @@ def test_browser_target_list_upload_combined_table_and_batch_cutouts(
                               "document.getElementById('dl-combined-csv')"), "the new table")
     got = _js(d, "return window.portal.view.targets.map(t => [t.ra, t.dec])")
     assert np.allclose(got, [[t["ra"], t["dec"]] for t in reversed(targets)], atol=1e-6)
+    # a BINARY2 VOTable, as TAP services return them: read on the server by astropy
+    from astropy.io.votable import from_table
+    from astropy.table import Table
+
+    vot = from_table(Table({"ra": [t["ra"] for t in targets],
+                            "dec": [t["dec"] for t in targets]}))
+    binary = tmp_path / "targets-binary2.xml"
+    vot.to_xml(str(binary), tabledata_format="binary2")
+    d.find_element("id", "target-file").send_keys(str(binary))
+    first_ra = source["ra"]
+    _wait(d, lambda d: _js(d, "const v = window.portal.view; return v.multi && "
+                              f"Math.abs(v.targets[0].ra - {first_ra}) < 1e-6 && "
+                              "v.targets.length === 2"), "the BINARY2 file's targets")
+    got = _js(d, "return window.portal.view.targets.map(t => [t.ra, t.dec])")
+    assert np.allclose(got, [[t["ra"], t["dec"]] for t in targets], atol=1e-6)
     bad = tmp_path / "bad.csv"
     bad.write_text("colour,size\nred,3\n")
     d.find_element("id", "target-file").send_keys(str(bad))

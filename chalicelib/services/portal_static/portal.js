@@ -1357,19 +1357,33 @@ const RA_NAMES = /^(ra|ra_?deg|raj2000|_raj2000|ra_?icrs|ra2000|s_ra|alpha|ra_?j
 const DEC_NAMES = /^(dec|de|dec_?deg|dej2000|_dej2000|decj2000|dec_?icrs|dec2000|s_dec|delta|dec_?j2000)$/i;
 const NAME_NAMES = /^(name|target|target_?name|object|object_?name|id|main_id|source)$/i;
 
+// A VOTable in BINARY or BINARY2 (what many TAP services return), read on the server by
+// astropy: {names, ucds, rows}
+async function binaryVOTable(text, file) {
+  const r = await fetch(url("/portal/table"), { method: "POST", credentials: "same-origin",
+    body: new URLSearchParams([["votable", text]]) });
+  let doc;
+  try { doc = await r.json(); } catch { doc = {}; }
+  if (!r.ok) throw new Problem(`The file ${file}: ${doc.error || explain(r.status, "", "")}`);
+  return doc;
+}
+
 // The lines a target list holds ("ra dec" or a name each), from CSV or VOTable text.
-function targetLines(text, file) {
+async function targetLines(text, file) {
   const t = text.replace(/^\ufeff/, "").trim();
   let names, rows, ucds = [];
   if (t.startsWith("<")) {
     const vt = votable(t, `The file ${file}`);
     if (!vt.names.length) {
-      throw new Problem(`The file ${file} holds no table this page can read (a VOTable with ` +
-        "TABLEDATA rows, or a CSV file).");
+      throw new Problem(`The file ${file} holds no table this page can read (a VOTable, or ` +
+        "a CSV file).");
     }
     names = vt.names;
     rows = vt.rows;
     ucds = [...vt.doc.getElementsByTagName("FIELD")].map((f) => f.getAttribute("ucd") || "");
+    if (!rows.length && vt.doc.querySelector("BINARY, BINARY2")) {
+      ({ names, ucds, rows } = await binaryVOTable(t, file));
+    }
   } else {
     const lines = t.split(/\r?\n/).filter((l) => l.trim() && !l.trim().startsWith("#"));
     if (!lines.length) throw new Problem(`The file ${file} is empty.`);
@@ -1405,7 +1419,7 @@ async function loadTargetFile(input) {
   if (!file) return;
   try {
     if (file.size > 1e6) throw new Problem(`The file ${file.name} is larger than 1 MB.`);
-    const lines = targetLines(await file.text(), file.name);
+    const lines = await targetLines(await file.text(), file.name);
     $("target").value = lines.join("\n");
     say(`${lines.length} target${lines.length > 1 ? "s" : ""} read from ${file.name}.`,
       "info");
