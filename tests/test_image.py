@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 from astropy.io.votable import parse_single_table
-from astropy.wcs import WCS
 
 from chalicelib.devtools.benchmarks.bench_coldstart import proxy_event  # the same events
+from tests.support.fitscheck import cutout_matches_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_DIR = ROOT / "infra" / "image"
@@ -204,7 +204,7 @@ def test_image_runs_its_handlers_ingests_and_answers(container, workspace) -> No
     if body[:2] == b"\x1f\x8b":
         body = gzip.decompress(body)
     parent = fits.open(workspace["work"] / "archive" / "data" / key)
-    _same_pixels(fits.open(io.BytesIO(body)), parent)
+    cutout_matches_parent(fits.open(io.BytesIO(body)), parent, ("IMAGE", "FLAGS", "VARIANCE"))
     for res in results.values():
         print(f"{res['name']}: cold {res['cold_s']:.2f} s, warm {res['warm_s']}")
 
@@ -242,13 +242,3 @@ def _brute_contains(imgs: pa.Table, ra: float, dec: float) -> set[str]:
                                  sky.Polys.from_arrow(imgs["poly"]))
     return set(np.asarray(imgs["obs_publisher_did"].to_pylist())[inside])
 
-
-def _same_pixels(cut: fits.HDUList, parent: fits.HDUList) -> None:
-    """Every cutout pixel equals the parent pixel its 'A' WCS maps to."""
-    wa = WCS(cut["IMAGE"].header, key="A")
-    wa.sip = None
-    ny, nx = cut["IMAGE"].data.shape
-    px, py = wa.all_pix2world(np.array([0, nx - 1]), np.array([0, ny - 1]), 0)
-    x0, y0 = int(round(px[0])), int(round(py[0]))
-    for ext in ("IMAGE", "FLAGS", "VARIANCE"):
-        np.testing.assert_array_equal(cut[ext].data, parent[ext].data[y0:y0 + ny, x0:x0 + nx])
