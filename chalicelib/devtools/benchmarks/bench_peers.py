@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -360,26 +361,37 @@ def throughput_ours(url: str, adqls: list[str], clients: int, per: int) -> float
     return clients * per / wall
 
 
-def throughput_theirs(pg: Postgres, sqls: list[str], clients: int, per: int) -> float:
-    cons = [pg.connect() for _ in range(clients)]
-    for con in cons:
-        for s in sqls:
-            con.execute(s).fetchall()
-    barrier = threading.Barrier(clients + 1)
+def _timed_clients(work: list[Callable[[], None]]) -> float:
+    """Run each client's work in its own thread, all released at once: wall seconds."""
+    barrier = threading.Barrier(len(work) + 1)
 
-    def client(con):
+    def client(fn: Callable[[], None]) -> None:
         barrier.wait()
-        for i in range(per):
-            con.execute(sqls[i % len(sqls)]).fetchall()
+        fn()
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in cons]
+    threads = [threading.Thread(target=client, args=(fn,)) for fn in work]
     for t in threads:
         t.start()
     barrier.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def throughput_theirs(pg: Postgres, sqls: list[str], clients: int, per: int) -> float:
+    cons = [pg.connect() for _ in range(clients)]
+    for con in cons:
+        for s in sqls:
+            con.execute(s).fetchall()
+
+    def work(con) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(per):
+                con.execute(sqls[i % len(sqls)]).fetchall()
+        return run
+
+    wall = _timed_clients([work(c) for c in cons])
     for con in cons:
         con.close()
     return clients * per / wall
@@ -693,23 +705,16 @@ def _throughput_http(base: str, adqls: list[str], clients: int, per: int):
     for s in sessions:
         tap_sync(s, base, adqls[0])
     lat: list[float] = []
-    barrier = threading.Barrier(clients + 1)
 
-    def client(s, k):
-        barrier.wait()
-        for i in range(per):
-            t = time.perf_counter()
-            tap_sync(s, base, adqls[(i + k) % len(adqls)])
-            lat.append(time.perf_counter() - t)
+    def work(s, k) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(per):
+                t = time.perf_counter()
+                tap_sync(s, base, adqls[(i + k) % len(adqls)])
+                lat.append(time.perf_counter() - t)
+        return run
 
-    threads = [threading.Thread(target=client, args=(s, k)) for k, s in enumerate(sessions)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = _timed_clients([work(s, k) for k, s in enumerate(sessions)])
     for s in sessions:
         s.close()
     lat.sort()
