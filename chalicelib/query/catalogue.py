@@ -329,6 +329,15 @@ def _served_pattern(t: schema.Table) -> re.Pattern:
 SERVED_PATTERNS = {t.name: _served_pattern(t) for t in schema.TABLES.values()}
 
 
+@functools.lru_cache(maxsize=1024)
+def _named_physical(sql: str) -> tuple[str, ...]:
+    """The physical tables under the served tables a query names (kept: queries repeat,
+    and the patterns were searched on every query)."""
+    return tuple(dict.fromkeys(schema.TABLES[served].physical
+                               for served, pattern in SERVED_PATTERNS.items()
+                               if pattern.search(sql)))
+
+
 _SHARED: dict[str, tuple[dict, spatial.RowGroups, list[int]]] = {}
 _SHARED_LOCK = threading.Lock()
 
@@ -478,9 +487,8 @@ class Catalogue:
 
     def _load_named(self, opened: Opened, sql: str) -> None:
         """Open the tables a query names (a superset is harmless: it costs a load)."""
-        for served, pattern in SERVED_PATTERNS.items():
-            physical = schema.TABLES[served].physical
-            if physical not in opened.loaded and pattern.search(sql):
+        for physical in _named_physical(sql):
+            if physical not in opened.loaded:
                 self._load(opened, physical)
 
     def stats(self, table: str) -> FileStats | None:
@@ -917,7 +925,7 @@ def _rows_table(physical: str, parts: list[tuple[str, np.ndarray, dict]],
     table = schema.PHYSICAL[physical]
     sizes = [len(r) for _, r, _ in parts]
     n = sum(sizes)
-    paths = [dict(p.split("=", 1) for p in uri.split("/") if "=" in p) for uri, _, _ in parts]
+    paths = [_partition_values(uri) for uri, _, _ in parts]
     out = {}
     for f in _arrow_schema(physical):
         if only is not None and f.name not in only:
@@ -940,6 +948,12 @@ def _rows_table(physical: str, parts: list[tuple[str, np.ndarray, dict]],
     files = names.take(pa.array(np.repeat(np.arange(len(parts)), sizes)))
     rows = np.concatenate([r for _, r, _ in parts]) if parts else np.zeros(0, np.int64)
     return _located(pa.table(out), files, rows)
+
+
+@functools.lru_cache(maxsize=4096)
+def _partition_values(uri: str) -> dict[str, str]:
+    """The hive partition values in a file's path."""
+    return dict(p.split("=", 1) for p in uri.split("/") if "=" in p)
 
 
 def _number(v, fill: float) -> float:

@@ -246,14 +246,15 @@ def _numbers(a: pa.Array) -> np.ndarray:
 def _evaluate(c: Call, rows: pa.Table) -> np.ndarray:
     """The call's value per row: booleans (NULL: False) or degrees (NULL: NaN)."""
     n = rows.num_rows
-    args = [_value(a, rows, n) for a in c.args]
     if c.name in MACROS:  # SQL macros in DuckDB: the same distance from the kernels
-        x1, y1, x2, y2 = (_numbers(a) for a in args[:4])
+        x1, y1, x2, y2, *r = (_numbers(_value(a, rows, n)) if isinstance(a, Col) else a
+                              for a in c.args)
         d = sky.distance(x1, y1, x2, y2)
         if c.name == "SKY_DISTANCE":
             return d
         with np.errstate(invalid="ignore"):
-            return d <= _numbers(args[4])
+            return d <= r[0]
+    args = [_value(a, rows, n) for a in c.args]
     name = c.name.lower().removesuffix("_bin")
     if name in sqlfunctions.CONST_FIRST and isinstance(c.args[0], tuple) and len(args) == 2:
         got = sqlfunctions.CONST_FIRST[name](np.asarray(c.args[0], np.float64), args[1])
