@@ -271,3 +271,33 @@ def test_plan_reads_literals_and_aliases_whole(sql):
 ])
 def test_plan_refuses_what_it_does_not_read_in_full(sql):
     assert simplecone.plan(sql) is None
+
+
+def test_a_first_cone_is_answered_before_its_files_are_indexed(archive, monkeypatch):
+    """The files a first cone touches are indexed in a thread after its answer (inline,
+    it was most of a cold first query); the cones after it take the numpy lane."""
+    import threading
+
+    from chalicelib.query import catalogue as catalogue_mod
+
+    monkeypatch.delitem(catalogue_mod._SHARED, archive.url, raising=False)  # no indexes
+    cat = Catalogue(archive)
+    _, ra, dec, _ = _centres(cat)
+    where = []
+    index_files = cat._index_files
+
+    def spy(opened, pending):
+        where.append(threading.current_thread().name)
+        index_files(opened, pending)
+
+    monkeypatch.setattr(cat, "_index_files", spy)
+    adql = ("SELECT obs_publisher_did FROM ivoa.obscore WHERE "
+            f"INTERSECTS(CIRCLE('ICRS', {float(ra[5])!r}, {float(dec[5])!r}, 1), s_region) = 1")
+    first = cat.query(translate(adql, _tables(), box_sql=cat.box_sql).sql, timeout=600)
+    assert cat._indexer is not None
+    cat._indexer.join(120)
+    assert where == ["spatial-index"]  # not on the query's thread
+    quick, slow, lane = _both(cat, translate(adql, _tables(), box_sql=cat.box_sql).sql)
+    assert lane and quick.equals(slow)
+    assert sorted(quick["obs_publisher_did"].to_pylist()) == \
+        sorted(first["obs_publisher_did"].to_pylist())
