@@ -663,6 +663,8 @@ class Catalogue:
             hot = self._hot_connection(opened, physical)
             reader = hot.execute(f"SELECT {p.select} FROM {p.source} LIMIT 0") \
                 .fetch_record_batch()
+            if len(RESULT_SCHEMAS) >= 4096:  # distinct select lists: bounded
+                RESULT_SCHEMAS.clear()
             got = RESULT_SCHEMAS[key] = reader.schema
         return got
 
