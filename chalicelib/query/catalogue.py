@@ -565,8 +565,10 @@ class Catalogue:
         with self._count:
             if self._indexer is not None and self._indexer.is_alive():
                 return  # the files marked meanwhile go at the end of a later query
+            # not a daemon: a process exiting while it ran inside DuckDB aborted
+            # ("terminate called without an active exception"); exit waits for it
             self._indexer = threading.Thread(target=self._index_pending, args=(opened,),
-                                             name="spatial-index", daemon=True)
+                                             name="spatial-index", daemon=False)
             self._indexer.start()
 
     @staticmethod

@@ -301,3 +301,40 @@ def test_a_first_cone_is_answered_before_its_files_are_indexed(archive, monkeypa
     assert lane and quick.equals(slow)
     assert sorted(quick["obs_publisher_did"].to_pylist()) == \
         sorted(first["obs_publisher_did"].to_pylist())
+
+
+def test_a_process_exits_cleanly_while_a_first_cone_is_being_indexed(archive):
+    """Exit waits for the indexing thread (it is not a daemon): as a daemon, a process
+    that exited while it ran inside DuckDB aborted at 1 M rows ("terminate called without
+    an active exception"), losing its buffered output. Here the indexing is slowed down
+    so that it is still running when the script ends."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, time\n"
+        "from chalicelib.lake.storage import Archive\n"
+        "from chalicelib.query.adql import translate\n"
+        "from chalicelib.query.catalogue import Catalogue\n"
+        "from chalicelib.services.tap.meta import all_tables\n"
+        "real = Catalogue._index_files\n"
+        "def slow(self, opened, pending):\n"
+        "    time.sleep(1.0)\n"
+        "    real(self, opened, pending)\n"
+        "    print('indexed', flush=True)\n"
+        "Catalogue._index_files = slow\n"
+        "cat = Catalogue(Archive.from_env(sys.argv[1]))\n"
+        "t = cat.query('SELECT s_ra, s_dec FROM ivoa.obscore WHERE s_ra IS NOT NULL LIMIT 1')\n"
+        "ra, dec = t['s_ra'][0].as_py(), t['s_dec'][0].as_py()\n"
+        "adql = ('SELECT obs_publisher_did FROM ivoa.obscore WHERE INTERSECTS(CIRCLE('\n"
+        "        f\"'ICRS', {ra!r}, {dec!r}, 1), s_region) = 1\")\n"
+        "sql = translate(adql, all_tables(), box_sql=cat.box_sql).sql\n"
+        "print('answered', cat.query(sql).num_rows, cat._indexer.is_alive())\n")
+    root = Path(__file__).resolve().parents[3]
+    got = subprocess.run([sys.executable, "-c", code, archive.url], cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr[-2000:]
+    lines = got.stdout.split("\n")
+    assert lines[0].startswith("answered") and lines[0].endswith("True"), got.stdout
+    assert lines[1] == "indexed", got.stdout  # finished before the process ended
