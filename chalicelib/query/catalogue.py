@@ -431,6 +431,9 @@ class Catalogue:
         # changing this afterwards (queries are also checked on their AST)
         # keep Parquet footers in memory: re-reading them was ~80 % of a cone query
         con.execute("SET parquet_metadata_cache = true")
+        # no progress bar on stdout: a slow scan (a first cone's indexing under load)
+        # printed one, which glued itself to a bench client's "ready" line
+        con.execute("SET enable_progress_bar = false")
         con.execute(f"SET allowed_directories = [{sql_str(self.archive.path('tables/'))}, "
                     f"{sql_str(str(BIND_ROOT) + '/')}]")
         con.execute("SET enable_external_access = false")
@@ -684,6 +687,7 @@ class Catalogue:
             for t in schema.TABLES.values():
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema_name}")
             con.execute("SET enable_external_access = false")
+            con.execute("SET enable_progress_bar = false")
             con.execute("SET lock_configuration = true")
             opened.hot = con
         if physical not in opened.hot_tables:

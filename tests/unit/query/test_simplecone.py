@@ -338,3 +338,14 @@ def test_a_process_exits_cleanly_while_a_first_cone_is_being_indexed(archive):
     lines = got.stdout.split("\n")
     assert lines[0].startswith("answered") and lines[0].endswith("True"), got.stdout
     assert lines[1] == "indexed", got.stdout  # finished before the process ended
+
+
+def test_the_catalogue_connections_print_no_progress_bar(archive):
+    """DuckDB prints a progress bar on stdout for scans over 2 s (a first cone's indexing
+    on a loaded machine did), into whatever the process writes there."""
+    cat = Catalogue(archive)
+    _, ra, dec, _ = _centres(cat)
+    _both(cat, _sql(cat, _corpus(float(ra[0]), float(dec[0]))[2]))  # the lane's DuckDB
+    setting = "SELECT current_setting('enable_progress_bar') AS on_"
+    assert cat.query(setting)["on_"].to_pylist() == [False]
+    assert cat.current().hot.execute(setting).fetchall() == [(False,)]
