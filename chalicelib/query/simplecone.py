@@ -165,8 +165,9 @@ def _compare(text: str, alias: str) -> Compare | None:
         col = COLUMN.fullmatch(left)
         if col and col.group(1) == alias:
             return Compare(Col(col.group(2)), o, value)
-        call = _call(left, alias)
-        if call and call.name == "SKY_DISTANCE" and isinstance(value, int | float):
+        call = _call(left, alias)  # only the pruned forms: `distance < r` or `<= r`
+        if call and call.name == "SKY_DISTANCE" and isinstance(value, int | float) \
+                and o in ("<", "<="):
             return Compare(call, o, value)
     return None
 
@@ -270,7 +271,10 @@ def _compare_mask(f: Compare, rows: pa.Table) -> np.ndarray:
             return getattr(operator, {"<=": "le", ">=": "ge", "<>": "ne", "!=": "ne",
                                       "<": "lt", ">": "gt", "=": "eq"}[f.op])(d, f.right) \
                 & ~np.isnan(d)
-    got = getattr(pc, OPS[f.op])(rows[f.left.name], pa.scalar(f.right))
+    col = rows[f.left.name]
+    got = getattr(pc, OPS[f.op])(col, pa.scalar(f.right))
+    if pa.types.is_floating(col.type) and f.op in (">", ">="):
+        got = pc.or_(got, pc.is_nan(col))  # DuckDB orders NaN above every number
     return got.fill_null(False).to_numpy(zero_copy_only=False)
 
 

@@ -349,3 +349,24 @@ def test_the_catalogue_connections_print_no_progress_bar(archive):
     setting = "SELECT current_setting('enable_progress_bar') AS on_"
     assert cat.query(setting)["on_"].to_pylist() == [False]
     assert cat.current().hot.execute(setting).fetchall() == [(False,)]
+
+
+def test_column_comparisons_follow_duckdb_on_nan_null_and_mixed_numbers():
+    """Each operator on doubles (NaN, NULL, infinities), integers and strings against
+    DuckDB evaluating the same comparison (it orders NaN above every number)."""
+    import duckdb
+
+    t = pa.table({
+        "x": pa.array([1.5, float("nan"), None, -2.0, float("inf"), 3.0, -float("inf")]),
+        "i": pa.array([1, 2, None, -3, 4, 3, 0], pa.int32()),
+        "s": pa.array(["a", "b", None, "", "ab", "B", "a'b"]),
+    })
+    con = duckdb.connect()
+    con.register("t", t)
+    for col, literal, text in (("x", 1.5, "1.5"), ("x", -2, "-2"), ("i", 3, "3"),
+                               ("i", 2.5, "2.5"), ("s", "a", "'a'"), ("s", "a'b", "'a''b'")):
+        for op in simplecone.OPS:
+            want = [bool(v) for (v,) in con.execute(
+                f"SELECT coalesce({col} {op} {text}, false) FROM t").fetchall()]
+            f = simplecone.Compare(simplecone.Col(col), op, literal)
+            assert simplecone._compare_mask(f, t).tolist() == want, (col, op, literal)
