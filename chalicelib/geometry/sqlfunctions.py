@@ -209,6 +209,23 @@ def poly_in_poly(a: pa.Array, b: pa.Array) -> pa.Array:
     return _result(_pairs(a, b, _poly_in_poly_fixed), a, b)
 
 
+def poly_x_poly_const(q: np.ndarray, b: pa.Array) -> pa.Array:
+    """poly_x_poly when polygon a is one constant (q, flat ra/dec) on every row: the
+    grouping by value of a is skipped (its to_pylist was most of a cone's time)."""
+    EXACT_ROWS[0] += len(b)
+    return _result(_poly_x_poly_fixed(q, b), b)
+
+
+def poly_in_poly_const(q: np.ndarray, b: pa.Array) -> pa.Array:
+    """poly_in_poly when polygon a is one constant (q) on every row."""
+    EXACT_ROWS[0] += len(b)
+    return _result(_poly_in_poly_fixed(q, b), b)
+
+
+# the functions above by the UDF they stand for (the callers of a cone lane use them)
+CONST_FIRST = {"sky_poly_x_poly": poly_x_poly_const, "sky_poly_in_poly": poly_in_poly_const}
+
+
 def poly_distance(poly: pa.Array, ra: pa.Array, dec: pa.Array) -> pa.Array:
     """Degrees from each point to its polygon: 0 inside, else to the nearest edge."""
     EXACT_ROWS[0] += len(poly)

@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import settings
@@ -31,7 +32,7 @@ from ..geometry.sqlfunctions import BoxSql, sql_in, sql_list, sql_str
 from ..lake import deltalog, releases, schema
 from ..lake.storage import Archive, duckdb_s3
 from ..lake.tables import COMPACTED_PARTITION, has_column, open_table
-from . import spatial
+from . import simplecone, spatial
 
 THREADS = 2  # a Lambda of 3,538 MB or more has two vCPUs
 
@@ -328,6 +329,15 @@ def _served_pattern(t: schema.Table) -> re.Pattern:
 SERVED_PATTERNS = {t.name: _served_pattern(t) for t in schema.TABLES.values()}
 
 
+@functools.lru_cache(maxsize=1024)
+def _named_physical(sql: str) -> tuple[str, ...]:
+    """The physical tables under the served tables a query names (kept: queries repeat,
+    and the patterns were searched on every query)."""
+    return tuple(dict.fromkeys(schema.TABLES[served].physical
+                               for served, pattern in SERVED_PATTERNS.items()
+                               if pattern.search(sql)))
+
+
 _SHARED: dict[str, tuple[dict, spatial.RowGroups, list[int]]] = {}
 _SHARED_LOCK = threading.Lock()
 
@@ -364,10 +374,12 @@ class Catalogue:
         # before a file was indexed, by any catalogue of the archive, are remade)
         self._indexes, self._row_groups, self._generation = _shared(archive, self._open_data)
         self._pending: dict[str, set[str]] = {}  # physical -> files to index
+        self._indexer: threading.Thread | None = None  # indexing them, after a query
         self._checked = -float("inf")  # when the latest release number was last checked
         self.active = 0  # queries running or waiting on this catalogue
         self._count = threading.Lock()
         self.ttl = release_ttl(archive)
+        self.simple = True  # answer simple cones in numpy (False: always through DuckDB)
 
     # ---- opening ------------------------------------------------------------------
     def current(self) -> Opened:
@@ -419,6 +431,9 @@ class Catalogue:
         # changing this afterwards (queries are also checked on their AST)
         # keep Parquet footers in memory: re-reading them was ~80 % of a cone query
         con.execute("SET parquet_metadata_cache = true")
+        # no progress bar on stdout: a slow scan (a first cone's indexing under load)
+        # printed one, which glued itself to a bench client's "ready" line
+        con.execute("SET enable_progress_bar = false")
         con.execute(f"SET allowed_directories = [{sql_str(self.archive.path('tables/'))}, "
                     f"{sql_str(str(BIND_ROOT) + '/')}]")
         con.execute("SET enable_external_access = false")
@@ -476,9 +491,8 @@ class Catalogue:
 
     def _load_named(self, opened: Opened, sql: str) -> None:
         """Open the tables a query names (a superset is harmless: it costs a load)."""
-        for served, pattern in SERVED_PATTERNS.items():
-            physical = schema.TABLES[served].physical
-            if physical not in opened.loaded and pattern.search(sql):
+        for physical in _named_physical(sql):
+            if physical not in opened.loaded:
                 self._load(opened, physical)
 
     def stats(self, table: str) -> FileStats | None:
@@ -530,17 +544,35 @@ class Catalogue:
             self.active += 1
         try:
             opened = self.current()
-            with opened.lock:
-                self._load_named(opened, sql)
+            try:
+                with opened.lock:
+                    self._load_named(opened, sql)
+                    quick = self._simple_cone(opened, sql, max_rows) if not uploads else None
+                    if quick is not None:
+                        return quick
+                    lane = self._cone_lane(opened, sql) if not uploads else None
+                    if lane is not None:
+                        return self._run(*lane, timeout, max_rows, {})
+                    return self._run(opened.con, sql, timeout, max_rows, uploads or {})
+            finally:
                 if self._pending:
-                    self._index_pending(opened)
-                lane = self._cone_lane(opened, sql) if not uploads else None
-                if lane is not None:
-                    return self._run(*lane, timeout, max_rows, {})
-                return self._run(opened.con, sql, timeout, max_rows, uploads or {})
+                    self._index_soon(opened)
         finally:
             with self._count:
                 self.active -= 1
+
+    def _index_soon(self, opened: Opened) -> None:
+        """Index the files cones touched first in a thread, after the answer: done before
+        the query, it was 250 of the 300 ms of a cold first cone (the translation of that
+        same query had marked them). A query meanwhile waits for it on opened.lock."""
+        with self._count:
+            if self._indexer is not None and self._indexer.is_alive():
+                return  # the files marked meanwhile go at the end of a later query
+            # not a daemon: a process exiting while it ran inside DuckDB aborted
+            # ("terminate called without an active exception"); exit waits for it
+            self._indexer = threading.Thread(target=self._index_pending, args=(opened,),
+                                             name="spatial-index", daemon=False)
+            self._indexer.start()
 
     @staticmethod
     def _run(cur: duckdb.DuckDBPyConnection, sql: str, timeout: float,
@@ -601,6 +633,52 @@ class Catalogue:
         LANE_ROWS[0] += cand.num_rows
         return hot, stripped
 
+    def _simple_cone(self, opened: Opened, sql: str, max_rows: int | None) -> pa.Table | None:
+        """A simple cone's answer computed on its candidate rows in numpy (see
+        simplecone); None when the query is not one or its candidates are gone."""
+        p = simplecone.plan(sql) if self.simple and ("_row" in sql or "(FALSE)" in sql) \
+            else None
+        if p is None or p.table not in schema.TABLES:
+            return None
+        physical = schema.TABLES[p.table].physical
+        cone = CONES.get((self.archive.url, opened.release.number), p.token) \
+            if p.token else (physical, {})  # token 0: the box met no file
+        if cone is None or cone[0] != physical:
+            return None
+        types = {f.name: f.type for f in _arrow_schema(physical)}
+        read = simplecone.columns(p)
+        if not read <= types.keys() or not simplecone.comparable(p, types):
+            return None
+        table = schema.PHYSICAL[physical]
+        needed = [c for c in read if c not in table.partition_by]
+        if schema.PACKED_REGION in needed:  # files written before it have only s_region
+            needed.append("s_region")
+        rows = _rows_table(physical, [(uri, r, self._row_groups.take(uri, r, needed))
+                                      for uri, r in cone[1].items()], read)
+        LANE_ROWS[0] += rows.num_rows
+        out = self._result_schema(opened, physical, p)
+        got = simplecone.answer(p, rows, out, self._served_value)
+        return got.slice(0, max_rows) if max_rows is not None else got
+
+    def _result_schema(self, opened: Opened, physical: str, p: simplecone.Plan) -> pa.Schema:
+        """The Arrow schema DuckDB gives the plan's select list (asked once per list)."""
+        key = (physical, p.source, p.select)
+        got = RESULT_SCHEMAS.get(key)
+        if got is None:
+            hot = self._hot_connection(opened, physical)
+            reader = hot.execute(f"SELECT {p.select} FROM {p.source} LIMIT 0") \
+                .fetch_record_batch()
+            if len(RESULT_SCHEMAS) >= 4096:  # distinct select lists: bounded
+                RESULT_SCHEMAS.clear()
+            got = RESULT_SCHEMAS[key] = reader.schema
+        return got
+
+    def _served_value(self, column: str, values: pa.Array) -> pa.Array:
+        """A physical column as the served views show it (see _select)."""
+        if column == "access_url":
+            return pc.binary_join_element_wise(pa.scalar(self.base_url), values, "")
+        return values
+
     def _hot_connection(self, opened: Opened, physical: str) -> duckdb.DuckDBPyConnection:
         if opened.hot is None:
             con = duckdb.connect(config={"threads": 1, "autoinstall_known_extensions": False,
@@ -609,6 +687,7 @@ class Catalogue:
             for t in schema.TABLES.values():
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema_name}")
             con.execute("SET enable_external_access = false")
+            con.execute("SET enable_progress_bar = false")
             con.execute("SET lock_configuration = true")
             opened.hot = con
         if physical not in opened.hot_tables:
@@ -670,6 +749,10 @@ class Catalogue:
         """Index the files earlier cones touched first (the translations made since then
         are remade: translation_key changes)."""
         pending, self._pending = self._pending, {}
+        with opened.lock:  # one query's worth of waiting, not one per file
+            self._index_files(opened, pending)
+
+    def _index_files(self, opened: Opened, pending: dict[str, set[str]]) -> None:
         for physical, files in pending.items():
             if physical in opened.loaded:
                 self.file_indexes(opened, physical, sorted(files), now=True)
@@ -799,6 +882,7 @@ class Cones:
 
 
 CONES = Cones()
+RESULT_SCHEMAS: dict[tuple, pa.Schema] = {}  # DuckDB's result types per select list
 LANE_ROWS = [0]  # candidate rows the cone lane has run queries on (benchmarks read it)
 NAMES = {c.name: re.compile(rf"(?<![\w$]){re.escape(c.name.lower())}(?![\w$])")
          for t in schema.PHYSICAL.values() for c in t.columns}
@@ -858,16 +942,20 @@ def _arrow_schema(physical: str) -> pa.Schema:
     return schema.PHYSICAL[physical].arrow_schema()
 
 
-def _rows_table(physical: str, parts: list[tuple[str, np.ndarray, dict]]) -> pa.Table:
+def _rows_table(physical: str, parts: list[tuple[str, np.ndarray, dict]],
+                only: set[str] | None = None) -> pa.Table:
     """Rows of some files, (uri, row numbers, columns read) each, as the physical view
     has them: the columns read, the partition values of the files' paths, NULL for the
-    columns the query does not name; one chunk (one batch per call of the exact tests)."""
+    columns the query does not name; one chunk (one batch per call of the exact tests).
+    `only`: just these columns, without the file name and row number."""
     table = schema.PHYSICAL[physical]
     sizes = [len(r) for _, r, _ in parts]
     n = sum(sizes)
-    paths = [dict(p.split("=", 1) for p in uri.split("/") if "=" in p) for uri, _, _ in parts]
+    paths = [_partition_values(uri) for uri, _, _ in parts]
     out = {}
     for f in _arrow_schema(physical):
+        if only is not None and f.name not in only:
+            continue
         if f.name in table.partition_by:
             vals = pa.array([d.get(f.name) for d in paths], pa.string())
             out[f.name] = vals.take(pa.array(np.repeat(np.arange(len(parts)), sizes)))
@@ -880,10 +968,18 @@ def _rows_table(physical: str, parts: list[tuple[str, np.ndarray, dict]]) -> pa.
             out[f.name] = pa.concat_arrays([sky.pack(cols["s_region"]) for _, _, cols in parts])
         else:
             out[f.name] = pa.nulls(n, f.type)
+    if only is not None:
+        return pa.table(out)
     names = pa.array([uri for uri, _, _ in parts], pa.string())
     files = names.take(pa.array(np.repeat(np.arange(len(parts)), sizes)))
     rows = np.concatenate([r for _, r, _ in parts]) if parts else np.zeros(0, np.int64)
     return _located(pa.table(out), files, rows)
+
+
+@functools.lru_cache(maxsize=4096)
+def _partition_values(uri: str) -> dict[str, str]:
+    """The hive partition values in a file's path."""
+    return dict(p.split("=", 1) for p in uri.split("/") if "=" in p)
 
 
 def _number(v, fill: float) -> float:

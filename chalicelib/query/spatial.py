@@ -219,6 +219,9 @@ class RowGroups:
                 for g in used:
                     self.cache.move_to_end((uri, g, c))
                     chunks.append(self.cache[(uri, g, c)])
+                if len(chunks) == 1:  # a wide cone's usual case: no chunked array
+                    out[c] = chunks[0].take(local)
+                    continue
                 a = pa.chunked_array(chunks, chunks[0].type).take(local) if chunks else None
                 out[c] = a.combine_chunks() if a is not None and a.num_chunks != 1 else \
                     (a.chunk(0) if a is not None else pa.array([], present[c]))
