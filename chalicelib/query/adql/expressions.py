@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
@@ -92,6 +93,20 @@ def box_node(b) -> exp.Expr:
                for u in b.files]
         parts.append(exp.Paren(this=exp.or_(*per, copy=False)))
     return exp.Paren(this=exp.and_(*parts, copy=False))
+
+
+def _int_bits(v: Val) -> int:
+    """The width DuckDB gives an integer value: a column's own, 32 for literals that fit,
+    64 when unknown (COUNT, SUM ... are BIGINT)."""
+    if v.sql is not None and "int_bits" in v.sql.meta:
+        return v.sql.meta["int_bits"]
+    if v.op in ("paren", "neg") and v.kids:
+        return _int_bits(v.kids[0])
+    if v.column is not None and pa.types.is_integer(v.column.arrow):
+        return v.column.arrow.bit_width
+    if v.op == "lit" and v.number is not None:
+        return 32 if -2**31 <= v.number < 2**31 else 64
+    return 64
 
 
 def _takes_own(box_sql) -> bool:
@@ -261,6 +276,8 @@ class Expressions:
         ints = a.type in (INT, NULL) and b.type in (INT, NULL) and INT in (a.type, b.type)
         klass = exp.IntDiv if ints and op == "/" else type(node)  # ADQL 7/2 = 3
         sql = klass(this=atom(a.sql), expression=atom(b.sql))
+        if ints:  # DuckDB keeps INTEGER // INTEGER 32-bit; the Spark rewrite casts to match
+            sql.meta["int_bits"] = max(_int_bits(a), _int_bits(b))
         return Val(sql, INT if ints else FLOAT, const=_fold(op, a, b, ints),
                    op={"+": "add", "-": "sub", "*": "mul", "/": "div"}[op], kids=(a, b))
 

@@ -52,8 +52,9 @@ def _math(c: Call) -> Val:
         raise c.error(f"{c.name}'s second argument (digits) must be an integer", 1)
     if result == "same":
         result = INT if all(a.type == INT for a in args[: 2 if c.name == "MOD" else 1]) else FLOAT
-    return Val(fn(duck, *(a.sql for a in args)), result, op="fn:" + c.name.lower(),
-               kids=tuple(args))
+    sql = fn(duck, *(a.sql for a in args))
+    sql.meta["adql_type"] = result  # the Spark rewrite keeps DuckDB's result types
+    return Val(sql, result, op="fn:" + c.name.lower(), kids=tuple(args))
 
 
 def _rand(c: Call) -> Val:
