@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
@@ -39,6 +38,7 @@ from .values import (
     cast,
     describe,
     fn,
+    int_bits,
     integer,
     merge_types,
     num,
@@ -93,20 +93,6 @@ def box_node(b) -> exp.Expr:
                for u in b.files]
         parts.append(exp.Paren(this=exp.or_(*per, copy=False)))
     return exp.Paren(this=exp.and_(*parts, copy=False))
-
-
-def _int_bits(v: Val) -> int:
-    """The width DuckDB gives an integer value: a column's own, 32 for literals that fit,
-    64 when unknown (COUNT, SUM ... are BIGINT)."""
-    if v.sql is not None and "int_bits" in v.sql.meta:
-        return v.sql.meta["int_bits"]
-    if v.op in ("paren", "neg") and v.kids:
-        return _int_bits(v.kids[0])
-    if v.column is not None and pa.types.is_integer(v.column.arrow):
-        return v.column.arrow.bit_width
-    if v.op == "lit" and v.number is not None:
-        return 32 if -2**31 <= v.number < 2**31 else 64
-    return 64
 
 
 def _takes_own(box_sql) -> bool:
@@ -277,7 +263,7 @@ class Expressions:
         klass = exp.IntDiv if ints and op == "/" else type(node)  # ADQL 7/2 = 3
         sql = klass(this=atom(a.sql), expression=atom(b.sql))
         if ints:  # DuckDB keeps INTEGER // INTEGER 32-bit; the Spark rewrite casts to match
-            sql.meta["int_bits"] = max(_int_bits(a), _int_bits(b))
+            sql.meta["int_bits"] = int_bits(a, b)
         return Val(sql, INT if ints else FLOAT, const=_fold(op, a, b, ints),
                    op={"+": "add", "-": "sub", "*": "mul", "/": "div"}[op], kids=(a, b))
 
@@ -440,7 +426,10 @@ class Expressions:
             return self.cast_geometry(v, target[1], node)
         if target[1] in _CAST_FROM.get(v.type, ()):
             const = v.const if target[1] in NUMERIC and v.type in NUMERIC else None
-            return Val(cast(v.sql, target[0]), target[1], const=const, op="cast", kids=(v,))
+            sql = cast(v.sql, target[0])
+            if target[1] == INT and v.type == FLOAT:  # DuckDB rounds; the Spark rewrite
+                sql.meta["round"] = True  # says so (Spark's CAST truncates)
+            return Val(sql, target[1], const=const, op="cast", kids=(v,))
         raise self.fail(f"Cannot CAST {describe(v.type)} to {to}", node)
 
     def cast_geometry(self, v: Val, kind: str, node: exp.Expr) -> Val:

@@ -26,8 +26,9 @@ Relation = Callable[[str, str, str | None], str]
 _NOT_EXPANDED = {"ivo_hasword"}
 _RENAMED = {"random": "rand", "list_value": "array", "list_extract": "try_element_at",
             "string_split_regex": "split"}
-# DuckDB keeps the argument's type (DOUBLE stays DOUBLE); Spark's give BIGINT
+# DuckDB's are DOUBLE whatever the argument; Spark's BIGINT
 _TYPED = {"ceil", "floor"}
+_INT_TYPES = {8: "TINYINT", 16: "SMALLINT", 32: "INT"}
 
 
 def view_name(schema_name: str, table: str) -> str:
@@ -72,8 +73,9 @@ def _rewrite(node: exp.Expr, relation: Relation) -> exp.Expr:
         return _table(node, relation)
     if isinstance(node, exp.Cast):
         return _cast(node)
-    if isinstance(node, exp.IntDiv) and node.meta.get("int_bits") == 32:
-        return exp.Cast(this=node, to=exp.DataType.build("INT"))  # Spark's DIV is BIGINT
+    if isinstance(node, exp.IntDiv) and node.meta.get("int_bits") in _INT_TYPES:
+        # Spark's DIV is BIGINT; DuckDB keeps the operands' width
+        return exp.Cast(this=node, to=exp.DataType.build(_INT_TYPES[node.meta["int_bits"]]))
     return node
 
 
@@ -90,6 +92,8 @@ def _cast(node: exp.Cast) -> exp.Expr:
     # is an instant shown in the session's zone)
     if node.to.this == exp.DataType.Type.TIMESTAMP:
         node.set("to", exp.DataType.build("TIMESTAMP_NTZ", dialect="spark"))
+    if node.meta.get("round"):  # a float to an integer: DuckDB rounds, Spark truncates
+        node.set("this", exp.Anonymous(this="round", expressions=[node.this]))
     return node
 
 
@@ -102,8 +106,10 @@ def _call(node: exp.Anonymous) -> exp.Expr:
         return _expand(*macro, args)
     if name == "trunc":
         return _trunc(node, args)
-    if name in _TYPED and node.meta.get("adql_type") == "double":
+    if name in _TYPED:
         return exp.Cast(this=node, to=exp.DataType.build("DOUBLE"))
+    if name == "mod" and node.meta.get("int_bits") in _INT_TYPES:
+        return exp.Cast(this=node, to=exp.DataType.build(_INT_TYPES[node.meta["int_bits"]]))
     if name in _RENAMED:
         return exp.Anonymous(this=_RENAMED[name], expressions=args)
     return node
@@ -131,6 +137,8 @@ def _expand(params: list[str], body: exp.Expr, args: list[exp.Expr]) -> exp.Expr
 def _trunc(node: exp.Anonymous, args: list[exp.Expr]) -> exp.Expr:
     """DuckDB's trunc(x[, digits]) towards zero (Spark's trunc is about dates)."""
     x = args[0]
+    if node.meta.get("adql_type") == "integer" and len(args) == 1:
+        return x  # an integer truncated is itself, of its own width (as in DuckDB)
     scale = exp.Anonymous(this="power", expressions=[exp.Literal.number(10), args[1]]) \
         if len(args) > 1 else exp.Literal.number(1)
     shifted = exp.Mul(this=exp.Anonymous(this="abs", expressions=[x.copy()]),
@@ -138,5 +146,4 @@ def _trunc(node: exp.Anonymous, args: list[exp.Expr]) -> exp.Expr:
     cut = exp.Div(this=exp.Mul(this=exp.Anonymous(this="sign", expressions=[x.copy()]),
                                expression=exp.Anonymous(this="floor", expressions=[shifted])),
                   expression=scale)
-    to = "BIGINT" if node.meta.get("adql_type") == "integer" else "DOUBLE"
-    return exp.Cast(this=exp.Paren(this=cut), to=exp.DataType.build(to))
+    return exp.Cast(this=exp.Paren(this=cut), to=exp.DataType.build("DOUBLE"))

@@ -67,9 +67,21 @@ def stop() -> None:
             _base.pop().stop()
 
 
+def adopt(session: SparkSession) -> SparkSession:
+    """Use a session made elsewhere (EMR's spark-submit driver) as the process's."""
+    with _lock:
+        if not _base:
+            _base.append(session)
+        return _base[0]
+
+
 def job_session(master: str | None = None) -> SparkSession:
     """A fresh session for one job: its own temp views, the functions registered."""
-    session = base_session(master).newSession()
+    return job_session_of(base_session(master))
+
+
+def job_session_of(base: SparkSession) -> SparkSession:
+    session = base.newSession()
     register_functions(session)
     return session
 

@@ -1,0 +1,133 @@
+"""DuckDB and Spark side by side on one archive, with the bytes each query reads.
+
+python -m chalicelib bench engines [--rows 1000000] [--weeks 8] [--archive DIR]
+    [--upload 100000] [--cones 3] [--master local[2]]
+
+Builds (or reuses) a metadata-only archive of --rows ObsCore rows (bench tap's), then
+runs on both engines, over the same release: a full-scan aggregate (images per band
+per week), a cross-match of an uploaded list of --upload sources against every
+footprint, and cones. Per query: rows (checked equal), the files and bytes the release
+lists for it after pruning (ReleaseFiles.estimate, what auto routing compares with
+SPARK_ROUTE_BYTES), and the time of each engine (Spark: the second run, its JVM and
+Python workers warm). The last lines derive a routing threshold from the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ...lake import schema
+from ...query.adql import translate
+from ...query.catalogue import Catalogue
+from ...query.spark.engine import SparkCatalogue
+from ...services.tap import meta as tapmeta
+from .bench_tap import build
+
+UPLOAD = schema.Table("TAP_UPLOAD.src", "sources", (
+    schema.Column("name", pa.string(), "source"),
+    schema.Column("ra", pa.float64(), "RA", unit="deg"),
+    schema.Column("dec", pa.float64(), "Dec", unit="deg")), physical="")
+
+AGGREGATE = ("SELECT energy_bandpassname, FLOOR(t_min / 7) AS week, COUNT(*) AS n, "
+             "SUM(t_exptime) AS exptime FROM spherex.obscore "
+             "GROUP BY energy_bandpassname, FLOOR(t_min / 7)")
+XMATCH = ("SELECT s.name, o.obs_publisher_did FROM TAP_UPLOAD.src AS s JOIN ivoa.obscore AS o "
+          "ON 1 = CONTAINS(POINT(s.ra, s.dec), o.s_region)")
+CONE = ("SELECT obs_publisher_did, s_ra, s_dec FROM ivoa.obscore WHERE "
+        "INTERSECTS(CIRCLE('ICRS', {ra}, {dec}, {r}), s_region) = 1")
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m chalicelib bench engines")
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--weeks", type=int, default=8)
+    p.add_argument("--archive", help="folder for the archive (kept; default a temp dir)")
+    p.add_argument("--upload", type=int, default=100_000, help="sources to cross-match")
+    p.add_argument("--cones", type=int, default=3)
+    p.add_argument("--master", default=None, help="Spark master (default SPARK_MASTER or "
+                                                  "local[2])")
+    return p.parse_args(argv)
+
+
+def _sources(duck: Catalogue, n: int) -> pa.Table:
+    """n positions near footprint centres (most match an image, some none)."""
+    pos = duck.query("SELECT s_ra, s_dec FROM ivoa.obscore WHERE s_ra IS NOT NULL")
+    rng = np.random.default_rng(14)
+    pick = rng.integers(0, pos.num_rows, n)
+    ra = (pos["s_ra"].to_numpy()[pick] + rng.normal(0, 0.3, n)) % 360
+    dec = np.clip(pos["s_dec"].to_numpy()[pick] + rng.normal(0, 0.3, n), -90, 90)
+    return pa.table({"name": [f"s{i}" for i in range(n)], "ra": ra, "dec": dec})
+
+
+def _duck(duck: Catalogue, adql: str, uploads: dict) -> tuple[float, int]:
+    tr = translate(adql, tapmeta.all_tables(), box_sql=duck.box_sql,
+                   uploads={"src": UPLOAD} if uploads else None)
+    t0 = time.perf_counter()
+    n = duck.query(tr.sql, timeout=3600, uploads=uploads).num_rows
+    return time.perf_counter() - t0, n
+
+
+def _spark(duck: Catalogue, session, adql: str, uploads: dict) -> tuple[float, int, dict]:
+    best, n, est = float("inf"), -1, {}
+    for _ in range(2):  # the first run pays JIT and Python worker start-up
+        job = SparkCatalogue(duck.archive, duck.release, duck.base_url, session=session)
+        tr = translate(adql, tapmeta.all_tables(), box_sql=job.box_sql, dialect="spark",
+                       relation=job.relation, uploads={"src": UPLOAD} if uploads else None)
+        t0 = time.perf_counter()
+        n = job.query(tr.sql, timeout=3600, uploads=uploads).num_rows
+        best, est = time.perf_counter() - t0, job.estimate()
+    return best, n, est
+
+
+def _cases(duck: Catalogue, a) -> list[tuple[str, str, dict]]:
+    src = _sources(duck, a.upload)
+    rows = duck.query("SELECT s_ra, s_dec FROM ivoa.obscore WHERE s_ra IS NOT NULL")
+    rng = np.random.default_rng(3)
+    out = [("aggregate: images per band per week", AGGREGATE, {}),
+           (f"upload cross-match ({a.upload:,} sources)", XMATCH, {"src": src})]
+    for k in rng.choice(rows.num_rows, a.cones, replace=False):
+        ra, dec = rows["s_ra"][int(k)].as_py(), rows["s_dec"][int(k)].as_py()
+        for r in (0.1, 1.0):
+            out.append((f"cone r={r}", CONE.format(ra=ra, dec=dec, r=r), {}))
+    return out
+
+
+def main(argv: list[str]) -> None:
+    from ...query.spark import session as spark  # deferred: starts the JVM
+
+    a = _args(argv)
+    folder = Path(a.archive or tempfile.mkdtemp(prefix="bench-engines-"))
+    archive = build(folder, a.rows, a.weeks)
+    duck = Catalogue(archive)
+    t0 = time.perf_counter()
+    session = spark.job_session(a.master)
+    print(f"Spark session up in {time.perf_counter() - t0:.1f} s "
+          f"({session.sparkContext.master})", flush=True)
+    print("| query | rows | files | MB read | DuckDB s | Spark s | Spark/DuckDB |\n"
+          "|---|---|---|---|---|---|---|")
+    figures = []
+    for label, adql, uploads in _cases(duck, a):
+        d, nd = _duck(duck, adql, uploads)
+        s, ns, est = _spark(duck, session, adql, uploads)
+        mark = "" if nd == ns else f" MISMATCH {nd} != {ns}"
+        figures.append((est["bytes"], d, s))
+        print(f"| {label} | {nd:,}{mark} | {est['files']} | {est['bytes'] / 1e6:.1f} | "
+              f"{d:.2f} | {s:.2f} | {s / d:.1f} |", flush=True)
+    _threshold(figures)
+    spark.stop()
+
+
+def _threshold(figures: list[tuple[int, float, float]]) -> None:
+    """DuckDB's scan rate on the biggest scans, and the bytes one Lambda reads within
+    the async limit at that rate (the routing threshold)."""
+    big = max(figures, key=lambda f: f[0])
+    rate = big[0] / big[1] if big[1] else 0.0
+    print(f"\nDuckDB read {rate / 1e6:.0f} MB/s on its largest scan here; at that rate "
+          f"one Lambda (2 vCPU) scans {rate * 600 / 1e9:.1f} GB in the 600 s async limit "
+          f"and {rate * 60 / 1e9:.1f} GB in a minute")
