@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+from pathlib import Path
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -51,7 +52,11 @@ def base_session(master: str | None = None) -> SparkSession:
         if not _base:
             builder = SparkSession.builder.master(
                 master or settings().spark_master or "local[2]").appName("archive-adql")
-            for k, v in {**CONF, "spark.pyspark.python": sys.executable}.items():
+            # executors of a cluster on this machine import chalicelib from this checkout
+            # (EMR ships it as spark.submit.pyFiles instead)
+            code = str(Path(__file__).resolve().parents[3])
+            for k, v in {**CONF, "spark.pyspark.python": sys.executable,
+                         "spark.executorEnv.PYTHONPATH": code}.items():
                 builder = builder.config(k, v)
             _base.append(builder.getOrCreate())
             # the Python workers run this interpreter (its venv has the kernels' packages):

@@ -41,13 +41,25 @@ needs_java = pytest.mark.skipif(not java_available(), reason="no Java runtime: p
 
 @pytest.fixture(scope="module")
 def spark():
+    """A session on a standalone cluster (master + 2 workers on 127.0.0.1, stopped after);
+    local[2] if the cluster cannot start here."""
     if not java_available():
         pytest.skip("no Java runtime: pyspark cannot start")
+    from chalicelib.devtools.sparkcluster import StandaloneCluster
     from chalicelib.query.spark import session
 
-    s = session.job_session()
-    yield s
-    session.stop()
+    cluster = StandaloneCluster(workers=2, cores=1, memory="1g")
+    try:
+        master = cluster.start()
+    except (OSError, RuntimeError, TimeoutError) as e:
+        cluster.stop()
+        master = "local[2]"
+        print(f"standalone cluster did not start ({e}); using local[2]")
+    try:
+        yield session.job_session(master)
+    finally:
+        session.stop()
+        cluster.stop()
 
 
 @pytest.fixture(scope="module")
