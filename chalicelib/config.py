@@ -74,7 +74,7 @@ class Settings:
     spark_master: str | None = None  # SPARK_MASTER
     # auto routing: a job whose estimated scan (bytes after pruning) is above this goes to
     # Spark (README "The Spark engine" derives the default from bench engines)
-    spark_route_bytes: int = 4 << 30  # SPARK_ROUTE_BYTES
+    spark_route_bytes: int = 6 << 30  # SPARK_ROUTE_BYTES
     emr_application_id: str | None = None  # EMR_APPLICATION_ID
     # the state machine starting EMR jobs is SPARK_STATE_MACHINE_ARN (state_machine_arns)
     # observability
@@ -136,7 +136,7 @@ class Settings:
             retention_grace=_float(env, "RETENTION_GRACE_SECONDS", 3600),
             hats_publish=env.get("HATS_PUBLISH", "1") != "0",
             spark_master=env.get("SPARK_MASTER") or None,
-            spark_route_bytes=_int(env, "SPARK_ROUTE_BYTES", 4 << 30),
+            spark_route_bytes=_int(env, "SPARK_ROUTE_BYTES", 6 << 30),
             emr_application_id=env.get("EMR_APPLICATION_ID") or None,
             stage=env.get("STAGE", "local"),
             metrics_namespace=env.get("METRICS_NAMESPACE", DEFAULT_NAMESPACE),

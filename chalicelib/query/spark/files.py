@@ -123,11 +123,12 @@ class ReleaseFiles:
             hit = _touching(tf, _bare(ra_col), _bare(dec_col), ra, dec, r, lo, hi, ranges,
                             footprint)
             before = self.pruned.get(alias)
-            keep = [u for u, h in zip(tf.stats.uris, hit, strict=True) if h] \
+            visible = set(tf.files)
+            keep = [u for u, h in zip(tf.stats.uris, hit, strict=True) if h and u in visible] \
                 if tf.stats is not None else []
-            keep = [u for u in keep if u in set(tf.files)]
             if before is not None:  # two boxes on one FROM item: both must hold
-                keep = [u for u in keep if u in set(before.files)]
+                earlier = set(before.files)
+                keep = [u for u in keep if u in earlier]
             self.pruned[alias] = Pruned(table, keep)
         return BoxSql(ra_col, dec_col, lo, hi, ranges)
 

@@ -132,8 +132,9 @@ def physical_frame(session: SparkSession, tf: TableFiles, files: list[str],
         return session.createDataFrame(pa.table({c.name: pa.array([], c.arrow)
                                                  for c in table.columns}))
     sch = from_arrow_schema(_arrow_schema(tf))
-    clean = [u for u in files if u in set(tf.clean)]
-    mixed = [u for u in files if u not in set(clean)]
+    released = set(tf.clean)
+    clean = [u for u in files if u in released]
+    mixed = [u for u in files if u not in released]
     reader = session.read.schema(sch).option("basePath", tf.root)
     parts = []
     if clean:
