@@ -73,6 +73,8 @@ def _rewrite(node: exp.Expr, relation: Relation) -> exp.Expr:
         return _table(node, relation)
     if isinstance(node, exp.Cast):
         return _cast(node)
+    if type(node) is exp.Div:
+        return _divide(node)
     if isinstance(node, exp.IntDiv) and node.meta.get("int_bits") in _INT_TYPES:
         # Spark's DIV is BIGINT; DuckDB keeps the operands' width
         return exp.Cast(this=node, to=exp.DataType.build(_INT_TYPES[node.meta["int_bits"]]))
@@ -113,6 +115,15 @@ def _call(node: exp.Anonymous) -> exp.Expr:
     if name in _RENAMED:
         return exp.Anonymous(this=_RENAMED[name], expressions=args)
     return node
+
+
+def _divide(node: exp.Div) -> exp.Expr:
+    """x / 0.0 is +-inf (NaN for 0 / 0) in DuckDB, as IEEE says; NULL in Spark."""
+    a, b = node.this, node.expression
+    inf = exp.Cast(this=exp.Literal.string("Infinity"), to=exp.DataType.build("DOUBLE"))
+    return exp.Paren(this=exp.Case(ifs=[exp.If(
+        this=exp.EQ(this=b.copy(), expression=exp.Literal.number(0)),
+        true=exp.Mul(this=a.copy(), expression=inf))], default=node))
 
 
 def _unpacked(arg: exp.Expr) -> exp.Expr:
