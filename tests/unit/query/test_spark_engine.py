@@ -485,3 +485,55 @@ def test_abort_cancels_the_spark_job(spark, archive):
                if tracker.getJobInfo(j) and tracker.getJobInfo(j).status == "RUNNING"]
     assert running == []
     assert stage_progress(sc, job.group)["stages_total"] >= 1
+
+
+# ---- the EMR side, run here: the driver and the finish Lambda ------------------------
+
+
+@needs_java
+def test_emr_driver_stores_the_result_and_finish_completes(spark, archive, monkeypatch,
+                                                          tmp_path):
+    from chalicelib.jobs import runtime as jobs
+    from chalicelib.lambdas import spark_driver
+
+    monkeypatch.setenv("ARCHIVE_URL", archive.url)
+    monkeypatch.setenv("JOBS_DIR", str(tmp_path / "jobs"))
+    runtime.reset()
+    jobs.reset()
+    store = jobs.store()
+    job, _ = _job(store, "SELECT obs_publisher_did FROM ivoa.obscore ORDER BY 1")
+    payload = {"job_id": job.job_id, "release": Catalogue(archive).release.number,
+               "base_url": "http://127.0.0.1:8000", "archive_url": archive.url,
+               "parameters": job.parameters}
+    spark_driver.drive(payload, session=spark)
+    got = store.get(job.job_id)
+    assert got.phase == "EXECUTING"  # finished by the state machine's next step
+    assert got.results[0]["id"] == "result" and got.job_info["spark"]["stages_total"] >= 1
+    body = archive.read_bytes(got.results[0]["href"].split(":", 1)[1])
+    assert body.count(b"<TR>") == Catalogue(archive).query(
+        "SELECT COUNT(*) FROM ivoa.obscore").column(0)[0].as_py()
+    assert spark_driver.finish({"job_id": job.job_id})["phase"] == "COMPLETED"
+
+    bad, _ = _job(store, "SELECT nope FROM ivoa.obscore")
+    spark_driver.drive({**payload, "job_id": bad.job_id, "parameters": bad.parameters},
+                       session=spark)
+    assert store.get(bad.job_id).phase == "ERROR"  # the caller's mistake, said by the driver
+    failed, _ = _job(store, "SELECT 1 FROM ivoa.obscore")
+    out = spark_driver.finish({"job_id": failed.job_id,
+                               "error": {"Error": "EMRServerless.JobRunFailed", "Cause": "x"}})
+    assert out["phase"] == "ERROR"
+    assert "Spark job failed" in store.get(failed.job_id).error_summary["message"]
+    jobs.reset()
+
+
+def test_handed_off_job_stays_executing(tmp_path):
+    from chalicelib.jobs.uws import HandedOff, run_job
+
+    store = LocalJobStore(tmp_path / "jobs.sqlite3")
+    job, ctx = _job(store, "SELECT 1 FROM ivoa.obscore")
+
+    def runner(job, ctx):
+        raise HandedOff(job.job_id)
+
+    run_job(ctx, runner)
+    assert store.get(job.job_id).phase == "EXECUTING"
