@@ -69,6 +69,14 @@ class Settings:
     retention_pinned: tuple[int, ...] = ()  # RETENTION_PINNED: "12,40" release numbers
     retention_grace: float = 3600.0  # RETENTION_GRACE_SECONDS
     hats_publish: bool = True  # HATS_PUBLISH=0: merges do not rewrite the HATS copy
+    # the Spark engine for big async TAP jobs (query/spark): a master URL runs them here
+    # (local[2], spark://...); on AWS an EMR Serverless application runs them instead
+    spark_master: str | None = None  # SPARK_MASTER
+    # auto routing: a job whose estimated scan (bytes after pruning) is above this goes to
+    # Spark (README "The Spark engine" derives the default from bench engines)
+    spark_route_bytes: int = 6 << 30  # SPARK_ROUTE_BYTES
+    emr_application_id: str | None = None  # EMR_APPLICATION_ID
+    # the state machine starting EMR jobs is SPARK_STATE_MACHINE_ARN (state_machine_arns)
     # observability
     stage: str = "local"  # STAGE
     metrics_namespace: str = DEFAULT_NAMESPACE  # METRICS_NAMESPACE
@@ -127,6 +135,9 @@ class Settings:
                 "RETENTION_PINNED", "").replace(" ", "").split(",") if x})),
             retention_grace=_float(env, "RETENTION_GRACE_SECONDS", 3600),
             hats_publish=env.get("HATS_PUBLISH", "1") != "0",
+            spark_master=env.get("SPARK_MASTER") or None,
+            spark_route_bytes=_int(env, "SPARK_ROUTE_BYTES", 6 << 30),
+            emr_application_id=env.get("EMR_APPLICATION_ID") or None,
             stage=env.get("STAGE", "local"),
             metrics_namespace=env.get("METRICS_NAMESPACE", DEFAULT_NAMESPACE),
             in_lambda=bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),

@@ -156,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.set_defaults(fn=_demo)
     s = sub.add_parser("bench", help="benchmarks: ingest, tap, peers, cutout, photometry, "
-                                     "fuzz, load, billion")
+                                     "fuzz, load, billion, engines")
     s.add_argument("what")
     s.add_argument("args", nargs=argparse.REMAINDER)
     s.set_defaults(fn=_bench)

@@ -25,6 +25,7 @@ from .executor import (
 from .model import (
     ACTIVE_PHASES,
     PHASES,
+    HandedOff,
     Job,
     JobAborted,
     TransientJobError,
@@ -38,7 +39,7 @@ from .store import ANY, JobStore, LocalJobStore
 
 __all__ = [
     "ACTIVE_PHASES", "ANY", "PHASES", "DirectoryResultSink", "DynamoJobStore", "Executor",
-    "Forbidden", "Job", "JobAborted", "JobStore", "LocalExecutor", "LocalJobStore",
+    "Forbidden", "HandedOff", "Job", "JobAborted", "JobStore", "LocalExecutor", "LocalJobStore",
     "NotFound", "Response", "ResultSink", "RunContext", "Runner", "StepFunctionsExecutor",
     "TransientJobError", "UWSService", "UWSUsageError", "complete_job", "create_table",
     "fail_job", "format_time", "mark_executing", "normalize", "parse_time", "run_job",

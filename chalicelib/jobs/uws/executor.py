@@ -26,6 +26,7 @@ from .model import (
     EXECUTING,
     QUEUED,
     RUNNING_PHASES,
+    HandedOff,
     Job,
     JobAborted,
     TransientJobError,
@@ -181,6 +182,8 @@ def run_job(ctx: RunContext, runner: Callable[[Job, RunContext], Any]) -> None:
         runner(ctx.job, ctx)
     except JobAborted:
         pass
+    except HandedOff:  # finished by the worker it was handed to
+        return
     except Exception as exc:  # a runner bug or bad data: the job fails, the pool lives on
         if isinstance(exc, UsageError):  # the caller's mistake: one line, no traceback
             log.info("UWS job %s: usage error: %s", ctx.job_id, exc)

@@ -45,6 +45,11 @@ class JobAborted(Exception):
     """Raised inside a runner when its job was aborted or timed out: stop working."""
 
 
+class HandedOff(Exception):  # noqa: N818 (not an error: a hand-over)
+    """Raised by a runner whose work goes on elsewhere (a Spark job on EMR Serverless):
+    the job stays EXECUTING; whoever finishes the work completes or fails it."""
+
+
 def utcnow() -> datetime:
     """Now in UTC, truncated to milliseconds so that what we print is what we compare."""
     now = datetime.now(UTC)

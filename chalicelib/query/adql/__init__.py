@@ -16,7 +16,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from ...lake import schema
-from . import sandbox
+from . import sandbox, spark
 from .dialect import parse
 from .errors import AdqlError, fail
 from .features import LANGUAGE_FEATURES
@@ -86,13 +86,17 @@ CACHE = _Cache()
 def translate(adql: str, tables: Mapping[str, schema.Table], *,
               box_sql: Callable[..., str] | None = None,
               uploads: Mapping[str, schema.Table] | None = None,
-              dialect: str = "duckdb") -> Translation:
+              dialect: str = "duckdb",
+              relation: spark.Relation | None = None) -> Translation:
     """Translate one ADQL query; AdqlError says what is wrong and where. Repeated texts
-    come from a bounded cache (not with uploads, whose tables change per request)."""
-    key = None if uploads else CACHE.key(adql, tables, box_sql, dialect)
+    come from a bounded cache (not with uploads, whose tables change per request, nor
+    with a `relation`). dialect="spark": Spark SQL over temp views, named by
+    `relation(schema, table, alias)` (default spark.view_name)."""
+    key = None if uploads or relation else CACHE.key(adql, tables, box_sql, dialect)
     hit = CACHE.get(key) if key is not None else None
     if hit is None:
-        hit = _translate(adql, tables, box_sql=box_sql, uploads=uploads, dialect=dialect)
+        hit = _translate(adql, tables, box_sql=box_sql, uploads=uploads, dialect=dialect,
+                         relation=relation)
         if key is not None:
             CACHE.put(key, hit, tables)
     return Translation(hit.sql, list(hit.columns), list(hit.tables), list(hit.notes))
@@ -100,7 +104,8 @@ def translate(adql: str, tables: Mapping[str, schema.Table], *,
 
 def _translate(adql: str, tables: Mapping[str, schema.Table], *,
                box_sql: Callable[..., str] | None,
-               uploads: Mapping[str, schema.Table] | None, dialect: str) -> Translation:
+               uploads: Mapping[str, schema.Table] | None, dialect: str,
+               relation: spark.Relation | None = None) -> Translation:
     if len(adql) > MAX_QUERY_CHARS:  # checked before parsing, which costs ~0.1 ms a char
         raise AdqlError(f"The query has {len(adql):,} characters; at most "
                         f"{MAX_QUERY_CHARS:,} are accepted (use TAP_UPLOAD for long lists)")
@@ -110,6 +115,8 @@ def _translate(adql: str, tables: Mapping[str, schema.Table], *,
     try:
         out, cols = tr.run(tree)
         sandbox.check(out, tr.physical)
+        if dialect == "spark":  # checked as DuckDB SQL, then rewritten node by node
+            out = spark.to_spark(out, relation or spark.default_relation)
         sql = out.sql(dialect=dialect, copy=False, comments=False)
     except RecursionError:
         raise AdqlError("The query is nested too deeply") from None

@@ -38,6 +38,7 @@ from .values import (
     cast,
     describe,
     fn,
+    int_bits,
     integer,
     merge_types,
     num,
@@ -261,6 +262,8 @@ class Expressions:
         ints = a.type in (INT, NULL) and b.type in (INT, NULL) and INT in (a.type, b.type)
         klass = exp.IntDiv if ints and op == "/" else type(node)  # ADQL 7/2 = 3
         sql = klass(this=atom(a.sql), expression=atom(b.sql))
+        if ints:  # DuckDB keeps INTEGER // INTEGER 32-bit; the Spark rewrite casts to match
+            sql.meta["int_bits"] = int_bits(a, b)
         return Val(sql, INT if ints else FLOAT, const=_fold(op, a, b, ints),
                    op={"+": "add", "-": "sub", "*": "mul", "/": "div"}[op], kids=(a, b))
 
@@ -423,7 +426,10 @@ class Expressions:
             return self.cast_geometry(v, target[1], node)
         if target[1] in _CAST_FROM.get(v.type, ()):
             const = v.const if target[1] in NUMERIC and v.type in NUMERIC else None
-            return Val(cast(v.sql, target[0]), target[1], const=const, op="cast", kids=(v,))
+            sql = cast(v.sql, target[0])
+            if target[1] == INT and v.type == FLOAT:  # DuckDB rounds; the Spark rewrite
+                sql.meta["round"] = True  # says so (Spark's CAST truncates)
+            return Val(sql, target[1], const=const, op="cast", kids=(v,))
         raise self.fail(f"Cannot CAST {describe(v.type)} to {to}", node)
 
     def cast_geometry(self, v: Val, kind: str, node: exp.Expr) -> Val:

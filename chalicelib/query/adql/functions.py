@@ -25,6 +25,7 @@ from .values import (
     cast,
     describe,
     fn,
+    int_bits,
     merge_types,
 )
 
@@ -52,8 +53,11 @@ def _math(c: Call) -> Val:
         raise c.error(f"{c.name}'s second argument (digits) must be an integer", 1)
     if result == "same":
         result = INT if all(a.type == INT for a in args[: 2 if c.name == "MOD" else 1]) else FLOAT
-    return Val(fn(duck, *(a.sql for a in args)), result, op="fn:" + c.name.lower(),
-               kids=tuple(args))
+    sql = fn(duck, *(a.sql for a in args))
+    sql.meta["adql_type"] = result  # the Spark rewrite keeps DuckDB's result types
+    if c.name == "MOD" and result == INT:
+        sql.meta["int_bits"] = int_bits(args[0], args[1])
+    return Val(sql, result, op="fn:" + c.name.lower(), kids=tuple(args))
 
 
 def _rand(c: Call) -> Val:

@@ -150,3 +150,25 @@ def describe(t: str) -> str:
             BOOL: "a condition", NULL: "NULL", TIME: "a timestamp", POINT: "a POINT",
             CIRCLE: "a CIRCLE", POLYGON: "a POLYGON", ARRAY: "an array",
             PRED: "a predicate (1/0)"}.get(t, t)
+
+
+def _bits(v: Val) -> int:
+    """The width DuckDB gives an integer value: a column's own, 64 when unknown (COUNT,
+    SUM ... are BIGINT); a literal is flexible (negative: the width it needs), DuckDB
+    fitting it to the other operand."""
+    if v.sql is not None and "int_bits" in v.sql.meta:
+        return v.sql.meta["int_bits"]
+    if v.op in ("paren", "neg") and v.kids:
+        return _bits(v.kids[0])
+    if v.column is not None and pa.types.is_integer(v.column.arrow):
+        return v.column.arrow.bit_width
+    if v.op == "lit" and v.number is not None:
+        return -next(b for b in (8, 16, 32, 64) if -2**(b - 1) <= v.number < 2**(b - 1))
+    return 64
+
+
+def int_bits(a: Val, b: Val) -> int:
+    """The width of DuckDB's a // b or mod(a, b) for integers."""
+    bits = [_bits(a), _bits(b)]
+    fixed, flexible = [x for x in bits if x > 0], [-x for x in bits if x < 0]
+    return max(fixed + flexible) if fixed else max(32, *flexible)

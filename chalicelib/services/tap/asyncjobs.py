@@ -13,19 +13,28 @@ from ...web.params import Params
 from ...web.replies import Reply
 from ...web.request import Request
 from .. import uws
+from . import engines
 from .sync import run_query
 
 SERVICE = "tap"
 
 
 def run(job, ctx) -> None:
-    """Run the query of a job and store the result named `result` (what pyvo fetches)."""
+    """Run the query of a job and store the result named `result` (what pyvo fetches),
+    on the engine ENGINE names or auto routing picks (engines.py); jobInfo says which."""
     params = Params.from_dict(job.parameters)
     cat = runtime.catalogue(jobs.job_base(job.base_url))
     conf = settings()
     limit = min(conf.tap_async_timeout, job.execution_duration or conf.tap_async_timeout)
+    choice = engines.choose(params, cat, conf)
+    ctx.set_progress(0.0, f"running on {choice.engine}", engine=choice.engine,
+                     engine_reason=choice.reason, estimate=choice.estimate,
+                     release=cat.release.number)
+    if choice.engine == "spark" and choice.where == "emr":
+        engines.hand_to_emr(job, params, cat, conf)
+    run_on = engines.spark_catalogue(cat, ctx) if choice.engine == "spark" else cat
     try:  # a TapUsageError is the caller's mistake: the job's errorSummary is its message
-        res = run_query(params, cat, limit, conf)
+        res = run_query(params, run_on, limit, conf)
     except QueryTimeout:
         raise UWSUsageError(f"The query ran longer than the limit of {limit:g} s; ask for "
                             f"less (TOP, a narrower region) or split it") from None

@@ -72,7 +72,9 @@ def run_query(params: Params, cat: Catalogue, timeout: float,
         raise TapUsageError(str(e)) from None
     tables = tapmeta.all_tables()
     try:
-        tr = adql.translate(query, tables, box_sql=cat.box_sql, uploads=upload_tables)
+        tr = adql.translate(query, tables, box_sql=cat.box_sql, uploads=upload_tables,
+                            dialect=getattr(cat, "dialect", "duckdb"),  # a SparkCatalogue
+                            relation=getattr(cat, "relation", None))  # names its views
     except adql.AdqlError as e:
         raise TapUsageError(f"Invalid ADQL: {e}") from None
     try:
