@@ -249,12 +249,18 @@ def centroid_poly(poly: pa.Array) -> pa.Array:
 
 
 def healpix_index(order: pa.Array, ra: pa.Array, dec: pa.Array) -> pa.Array:
-    o = _np(order)
+    """NULL where there is no position (a NULL or NaN coordinate, |dec| > 90) or no such
+    order (a literal order is checked by the translator; a column's is only here):
+    cdshealpix aborts the query (a Rust panic) on any of those."""
+    o, r, d = _np(order), _np(ra), _np(dec)
+    with np.errstate(invalid="ignore"):
+        ok = (_valid(order, ra, dec) & np.isfinite(r) & (np.abs(d) <= 90)
+              & (o >= 0) & (o <= 29) & (o == np.floor(o)))
     out = np.zeros(len(o), np.int64)
-    for k in np.unique(o[np.isfinite(o)]):
-        sel = o == k
-        out[sel] = sky.healpix(_np(ra)[sel], _np(dec)[sel], int(k))
-    return pa.array(out, mask=~_valid(order, ra, dec))
+    for k in np.unique(o[ok]):
+        sel = ok & (o == k)
+        out[sel] = sky.healpix(r[sel], d[sel], int(k))
+    return pa.array(out, mask=~ok)
 
 
 def box_poly(ra: pa.Array, dec: pa.Array, w: pa.Array, h: pa.Array) -> pa.Array:

@@ -127,6 +127,21 @@ def test_bug_huge_integer_literal_is_a_usage_error_not_a_500(server, template):
     assert "ValueError" not in message and "InternalError" not in message
 
 
+def test_bug_healpix_index_of_rows_without_a_position_is_null_not_a_panic(server):
+    """Rows with no s_ra/s_dec made cdshealpix panic inside the UDF: the query failed with
+    the Rust assertion in its message (found by test_fuzz_tap_sync_adql)."""
+    import requests
+
+    r = requests.get(f"{server}/tap/sync", params={
+        "LANG": "ADQL", "FORMAT": "csv",
+        "QUERY": "SELECT ivo_healpix_index(10, s_ra, s_dec) AS h, s_dec FROM ivoa.obscore"},
+        timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    rows = [line.split(",") for line in r.text.splitlines()[1:]]
+    assert rows and any(d == "" for _, d in rows)  # the archive has rows without a centre
+    assert all((h == "") == (d == "") for h, d in rows)
+
+
 @pytest.mark.parametrize("query", ["SELECT TOP", "SELECT obs_id FROM", "SELECT * FROM x WHERE",
                                    "SELECT 1 FROM t JOIN"])
 def test_bug_syntax_errors_show_no_parser_classes_or_tokens(server, query):

@@ -149,3 +149,22 @@ def test_packed_polygons_give_the_same_polygons():
     ra, dec = pa.array([10.5, 1.0, 1.0, 0.0]), pa.array([20.3, 1.0, 1.0, 0.0])
     assert sqlfunctions.pt_in_poly(ra, dec, packed).to_pylist() == \
         sqlfunctions.pt_in_poly(ra, dec, polys).to_pylist() == [True, None, False, True]
+
+
+def test_healpix_index_is_null_where_there_is_no_position_or_no_such_order():
+    """NULL or NaN coordinates, |dec| > 90 and orders outside 0-29 give NULL (cdshealpix
+    aborted the whole query on them); the rest equal cdshealpix called directly."""
+    import cdshealpix
+    import pyarrow as pa
+    from astropy.coordinates import Latitude, Longitude
+
+    from chalicelib.geometry.sqlfunctions import healpix_index
+
+    order = pa.array([10, 10, 10, 10, 30, -1, 6, 29, None], pa.int64())
+    ra = pa.array([10.0, None, float("nan"), 20.0, 1.0, 1.0, 359.9, 0.0, 1.0])
+    dec = pa.array([-20.0, 5.0, 5.0, 95.0, 1.0, 1.0, 89.99, -90.0, 1.0])
+    got = healpix_index(order, ra, dec).to_pylist()
+    want = [int(cdshealpix.lonlat_to_healpix(Longitude([r], "deg"), Latitude([d], "deg"),
+                                             k)[0])
+            for k, r, d in ((10, 10.0, -20.0), (6, 359.9, 89.99), (29, 0.0, -90.0))]
+    assert got == [want[0], None, None, None, None, None, want[1], want[2], None]

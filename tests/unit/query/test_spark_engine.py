@@ -235,9 +235,6 @@ CORPUS = [(label, q) for label, q in T.CASES["valid"]] + \
 
 
 def _marks(label: str, adql: str):
-    if "ivo_healpix_index" in adql:  # the same xfail as test_adql's corpus
-        return [pytest.mark.xfail(reason="sqlfunctions.healpix_index fails on BIGINT input "
-                                  "(DuckDB side, see test_adql)", strict=True)]
     return []
 
 
