@@ -211,7 +211,9 @@ def test_other_queries_are_left_to_duckdb(archive):
         sql = _sql(cat, adql)
         quick, slow, lane = _both(cat, sql)
         assert not lane, adql
-        assert quick.equals(slow), adql
+        # both are DuckDB's answers; a join or OFFSET without ORDER BY has no set order
+        assert quick.schema == slow.schema, adql
+        assert sorted(map(repr, quick.to_pylist())) == sorted(map(repr, slow.to_pylist()))
 
 
 def test_distance_and_point_in_circle_equal_brute_force(archive):
