@@ -41,6 +41,8 @@ class JobKind:
     runner: Runner
     validator: Callable | None = None
     max_duration: int = 3600
+    # state machines (settings().state_machine_arn names) its runner may hand a job on to
+    handoffs: tuple[str, ...] = ()
 
 
 def store():
@@ -70,11 +72,13 @@ def result_sink(job: Job, result_id: str, content: bytes, mime_type: str) -> str
 
 
 def _executor(kind: JobKind):
-    arn = settings().state_machine_arn(kind.name)
+    conf = settings()
+    arn = conf.state_machine_arn(kind.name)
     if arn:
         import boto3  # deferred: AWS path only
 
-        return StepFunctionsExecutor(arn, boto3.client("stepfunctions"))
+        return StepFunctionsExecutor(arn, boto3.client("stepfunctions"), handoffs=tuple(
+            conf.state_machine_arn(m) or "" for m in kind.handoffs))
     with _lock:
         if "local" not in _state:
             _state["local"] = LocalExecutor(store(), result_sink=result_sink, max_workers=2)

@@ -745,6 +745,51 @@ def test_step_functions_executor_start_and_stop(moto: str, tmp_path: Path) -> No
     executor.abort(store.get(job_id))  # stopping twice is harmless
 
 
+def test_abort_stops_the_execution_a_job_was_handed_on_to(moto: str, tmp_path: Path) -> None:
+    """A TAP job handed to Spark runs on as an execution of the spark machine named by
+    the job id (services/tap/engines.hand_to_emr): ABORT stops that one too."""
+    sfn = aws_client("stepfunctions", moto)
+    wait = json.dumps({"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600,
+                                                          "End": True}}})
+    own, spark = (sfn.create_state_machine(
+        name=f"{n}-{time.monotonic_ns()}", roleArn="arn:aws:iam::123456789012:role/uws",
+        definition=wait)["stateMachineArn"] for n in ("uws", "spark"))
+    store = LocalJobStore(tmp_path / "sfn")
+    executor = StepFunctionsExecutor(own, sfn, handoffs=(spark,))
+    service = UWSService(store, executor, service_name="tap")
+    response = service.handle("POST", "", {}, {"QUERY": ["SELECT 1"], "PHASE": "RUN"}, None,
+                              BASE)
+    job_id = response.headers["Location"].rsplit("/", 1)[1]
+    handed = sfn.start_execution(stateMachineArn=spark, name=job_id)["executionArn"]
+    assert handed == executor.execution_arn(store.get(job_id), spark)
+    service.handle("POST", f"{job_id}/phase", {}, {"PHASE": "ABORT"}, None, BASE)
+    assert store.get(job_id).phase == "ABORTED"
+    assert sfn.describe_execution(executionArn=handed)["status"] == "ABORTED"
+    assert sfn.describe_execution(executionArn=store.get(job_id).execution_arn)[
+        "status"] == "ABORTED"
+    # a job that was never handed on: its missing spark execution is no error
+    other = service.handle("POST", "", {}, {"QUERY": ["SELECT 2"], "PHASE": "RUN"}, None, BASE)
+    other_id = other.headers["Location"].rsplit("/", 1)[1]
+    service.handle("POST", f"{other_id}/phase", {}, {"PHASE": "ABORT"}, None, BASE)
+    assert store.get(other_id).phase == "ABORTED"
+
+
+def test_tap_jobs_name_spark_as_their_hand_off_machine(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    from chalicelib import config
+    from chalicelib.jobs import runtime
+    from chalicelib.services.tap.asyncjobs import JOB
+
+    arn = "arn:aws:states:us-east-1:123456789012:stateMachine:"
+    monkeypatch.setenv("TAP_STATE_MACHINE_ARN", arn + "uws")
+    monkeypatch.setenv("SPARK_STATE_MACHINE_ARN", arn + "spark")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    config.reset()
+    executor = runtime._executor(JOB)
+    assert isinstance(executor, StepFunctionsExecutor)
+    assert executor.handoffs == (arn + "spark",)
+
+
 # ---- documents: pyvo and the UWS 1.1 schema ---------------------------------------------------
 
 def test_documents_validate_against_uws_schema(harness: Callable[..., Harness],

@@ -26,14 +26,18 @@ class StepFunctionsExecutor:
     starts_immediately = True
 
     def __init__(self, state_machine_arn: str, client: Any,
-                 input_fn: Callable[[Job], dict[str, Any]] = default_input) -> None:
+                 input_fn: Callable[[Job], dict[str, Any]] = default_input,
+                 handoffs: tuple[str, ...] = ()) -> None:
         self.state_machine_arn = state_machine_arn
+        # machines a runner may hand the job on to (TAP: Spark on EMR Serverless), each
+        # running it as an execution named by the job id: ABORT stops those too
+        self.handoffs = tuple(a for a in handoffs if a)
         self.client = client
         self.input_fn = input_fn
 
-    def execution_arn(self, job: Job) -> str:
+    def execution_arn(self, job: Job, machine: str | None = None) -> str:
         """arn:aws:states:<region>:<account>:execution:<machine>:<job id>."""
-        prefix = self.state_machine_arn.replace(":stateMachine:", ":execution:", 1)
+        prefix = (machine or self.state_machine_arn).replace(":stateMachine:", ":execution:", 1)
         return f"{prefix}:{job.job_id}"
 
     def start(self, job: Job) -> str:
@@ -46,7 +50,9 @@ class StepFunctionsExecutor:
         return response["executionArn"]
 
     def abort(self, job: Job) -> None:
-        arn = job.execution_arn or self.execution_arn(job)
-        with contextlib.suppress(self.client.exceptions.ExecutionDoesNotExist):
-            self.client.stop_execution(executionArn=arn, error="UWS.Aborted",
-                                       cause=f"UWS job {job.job_id} aborted")
+        arns = [job.execution_arn or self.execution_arn(job)]
+        arns += [self.execution_arn(job, machine) for machine in self.handoffs]
+        for arn in arns:  # stopping a finished or never started execution is harmless
+            with contextlib.suppress(self.client.exceptions.ExecutionDoesNotExist):
+                self.client.stop_execution(executionArn=arn, error="UWS.Aborted",
+                                           cause=f"UWS job {job.job_id} aborted")

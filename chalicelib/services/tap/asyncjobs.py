@@ -44,7 +44,9 @@ def run(job, ctx) -> None:
 
 # No validation at creation: TAP reports a bad query through the job (phase ERROR and a
 # VOTable /error), which is what clients and taplint expect after a 303.
-JOB = JobKind(SERVICE, run, None, max_duration=3600)
+# A job handed to Spark on EMR Serverless runs as an execution of the "spark" machine
+# named by its job id (engines.hand_to_emr): ABORT stops it, which cancels the job run.
+JOB = JobKind(SERVICE, run, None, max_duration=3600, handoffs=("spark",))
 
 
 def handle_async(sub: str, req: Request) -> Reply:

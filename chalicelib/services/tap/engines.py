@@ -99,13 +99,14 @@ def spark_catalogue(cat: Catalogue, ctx) -> SparkCatalogue:
 
 def hand_to_emr(job, params: Params, cat: Catalogue, conf: Settings) -> None:
     """Start the SPARK state machine (EMR Serverless startJobRun.sync, then the finish
-    Lambda) for this job, named by the job id; the EMR driver updates the job itself."""
+    Lambda) for this job, its execution named by the job id (so ABORT finds and stops it:
+    Step Functions then cancels the job run); the EMR driver updates the job itself."""
     import boto3  # deferred: AWS path only
 
     payload = {"job_id": job.job_id, "release": cat.release.number,
                "base_url": cat.base_url, "archive_url": archive().url,
                "parameters": params.to_dict()}
     boto3.client("stepfunctions").start_execution(
-        stateMachineArn=conf.state_machine_arn("spark"), name=f"spark-{job.job_id}",
+        stateMachineArn=conf.state_machine_arn("spark"), name=job.job_id,
         input=json.dumps({"job_id": job.job_id, "driver_args": [json.dumps(payload)]}))
     raise HandedOff(job.job_id)
