@@ -189,7 +189,37 @@ def template_log_groups() -> dict[str, Any]:
 
 
 def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    """Every statement, a conditional one (Fn::If) as if its condition held."""
+    out = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    return [s["Fn::If"][1] if "Fn::If" in s else s for s in out]
+
+
+def test_the_spark_stack_is_wired_in_when_its_application_is_given() -> None:
+    """infra/spark.yaml names its state machine; the main stack hands TAP jobs to it (run
+    job: StartExecution, EMR_APPLICATION_ID) and ABORT stops its executions (API), only
+    with SparkApplicationId set."""
+    template = load_template()
+    spark = cfn_yaml.load(str(INFRA / "spark.yaml"))
+    name = spark["Resources"]["SparkStateMachine"]["Properties"]["StateMachineName"]["Fn::Sub"]
+    assert name == "${Project}-${Stage}-spark-job"
+    machine = ("arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:"
+               + name)
+    assert template["Conditions"]["HasSpark"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SparkApplicationId"}, ""]}]}
+    roles = resources(template, "AWS::IAM::Role")
+    hand = [s for s in _statements(roles["RunJobRole"]) if s.get("Sid") == "HandToSpark"]
+    assert hand == [{"Sid": "HandToSpark", "Effect": "Allow", "Action": "states:StartExecution",
+                     "Resource": {"Fn::Sub": machine}}]
+    abort = next(s for s in _statements(roles["ApiRole"]) if s.get("Sid") == "AbortJobs")
+    assert {"Fn::If": ["HasSpark", {"Fn::Sub": machine.replace(":stateMachine:", ":execution:")
+                                    + ":*"}, {"Ref": "AWS::NoValue"}]} in abort["Resource"]
+    fns = resources(template, "AWS::Lambda::Function")
+    for fn in ("ApiFunction", "RunJobFunction"):
+        env = fns[fn]["Properties"]["Environment"]["Variables"]
+        assert env["SPARK_STATE_MACHINE_ARN"] == {"Fn::If": ["HasSpark", {"Fn::Sub": machine},
+                                                             ""]}
+    run_env = fns["RunJobFunction"]["Properties"]["Environment"]["Variables"]
+    assert run_env["EMR_APPLICATION_ID"] == {"Ref": "SparkApplicationId"}
 
 
 def _as_list(value: Any) -> list[Any]:
