@@ -194,6 +194,27 @@ def test_simple_cones_equal_the_duckdb_path_types_included(archive):
     assert rows > 500 and nulls > 0 and empty >= 8
 
 
+def test_quotes_keywords_and_parentheses_in_names_and_strings_fool_no_scanner(archive):
+    """The scanner reads the translated SQL: aliases and string literals a caller writes
+    (quotes, SQL keywords, parentheses, operators inside them) are answered as DuckDB
+    answers them, by the lane or by DuckDB."""
+    cat = Catalogue(archive)
+    _, ra, dec, _ = _centres(cat)
+    c = f"{float(ra[5])!r}, {float(dec[5])!r}"
+    cone = f"INTERSECTS(CIRCLE('ICRS', {c}, 2), s_region) = 1"
+    for adql in [
+        f'SELECT obs_publisher_did AS "x FROM y WHERE z AND" FROM ivoa.obscore WHERE {cone}',
+        f'SELECT s_ra AS "a"" AS ""b", s_dec AS "LIMIT 1" FROM ivoa.obscore WHERE {cone}',
+        f"SELECT obs_id FROM ivoa.obscore WHERE {cone} AND "
+        "obs_collection <> 'a'' AND ''b) OR (1 = 1'",
+        f"SELECT obs_id FROM ivoa.obscore WHERE obs_collection = 'x'' LIMIT 1 --' AND {cone}",
+        f"SELECT obs_id FROM ivoa.obscore WHERE {cone} AND obs_id > ')(' AND obs_id < '~'",
+    ]:
+        quick, slow, _ = _both(cat, _sql(cat, adql))
+        assert quick.schema == slow.schema, adql
+        assert sorted(map(repr, quick.to_pylist())) == sorted(map(repr, slow.to_pylist())), adql
+
+
 def test_max_rows_cuts_the_answer_like_the_duckdb_path(archive):
     cat = Catalogue(archive)
     _, ra, dec, _ = _centres(cat)
