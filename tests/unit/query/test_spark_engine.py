@@ -332,7 +332,11 @@ ARCHIVE_QUERIES = [
 
 
 def _cone(cat) -> str:
-    rows = Catalogue(cat.archive).query("SELECT s_ra, s_dec FROM ivoa.obscore LIMIT 1")
+    # one row with a footprint, the same every run (some rows have no position, and an
+    # unordered LIMIT 1 picked one of those now and then: CIRCLE(None, None, 0.2))
+    rows = Catalogue(cat.archive).query(
+        "SELECT s_ra, s_dec FROM ivoa.obscore WHERE s_region IS NOT NULL AND s_ra IS NOT "
+        "NULL AND s_dec IS NOT NULL ORDER BY obs_publisher_did LIMIT 1")
     ra, dec = rows.column(0)[0].as_py(), rows.column(1)[0].as_py()
     return (f"SELECT obs_publisher_did, s_ra FROM ivoa.obscore WHERE "
             f"INTERSECTS(s_region, CIRCLE({ra}, {dec}, 0.2)) = 1")
