@@ -75,7 +75,9 @@ class Polys:
         # made the kernels read count[0] of an empty array and crash the process)
         self.start = (np.cumsum(self.count) - self.count).astype(np.int64)
         self.v = np.empty((len(flat) // 2, 3))
-        if kernels_ready():
+        # only a test of the kernels that needs them starts loading them (~0.5 s of CPU a
+        # DataLink answer, which reads one footprint, does not need)
+        if _READY.is_set():
             _k_xyz(np.ascontiguousarray(flat, dtype=np.float64), self.v)
         else:
             _xyz_exact(flat, self.v)

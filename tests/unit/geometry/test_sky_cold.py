@@ -46,3 +46,28 @@ def test_numpy_point_in_polygon_equals_the_kernel():
     sky._k_points_in_polys(centre, polys.v, polys.start, polys.count, out)
     assert np.array_equal(sky._points_in_polys_np(centre, polys), out)
     assert out[:400].all()
+
+
+def test_reading_a_footprint_does_not_start_loading_the_kernels():
+    """A DataLink answer reads one footprint's centre and radius: that must not start the
+    numba loader (~0.5 s of CPU in a new container); a kernel test does start it."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import json, sys, threading\n"
+        "from chalicelib.geometry import sky\n"
+        "p = sky.Polys.one([10.0, 10.0, 11.0, 10.0, 11.0, 11.0])\n"
+        "c, r = p.centre(), p.radius()\n"
+        "before = ['numba' in sys.modules, any(t.name == 'sky-kernels'\n"
+        "          for t in threading.enumerate())]\n"
+        "inside = sky.points_in_polys(sky.xyz([10.5], [10.4]).reshape(1, 3), p)\n"
+        "after = bool(sky._loader) or sky._READY.is_set()\n"
+        "print(json.dumps({'before': before, 'after': after, 'inside': bool(inside[0])}))\n")
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=root, timeout=300, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"before": [False, False], "after": True, "inside": True}
