@@ -11,34 +11,16 @@ Each process is `spark-class org.apache.spark.deploy.{master.Master,worker.Worke
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .loopback import free_port, wait_port
 
 
 def _spark_class() -> Path:
     import pyspark  # deferred: a developer tool; the package is not in the image
 
     return Path(pyspark.__file__).parent / "bin" / "spark-class"
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Spark process exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
 
 
 class StandaloneCluster:
@@ -59,19 +41,19 @@ class StandaloneCluster:
         return proc
 
     def start(self) -> str:
-        port = _free_port()
+        port = free_port()
         master = self._start("master", "org.apache.spark.deploy.master.Master",
                              "--host", "127.0.0.1", "--port", str(port),
-                             "--webui-port", str(_free_port()))
-        _wait_port(port, master, self.timeout)
+                             "--webui-port", str(free_port()))
+        wait_port(port, self.timeout, master, poll=0.2)
         self.url = f"spark://127.0.0.1:{port}"
         for k in range(self.workers):
-            wport = _free_port()
+            wport = free_port()
             w = self._start(f"worker{k}", "org.apache.spark.deploy.worker.Worker", self.url,
                             "--host", "127.0.0.1", "--port", str(wport),
-                            "--webui-port", str(_free_port()), "--cores", str(self.cores),
+                            "--webui-port", str(free_port()), "--cores", str(self.cores),
                             "--memory", self.memory)
-            _wait_port(wport, w, self.timeout)
+            wait_port(wport, self.timeout, w, poll=0.2)
         return self.url
 
     def stop(self) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from ... import config
 from ...cutout.fitsrange import hdu_names
 from ...ingest import streaming
 from ...lake.storage import Archive
+from ..loopback import free_port
 
 WEEK_IMAGES = 21_000
 WEEK_BYTES = 1.5e12
@@ -28,9 +28,7 @@ def start_moto(tmp: Path) -> tuple[subprocess.Popen, str]:
     not ours); returns the process (the caller stops it) and its endpoint once it answers."""
     import boto3  # deferred: AWS path only
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
                              str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "TMPDIR": str(tmp)})

@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..loopback import free_port, listening, wait_port
 
 PG_VERSION = "15"
 PACKAGES = [f"postgresql-{PG_VERSION}", f"postgresql-{PG_VERSION}-pgsphere"]
@@ -89,19 +90,13 @@ def ensure_pgsphere() -> None:
         subprocess.run(cmd, env=env, check=True, capture_output=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Postgres:
     """A private cluster in a temp dir, on 127.0.0.1 only; stop() removes it."""
 
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
         self.data = self.dir / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._as = []
         if os.geteuid() == 0:  # initdb refuses root: run the cluster as postgres
             shutil.chown(self.dir, "postgres", "postgres")
@@ -557,21 +552,11 @@ def ensure_dachs() -> bool:
     return True
 
 
-def _wait_port(port: int, timeout: float = 120.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
-
-
 class Dachs:
     """DaCHS serving bench/q on 127.0.0.1:<free port>; stop() stops its server."""
 
     def __init__(self):
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         rc = Path("/etc/gavo.rc")
         self._old_rc = rc.read_text() if rc.exists() else None
@@ -615,15 +600,12 @@ class Dachs:
 
     def start(self) -> None:
         _sh("dachs", "serve", "start")
-        _wait_port(self.port)
+        wait_port(self.port, 120.0)
 
     def stop(self) -> None:
         _sh("dachs", "serve", "stop", check=False)
         end = time.monotonic() + 30
-        while time.monotonic() < end:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) != 0:
-                    return
+        while time.monotonic() < end and listening(self.port):
             time.sleep(0.05)
 
     def remove(self) -> None:
@@ -640,7 +622,7 @@ class OurServer:
     the per-caller rate limit off (DaCHS has none)."""
 
     def __init__(self, url: str):
-        self.url, self.port = url, _free_port()
+        self.url, self.port = url, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
@@ -651,7 +633,7 @@ class OurServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chalicelib", "serve", "--archive", self.url,
              "--port", str(self.port)], cwd=root, env=env, stdout=subprocess.DEVNULL)
-        _wait_port(self.port)
+        wait_port(self.port, 120.0)
 
     def stop(self) -> None:
         if self.proc is not None:
