@@ -101,6 +101,13 @@ def _mask(sql: str) -> str | None:
     return "".join(out) if depth == 0 and quote is None else None
 
 
+def _top(pattern: str, text: str) -> re.Match | None:
+    """pattern matched in full against text with quotes and parentheses blanked: its
+    groups' spans cut text at the top level."""
+    masked = _mask(text)
+    return None if masked is None else re.fullmatch(pattern, masked)
+
+
 def _split(text: str, sep: str) -> list[str] | None:
     """text split on sep at the top level."""
     masked = _mask(text)
@@ -151,10 +158,7 @@ def _call(text: str, alias: str) -> Call | None:
 
 
 def _compare(text: str, alias: str) -> Compare | None:
-    masked = _mask(text)
-    if masked is None:
-        return None
-    m = re.fullmatch(r"(.+?) (<=|>=|<>|!=|<|>|=) (.+)", masked)
+    m = _top(r"(.+?) (<=|>=|<>|!=|<|>|=) (.+)", text)
     if m is None:
         return None
     a, op, b = text[:m.end(1)], m.group(2), text[m.start(3):]
@@ -189,10 +193,7 @@ def _term(text: str, alias: str) -> Call | Compare | int | None:
 @functools.lru_cache(maxsize=1024)
 def plan(sql: str) -> Plan | None:
     """The simple-cone plan of a translated query, None when it is not one."""
-    masked = _mask(sql)
-    if masked is None:
-        return None
-    m = re.fullmatch(r"SELECT (.+?) FROM (.+?) WHERE (.+?)(?: LIMIT (\d+))?", masked)
+    m = _top(r"SELECT (.+?) FROM (.+?) WHERE (.+?)(?: LIMIT (\d+))?", sql)
     if m is None:
         return None
     select, source = sql[m.start(1):m.end(1)], sql[m.start(2):m.end(2)]
@@ -217,8 +218,7 @@ def plan(sql: str) -> Plan | None:
     if len(tokens) != 1 or len(cones) != 1 or not outputs:
         return None
     return Plan(f"{src.group(1)}.{src.group(2)}", source, tuple(outputs), select, tokens[0],
-                cones[0],
-                filters, int(m.group(4)) if m.group(4) else None)
+                cones[0], filters, int(m.group(4)) if m.group(4) else None)
 
 
 def columns(p: Plan) -> set[str]:
