@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 
 import numpy as np
@@ -25,6 +24,7 @@ import pytest
 from chalicelib.query import simplecone
 from chalicelib.query.adql import translate
 from chalicelib.query.catalogue import Catalogue
+from tests.support.adqlshapes import box_polygon
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -110,13 +110,6 @@ def _positions(ra, dec, rng, k: int):
     return out + [(0.0, 90.0), (359.98, float(dec[0])), (0.01, float(dec[0]))]
 
 
-def _poly(cra: float, cdec: float) -> str:
-    w = 0.4 / max(math.cos(math.radians(cdec)), 0.05)
-    pts = [((cra - w) % 360, cdec - 0.3), ((cra + w) % 360, cdec - 0.3),
-           ((cra + w) % 360, cdec + 0.3), ((cra - w) % 360, cdec + 0.3)]
-    return ", ".join(f"{a!r}, {float(np.clip(d, -90, 90))!r}" for a, d in pts)
-
-
 def _corpus(cra: float, cdec: float) -> list[str]:
     """Queries the numpy lane must answer, equal to DuckDB's."""
     c = f"{cra!r}, {cdec!r}"
@@ -128,8 +121,8 @@ def _corpus(cra: float, cdec: float) -> list[str]:
         ids + f"INTERSECTS(s_region, CIRCLE('ICRS', {c}, 1.5)) = 1",
         ids + f"CONTAINS(s_region, CIRCLE('ICRS', {c}, 3)) = 1",
         ids + f"CONTAINS(CIRCLE('ICRS', {c}, 0.01), s_region) = 1",
-        ids + f"INTERSECTS(s_region, POLYGON('ICRS', {_poly(cra, cdec)})) = 1",
-        ids + f"CONTAINS(POLYGON('ICRS', {_poly(cra, cdec)}), s_region) = 1",
+        ids + f"INTERSECTS(s_region, POLYGON('ICRS', {box_polygon(cra, cdec, 0.4, 0.3)})) = 1",
+        ids + f"CONTAINS(POLYGON('ICRS', {box_polygon(cra, cdec, 0.4, 0.3)}), s_region) = 1",
         ids + f"DISTANCE(POINT('ICRS', s_ra, s_dec), POINT('ICRS', {c})) < 1",
         ids + f"0.5 >= DISTANCE(POINT('ICRS', {c}), POINT('ICRS', s_ra, s_dec))",
         ids + f"CONTAINS(POINT('ICRS', s_ra, s_dec), CIRCLE('ICRS', {c}, 2)) = 1",

@@ -18,6 +18,7 @@ from chalicelib.query import catalogue as catalogue_mod
 from chalicelib.query import spatial
 from chalicelib.query.adql import translate
 from chalicelib.query.catalogue import Catalogue
+from tests.support.adqlshapes import box_polygon
 
 # ---- the index alone ---------------------------------------------------------------------
 
@@ -201,11 +202,8 @@ def test_distance_and_point_cones_equal_brute_force(sky_archive):
 
 
 def _footprint_queries(cra, cdec):
-    w = 0.3 / max(math.cos(math.radians(cdec)), 0.05)
     cra, cdec = float(cra), float(cdec)
-    poly = [(cra - w) % 360, cdec - 0.2, (cra + w) % 360, cdec - 0.2, (cra + w) % 360,
-            cdec + 0.2, (cra - w) % 360, cdec + 0.2]
-    poly = ", ".join(repr(float(np.clip(v, -90, 90)) if k % 2 else v) for k, v in enumerate(poly))
+    poly = box_polygon(cra, cdec, 0.3, 0.2)
     sel = "SELECT obs_publisher_did FROM ivoa.obscore WHERE "
     return [
         sel + f"INTERSECTS(CIRCLE('ICRS', {cra!r}, {cdec!r}, 0.1), s_region) = 1",
