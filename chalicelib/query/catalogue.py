@@ -290,6 +290,17 @@ class FileStats:
             hit |= (hi >= a) & (lo <= b)
         return hit
 
+    def touching_cap(self, ra_col: str, dec_col: str, ra: float, dec: float, r: float,
+                     box: tuple, footprint: bool) -> np.ndarray:
+        """Files whose statistics meet a cap of radius r (already widened) and its RA/Dec
+        box (sky.cap_bounds: lo, hi, RA ranges): the box columns' min/max, then the
+        HEALPix cells (hpx is the cell of (s_ra, s_dec), which footprints are boxed by)."""
+        lo, hi, ranges = box
+        hit = self.touching(dec_col, [(lo, hi)]) & self.touching(ra_col, ranges)
+        if "hpx" in self.low and (footprint or ra_col == "s_ra"):
+            hit &= self.touching("hpx", sky.cap_cells(ra, dec, r) or [(-np.inf, np.inf)])
+        return hit
+
 
 @dataclass
 class Opened:
@@ -722,14 +733,12 @@ class Catalogue:
         stats = opened.files.get(physical) if physical else None
         if stats is None:
             return BoxSql(ra_col, dec_col, lo, hi, ranges)
-        hit = stats.touching(_name(dec_col), [(lo, hi)]) & stats.touching(_name(ra_col), ranges)
-        # hpx is the HEALPix index of (s_ra, s_dec), the centre footprints are boxed by
-        if "hpx" in stats.low and (footprint or _name(ra_col) == "s_ra"):
-            hit &= stats.touching("hpx", sky.cap_cells(ra, dec, r) or [(-np.inf, np.inf)])
+        names = bare_name(ra_col), bare_name(dec_col)
+        hit = stats.touching_cap(*names, ra, dec, r, (lo, hi, ranges), footprint)
         file_col = f'"{alias}"."_file"' if alias else '"_file"'
         per_file = self._candidates(opened, physical, [u for u, h in zip(stats.uris, hit) if h],
                                     ra, dec, radius, footprint) \
-            if (_name(ra_col), _name(dec_col)) == ("s_ra", "s_dec") else None
+            if names == ("s_ra", "s_dec") else None
         if per_file is not None:  # the rows whose bounding caps meet the cap, by row number
             token = None
             if own and alias:  # the row numbers stay here: a filter on them in the SQL
@@ -989,7 +998,7 @@ def _number(v, fill: float) -> float:
     return fill if v != v else float(v)  # NaN
 
 
-def _name(column_sql: str) -> str:
+def bare_name(column_sql: str) -> str:
     """The bare column name of a possibly qualified, quoted reference."""
     return column_sql.rsplit(".", 1)[-1].strip('"')
 

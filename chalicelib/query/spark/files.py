@@ -12,15 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ...geometry import sky
 from ...geometry.sqlfunctions import BoxSql
 from ...lake import deltalog, releases, schema
 from ...lake.storage import Archive
 from ...lake.tables import open_table
 from ..adql.spark import view_name
-from ..catalogue import FileStats
+from ..catalogue import FileStats, bare_name
 
 
 @dataclass
@@ -120,12 +118,13 @@ class ReleaseFiles:
         lo, hi, ranges = sky.cap_bounds(ra, dec, r)
         if table and alias and own:
             tf = self.table(schema.TABLES[table].physical)
-            hit = _touching(tf, _bare(ra_col), _bare(dec_col), ra, dec, r, lo, hi, ranges,
-                            footprint)
+            keep = []
+            if tf.stats is not None:
+                hit = tf.stats.touching_cap(bare_name(ra_col), bare_name(dec_col), ra, dec, r,
+                                            (lo, hi, ranges), footprint)
+                visible = set(tf.files)
+                keep = [u for u, h in zip(tf.stats.uris, hit, strict=True) if h and u in visible]
             before = self.pruned.get(alias)
-            visible = set(tf.files)
-            keep = [u for u, h in zip(tf.stats.uris, hit, strict=True) if h and u in visible] \
-                if tf.stats is not None else []
             if before is not None:  # two boxes on one FROM item: both must hold
                 earlier = set(before.files)
                 keep = [u for u in keep if u in earlier]
@@ -157,19 +156,3 @@ class ReleaseFiles:
                 files += len(got[1])
                 bytes_ += got[0].bytes(got[1])
         return {"files": files, "bytes": bytes_}
-
-
-def _bare(column_sql: str) -> str:
-    return column_sql.rsplit(".", 1)[-1].strip('"')
-
-
-def _touching(tf: TableFiles, ra_name: str, dec_name: str, ra: float, dec: float, r: float,
-              lo: float, hi: float, ranges, footprint: bool) -> np.ndarray:
-    """Catalogue.box_sql's file test: min/max of the box columns, then HEALPix cells."""
-    stats = tf.stats
-    if stats is None:
-        return np.zeros(0, bool)
-    hit = stats.touching(dec_name, [(lo, hi)]) & stats.touching(ra_name, ranges)
-    if "hpx" in stats.low and (footprint or ra_name == "s_ra"):
-        hit &= stats.touching("hpx", sky.cap_cells(ra, dec, r) or [(-np.inf, np.inf)])
-    return hit
