@@ -903,7 +903,7 @@ def _lane_plan(sql: str) -> tuple[int, str, tuple[str, ...], str] | None:
     m = CONE_TOKEN.search(sql)
     if m is None or "tap_schema" in sql.lower():
         return None
-    bare = STRINGS.sub("''", sql)  # names inside string literals (file paths) do not count
+    bare = simplecone.STRING.sub("''", sql)  # names in string literals (file paths) do not count
     named = [t for t, pattern in SERVED_PATTERNS.items() for _ in pattern.finditer(bare)]
     if len(named) != 1:
         return None
@@ -936,7 +936,6 @@ def _without_box(sql: str, token: re.Match) -> str:
     return sql[:start] + "(TRUE)" + sql[i:] if depth == 0 else sql
 
 
-STRINGS = re.compile(r"'(?:[^']|'')*'")
 CONE_TOKEN = re.compile(r'\((?:"[^"]*"\.)?"_row" <> -(\d+) AND ')
 
 
