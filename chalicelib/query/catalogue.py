@@ -638,11 +638,17 @@ class Catalogue:
         if schema.TABLES[served].physical != physical:
             return None
         hot = self._hot_connection(opened, physical)
-        cand = _rows_table(physical, [(uri, r, self._row_groups.take(uri, r, needed))
-                                      for uri, r in per_file.items()])
-        hot.register(_phys(physical), cand)
-        LANE_ROWS[0] += cand.num_rows
+        hot.register(_phys(physical), self._candidate_rows(physical, per_file, needed))
         return hot, stripped
+
+    def _candidate_rows(self, physical: str, per_file: dict[str, np.ndarray],
+                        names, only: set[str] | None = None) -> pa.Table:
+        """The cone's candidate rows from the row-group cache (see _rows_table)."""
+        cols = _file_columns(schema.PHYSICAL[physical], names)
+        rows = _rows_table(physical, [(uri, r, self._row_groups.take(uri, r, cols))
+                                      for uri, r in per_file.items()], only)
+        LANE_ROWS[0] += rows.num_rows
+        return rows
 
     def _simple_cone(self, opened: Opened, sql: str, max_rows: int | None) -> pa.Table | None:
         """A simple cone's answer computed on its candidate rows in numpy (see
@@ -660,13 +666,7 @@ class Catalogue:
         read = simplecone.columns(p)
         if not read <= types.keys() or not simplecone.comparable(p, types):
             return None
-        table = schema.PHYSICAL[physical]
-        needed = [c for c in read if c not in table.partition_by]
-        if schema.PACKED_REGION in needed:  # files written before it have only s_region
-            needed.append("s_region")
-        rows = _rows_table(physical, [(uri, r, self._row_groups.take(uri, r, needed))
-                                      for uri, r in cone[1].items()], read)
-        LANE_ROWS[0] += rows.num_rows
+        rows = self._candidate_rows(physical, cone[1], read, read)
         out = self._result_schema(opened, physical, p)
         got = simplecone.answer(p, rows, out, self._served_value)
         return got.slice(0, max_rows) if max_rows is not None else got
@@ -909,10 +909,7 @@ def _lane_plan(sql: str) -> tuple[int, str, tuple[str, ...], str] | None:
         return None
     table = schema.PHYSICAL[schema.TABLES[named[0]].physical]
     lower = bare.lower()
-    needed = [c.name for c in table.columns if c.name not in table.partition_by
-              and NAMES[c.name].search(lower)]
-    if schema.PACKED_REGION in needed:  # files written before it have only s_region
-        needed.append("s_region")
+    needed = [c.name for c in table.columns if NAMES[c.name].search(lower)]
     stripped = _without_box(sql, m)
     return (int(m.group(1)), named[0], tuple(needed), stripped) if stripped != sql else None
 
@@ -937,6 +934,16 @@ def _without_box(sql: str, token: re.Match) -> str:
 
 
 CONE_TOKEN = re.compile(r'\((?:"[^"]*"\.)?"_row" <> -(\d+) AND ')
+
+
+def _file_columns(table: schema.Table, names) -> list[str]:
+    """The columns to read from a table's files for these physical columns: partition
+    values are in the paths; the packed footprint comes with s_region (files written
+    before it have only s_region)."""
+    cols = [c for c in names if c not in table.partition_by]
+    if schema.PACKED_REGION in cols:
+        cols.append("s_region")
+    return cols
 
 
 def _located(t: pa.Table, files, rows) -> pa.Table:
