@@ -78,12 +78,10 @@ class BoxSql(str):
     file_col: str | None
     files: tuple[str, ...] | None  # None: no file filter
     row_col: str | None
-    rows: dict[str, list[tuple[int, int]]] | None  # per file: inclusive row-number ranges
     token: int | None  # names the candidate rows for the catalogue's cone lane
 
     def __new__(cls, ra_col: str, dec_col: str, lo: float, hi: float, ranges,
                 file_col: str | None = None, files=None, row_col: str | None = None,
-                rows: dict[str, list[tuple[int, int]]] | None = None,
                 token: int | None = None):
         ra_terms = " OR ".join(f"{ra_col} BETWEEN {a!r} AND {b!r}" for a, b in ranges)
         box = f"{dec_col} BETWEEN {lo!r} AND {hi!r} AND ({ra_terms})"
@@ -93,11 +91,6 @@ class BoxSql(str):
             text = f"({box} AND {file_col} IN ({', '.join(sql_str(u) for u in files)})"
             if token is not None:  # always true (row numbers are >= 0): names the cone
                 text = f"({row_col} <> -{token} AND " + text[1:]
-            if rows is not None:
-                text += " AND (" + " OR ".join(
-                    f"({file_col} = {sql_str(u)} AND ("
-                    + " OR ".join(f"{row_col} BETWEEN {a} AND {b}" for a, b in rows[u]) + "))"
-                    for u in files) + ")"
             text += ")"
         else:
             text = "(FALSE)"
@@ -106,7 +99,7 @@ class BoxSql(str):
         self.ranges = tuple(ranges)
         self.file_col = file_col
         self.files = tuple(files) if files is not None else None
-        self.row_col, self.rows, self.token = row_col, rows, token
+        self.row_col, self.token = row_col, token
         return self
 
 

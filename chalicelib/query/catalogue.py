@@ -747,7 +747,7 @@ class Catalogue:
                                   per_file)
             row_col = f'"{alias}"."_row"' if alias else '"_row"'
             return BoxSql(ra_col, dec_col, lo, hi, ranges, file_col, list(per_file),
-                          row_col, None, token)
+                          row_col, token)
         if hit.all():
             return BoxSql(ra_col, dec_col, lo, hi, ranges)
         # DuckDB drops files failing a filter on its filename column before opening them

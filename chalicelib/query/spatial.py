@@ -6,8 +6,9 @@ the row lives (file number, row number in the file): 26 bytes a row (260 MB at 1
 rows). Rows are grouped by radius class (footprints of similar size) and sorted by cell
 inside a class, so a cone resolves to candidate rows with a few binary searches per class
 and one vectorised bounding-cap test on the rows of the cells the cone (widened by the
-class's largest radius) covers. The candidates go to DuckDB as (file, row-number ranges):
-the exact ADQL test still runs there, on those rows only.
+class's largest radius) covers. The candidates (row numbers per file) are taken from the
+row-group cache into the catalogue's cone lane, where the exact ADQL test runs on those
+rows only (in DuckDB, or in numpy for a simple cone).
 
 Exactness: a row is a candidate whenever its bounding cap meets the query cap (with a
 margin that covers float32 rounding), so no row of the answer is lost; rows without a
@@ -36,7 +37,6 @@ MARGIN = 1e-4  # degrees added to every reach: covers float32 rounding (~1e-5 de
 EDGES = (0.05, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0,
          math.inf)
 MAX_CANDIDATES = 200_000  # more: not worth a row filter, the box alone prunes
-MAX_RANGES = 64  # row-number ranges per file in the filter (gaps merged beyond)
 BYTES_PER_ROW = 26
 
 
@@ -144,27 +144,6 @@ class SpatialIndex:
             picked.append(idx[keep])
         out = np.concatenate(picked) if picked else np.zeros(0, np.int64)
         return None if len(out) > MAX_CANDIDATES else out
-
-    def row_ranges(self, idx: np.ndarray) -> dict[str, list[tuple[int, int]]]:
-        """Candidates as inclusive row-number ranges per file (at most MAX_RANGES a file:
-        the smallest gaps are bridged, which only adds candidates)."""
-        out: dict[str, list[tuple[int, int]]] = {}
-        if not len(idx):
-            return out
-        files = self.file[idx]
-        order = np.lexsort((self.row[idx], files))
-        files, rows = files[order], self.row[idx][order].astype(np.int64)
-        cuts = np.flatnonzero(np.diff(files)) + 1
-        for f, r in zip(np.split(files, cuts), np.split(rows, cuts)):
-            gaps = np.diff(r)
-            breaks = np.flatnonzero(gaps > 1)
-            if len(breaks) >= MAX_RANGES:  # keep only the widest gaps as breaks
-                widest = np.argsort(gaps[breaks], kind="stable")[-(MAX_RANGES - 1):]
-                breaks = np.sort(breaks[widest])
-            starts = np.concatenate([[r[0]], r[breaks + 1]])
-            ends = np.concatenate([r[breaks], [r[-1]]])
-            out[self.uris[int(f[0])]] = list(zip(starts.tolist(), ends.tolist()))
-        return out
 
 
 CACHE_BYTES = 256 << 20  # decoded row-group columns kept for the cone lane

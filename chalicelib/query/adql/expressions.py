@@ -84,14 +84,6 @@ def box_node(b) -> exp.Expr:
     if b.files is not None:
         parts.append(exp.In(this=col(b.file_col).copy(),
                             expressions=[exp.Literal.string(u) for u in b.files]))
-    if b.files and getattr(b, "rows", None) is not None:  # row-number ranges per file
-        per = [exp.Paren(this=exp.and_(
-            exp.EQ(this=col(b.file_col).copy(), expression=exp.Literal.string(u)),
-            exp.Paren(this=exp.or_(*(exp.Between(this=col(b.row_col).copy(),
-                                                 low=_number(a), high=_number(z))
-                                     for a, z in b.rows[u]), copy=False)), copy=False))
-               for u in b.files]
-        parts.append(exp.Paren(this=exp.or_(*per, copy=False)))
     return exp.Paren(this=exp.and_(*parts, copy=False))
 
 

@@ -84,25 +84,6 @@ def test_index_candidates_are_every_touching_row_and_little_else(rows):
             assert set(got.tolist()) <= set(may.tolist()), (cra, cdec, r, footprint)
 
 
-def test_row_ranges_cover_the_candidates_within_the_range_budget():
-    rng = np.random.default_rng(5)
-    n = 50_000
-    part = spatial.FileRows.of(np.arange(n), rng.uniform(0, 360, n), rng.uniform(-30, 30, n),
-                               np.full(n, 1.0))
-    index = spatial.SpatialIndex(["f"], [part])
-    found = index.candidates(10.0, 0.0, 5.0, True)
-    ranges = index.row_ranges(found)["f"]
-    assert len(ranges) <= spatial.MAX_RANGES
-    covered = np.zeros(n, bool)
-    for a, b in ranges:
-        covered[a:b + 1] = True
-    assert covered[index.row[found]].all()
-
-
-# ---- the catalogue -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
 def kernels():
     """Loaded before the queries: a polygon query whose kernels finish loading while it
     runs in DuckDB's threads crashed the process (seen on main too; see README)."""
