@@ -47,6 +47,9 @@ class Runtime:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two writes: without TCP_NODELAY the second waits
+            # for the client's delayed ACK (~40 ms), a stall AWS's Runtime API does not add
+            disable_nagle_algorithm = True
 
             def log_message(self, *args) -> None:  # quiet
                 pass
