@@ -8,8 +8,6 @@ import re
 import secrets
 from http.cookies import SimpleCookie
 
-from ..jobs.uws.service import ANONYMOUS
-
 OWNER_COOKIE = "uws_owner"
 OWNER_HEADER = "x-owner-token"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
@@ -38,6 +36,8 @@ def identify(headers: dict[str, str], context: dict | None = None) -> str | None
 
 def anonymous_owner(token: str) -> str:
     """Stored owners are hashes: a leaked job record does not give away the token."""
+    from ..jobs.uws.service import ANONYMOUS  # deferred: UWS (~15 ms cold); token holders
+
     return ANONYMOUS + hashlib.sha256(token.encode()).hexdigest()[:32]
 
 

@@ -7,10 +7,11 @@ parameter gives several values; MAXREC is parsed the one DALI way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.message import Message
-from email.parser import BytesHeaderParser
-from email.utils import collapse_rfc2231_value
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 
 @dataclass
@@ -68,6 +69,9 @@ class Params:
 def _multipart(body: bytes, content_type: str) -> tuple[list[tuple[str, str]], dict]:
     """Split a multipart/form-data body. Done by hand: the email parser gives up on
     boundaries like STILTS' quoted '<<<---...--->>>'."""
+    from email.message import Message  # deferred: ~10 ms of every cold start; uploads only
+    from email.parser import BytesHeaderParser  # deferred: with the line above
+
     msg = Message()
     msg["content-type"] = content_type
     boundary = msg.get_param("boundary")
@@ -96,6 +100,8 @@ def _multipart(body: bytes, content_type: str) -> tuple[list[tuple[str, str]], d
 def _disposition(headers: Message, param: str) -> str | None:
     """A Content-Disposition parameter as text; RFC 2231 forms (name*=UTF-8''...) come
     back from the email parser as (charset, language, value) tuples."""
+    from email.utils import collapse_rfc2231_value  # deferred: with _multipart
+
     value = headers.get_param(param, header="content-disposition")
     return None if value is None else collapse_rfc2231_value(value)
 

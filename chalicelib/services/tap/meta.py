@@ -10,7 +10,6 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ...config import settings
 from ...lake import schema
-from ...query.adql import LANGUAGE_FEATURES
 from ...query.catalogue import TAP_SCHEMA_TABLES
 from . import errors as tap
 
@@ -42,6 +41,8 @@ def _interface(url: str, role: bool = False) -> str:
 
 
 def _language() -> str:
+    from ...query.adql import LANGUAGE_FEATURES  # deferred: sqlglot (~80 ms) on SIA's path
+
     feats = "".join(
         f'<languageFeatures type="{kind}">' + "".join(
             f"<feature><form>{escape(form)}</form>"
