@@ -92,6 +92,12 @@ class Settings:
     # container into numba's writable cache folder
     numba_cache_seed: str | None = None  # NUMBA_CACHE_SEED
     numba_cache_dir: str | None = None  # NUMBA_CACHE_DIR (numba reads it too)
+    # the API function never uses pandas, but pyarrow and DuckDB import it (when it is
+    # installed, as the image's HATS step needs) to ask whether an object is a DataFrame:
+    # ~170 ms of a cold start there. Set: importing pandas fails in this process.
+    without_pandas: bool = False  # WITHOUT_PANDAS=1
+    # the catalogue's empty bind files, written at image build (query/catalogue.py)
+    catalogue_bind_seed: str | None = None  # CATALOGUE_BIND_SEED
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -146,6 +152,8 @@ class Settings:
             sesame_url=(env.get("SESAME_URL") or "").strip() or None,
             numba_cache_seed=env.get("NUMBA_CACHE_SEED") or None,
             numba_cache_dir=env.get("NUMBA_CACHE_DIR") or None,
+            without_pandas=env.get("WITHOUT_PANDAS") == "1",
+            catalogue_bind_seed=env.get("CATALOGUE_BIND_SEED") or None,
         )
 
     def state_machine_arn(self, service: str) -> str | None:

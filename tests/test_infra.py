@@ -600,3 +600,13 @@ def test_dockerfile_builds_one_lambda_image_without_test_packages() -> None:
                         "pyvo", "lsdb"}
     assert {"hats", "hats-import"} <= names  # the merge step writes the HATS copy
     assert {"chalice", "duckdb", "deltalake", "pyarrow", "astropy", "boto3"} <= names
+
+
+def test_only_the_api_function_keeps_pandas_out() -> None:
+    """WITHOUT_PANDAS=1 saves the API's cold starts ~170 ms; the functions that ingest and
+    merge (HATS needs pandas) must not have it."""
+    fns = resources(load_template(), "AWS::Lambda::Function")
+    lean = {name for name, fn in fns.items()
+            if fn["Properties"].get("Environment", {}).get("Variables", {})
+            .get("WITHOUT_PANDAS") == "1"}
+    assert lean == {"ApiFunction"}

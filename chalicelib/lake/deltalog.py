@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-import deltalake
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -152,5 +151,14 @@ class TableLog:
 def arrow_schema(schema: dict, partition_columns: list[str]) -> pa.Schema:
     """The Arrow schema of the table's data files: the Delta schema without the
     partition columns (they live in the paths)."""
+    import deltalake  # deferred: ~13 ms of a cold start; bind files are seeded in the image
+
     full = pa.schema(deltalake.Schema.from_json(json.dumps(schema)).to_arrow())
     return pa.schema([f for f in full if f.name not in partition_columns])
+
+
+def delta_schema(arrow: pa.Schema) -> dict:
+    """The Delta schema (parsed schemaString) deltalake writes for an Arrow schema."""
+    import deltalake  # deferred: with arrow_schema
+
+    return json.loads(deltalake.Schema.from_arrow(arrow).to_json())

@@ -14,7 +14,9 @@ results in the archive under results/<service>/<job id>/).
 from __future__ import annotations
 
 import base64
+import importlib.machinery
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -67,6 +69,29 @@ def reset() -> None:
 # ---- the API function --------------------------------------------------------------------
 
 
+class _PandasKeptOut:  # a finder and loader (importlib.abc costs ~15 ms to import)
+    """Makes `import pandas` fail as if it were not installed. pyarrow, DuckDB and astropy
+    treat it as optional and only probe for it; nothing the API serves needs it."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name.partition(".")[0] == "pandas":
+            return importlib.machinery.ModuleSpec(name, self)
+        return None
+
+    def create_module(self, spec: Any) -> None:
+        raise ModuleNotFoundError(f"No module named {spec.name!r} (WITHOUT_PANDAS=1 in "
+                                  "this function)", name=spec.name)
+
+    def exec_module(self, module: Any) -> None:  # never reached: create_module raises
+        raise AssertionError(module)
+
+
+@cache
+def _keep_pandas_out() -> None:
+    if settings().without_pandas and "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _PandasKeptOut())
+
+
 def _chalice_app() -> Any:
     # app.py sits next to chalicelib/ in LAMBDA_TASK_ROOT
     import app  # deferred: app.py imports chalicelib
@@ -96,6 +121,7 @@ def _not_found(path: str) -> dict[str, Any]:
 def api(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """API Gateway (REST, Lambda proxy) -> the Chalice app, one JSON log line per request."""
     _configure_logging()
+    _keep_pandas_out()
     application = _chalice_app()
     route = route_event(event, application.routes)
     ctx = event.get("requestContext", {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import json
 import os
 import re
 import tempfile
@@ -445,8 +446,8 @@ class Catalogue:
         # no progress bar on stdout: a slow scan (a first cone's indexing under load)
         # printed one, which glued itself to a bench client's "ready" line
         con.execute("SET enable_progress_bar = false")
-        con.execute(f"SET allowed_directories = [{sql_str(self.archive.path('tables/'))}, "
-                    f"{sql_str(str(BIND_ROOT) + '/')}]")
+        allowed = [self.archive.path("tables/"), *(f"{r}/" for r in _bind_roots())]
+        con.execute(f"SET allowed_directories = {sql_list(allowed)}")
         con.execute("SET enable_external_access = false")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
@@ -1028,28 +1029,52 @@ def _scan(files: list[str], table: schema.Table, bind: str) -> str:
 BIND_ROOT = Path(tempfile.gettempdir()) / "catalogue-bind"
 
 
+def _bind_roots() -> list[Path]:
+    """Where bind files are looked for: the image's (CATALOGUE_BIND_SEED, read-only,
+    written at build for the schemas of lake.schema), then this machine's."""
+    seed = settings().catalogue_bind_seed
+    return ([Path(seed)] if seed else []) + [BIND_ROOT]
+
+
 def _bind_file(dt) -> str:
     """A local Parquet file of no rows with the table's file schema, listed first so
     DuckDB binds the view from it: binding read the first data file's footer (on S3 a
     HEAD and a GET of a file the query may not touch). Queries never name it in their
-    file filters; a full scan reads its empty footer. One per schema, shared by the
-    processes of the machine (written under a temporary name, then renamed)."""
+    file filters; a full scan reads its empty footer. One per schema, keyed by the Delta
+    schema: found in the image's seed (a cold container writes none, ~40 ms) or written
+    once per machine (under a temporary name, then renamed)."""
     if isinstance(dt, deltalog.TableLog):
-        arrow = deltalog.arrow_schema(dt.schema, dt.partition_columns)
-        parts = dt.partition_columns
+        delta, parts = dt.schema, dt.partition_columns
     else:
-        parts = list(dt.metadata().partition_columns)
-        arrow = pa.schema([f for f in pa.schema(dt.schema().to_arrow())
-                           if f.name not in parts])
-    key = hashlib.sha256(f"{arrow}|{parts}".encode()).hexdigest()[:20]
-    folder = BIND_ROOT.joinpath(key, *(f"{p}=_" for p in parts))
-    path = folder / "schema.parquet"
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{os.getpid()}-{threading.get_ident()}.parquet"
-        pq.write_table(arrow.empty_table(), tmp)
-        os.replace(tmp, path)
-    return str(path)
+        delta, parts = json.loads(dt.schema().to_json()), list(dt.metadata().partition_columns)
+    rel = _bind_path(delta, parts)
+    for root in _bind_roots():
+        if (root / rel).exists():
+            return str(root / rel)
+    _write_bind(BIND_ROOT / rel, delta, parts)
+    return str(BIND_ROOT / rel)
+
+
+def _bind_path(delta: dict, parts: list[str]) -> Path:
+    key = hashlib.sha256(f"{json.dumps(delta, sort_keys=True)}|{parts}".encode())
+    return Path(key.hexdigest()[:20]).joinpath(*(f"{p}=_" for p in parts), "schema.parquet")
+
+
+def _write_bind(path: Path, delta: dict, parts: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{os.getpid()}-{threading.get_ident()}.parquet")
+    pq.write_table(deltalog.arrow_schema(delta, parts).empty_table(), tmp)
+    os.replace(tmp, path)
+
+
+def seed_bind_files(root: str | Path) -> int:
+    """Write the bind files of every table as lake.schema defines it (what the ingest
+    writes into the Delta logs) under root: the image build's step. Returns how many."""
+    for t in schema.PHYSICAL.values():
+        delta = deltalog.delta_schema(t.arrow_schema())
+        _write_bind(Path(root) / _bind_path(delta, list(t.partition_by)), delta,
+                    list(t.partition_by))
+    return len(schema.PHYSICAL)
 
 
 def _hive_types(table: schema.Table) -> str:

@@ -9,7 +9,8 @@
 #      infra/image/strip.sh, byte-compiled by the image's python.  -> image spherex-deps:<hash>
 #   3. app: app.py + chalicelib/ (no devtools), byte-compiled; the numba kernels compiled
 #      into /var/task/.numba-cache (seeded into /tmp on a cold start, see
-#      chalicelib/geometry/kernelcache.py).  -> image spherex-archive:<hash>, also :latest
+#      chalicelib/geometry/kernelcache.py), and the catalogue's bind files into
+#      /var/task/.catalogue-bind (CATALOGUE_BIND_SEED).  -> image spherex-archive:<hash>, also :latest
 # Entry point as AWS documents for non-AWS base images:
 #   ENTRYPOINT ["python3", "-m", "awslambdaric"], CMD ["chalicelib.lambdas.handlers.api"].
 # Prints the image name (spherex-archive:<hash>) on the last line of stdout.
@@ -115,13 +116,17 @@ if ! exists "$IMAGE" || [ $FORCE = 1 ]; then
     --env NUMBA_CACHE_DIR=$TASK/.numba-cache --env NUMBA_CPU_NAME=generic \
     --env PYTHONPATH=$TASK --env HOME=/tmp "$c" -- \
     python3 -c "import chalicelib.geometry.sky as s; s.warm_up()"
+  # the catalogue's empty bind files (one per table schema): a cold start writes none
+  "${BUILDAH[@]}" run --isolation chroot --workingdir "$TASK" --env PYTHONPATH=$TASK \
+    --env HOME=/tmp "$c" -- python3 -c \
+    "from chalicelib.query.catalogue import seed_bind_files as s; s('$TASK/.catalogue-bind')"
   "${BUILDAH[@]}" umount "$c" >/dev/null
   # Only /tmp is writable on Lambda: HOME, matplotlib's and numba's caches go there.
   "${BUILDAH[@]}" config \
     --env LAMBDA_TASK_ROOT=$TASK --env PYTHONPATH=$TASK --env HOME=/tmp \
     --env MPLCONFIGDIR=/tmp/matplotlib --env NUMBA_CACHE_DIR=/tmp/numba-cache \
     --env NUMBA_CACHE_SEED=$TASK/.numba-cache --env NUMBA_CPU_NAME=generic \
-    --env LANG=C.UTF-8 --workingdir $TASK \
+    --env CATALOGUE_BIND_SEED=$TASK/.catalogue-bind --env LANG=C.UTF-8 --workingdir $TASK \
     --entrypoint '["/usr/bin/python3", "-m", "awslambdaric"]' \
     --cmd chalicelib.lambdas.handlers.api \
     --label org.opencontainers.image.title=spherex-archive \

@@ -33,8 +33,10 @@ RUNTIME_API = ROOT / "infra" / "image" / "runtime_api.py"
 BUILDAH = ["buildah", "--storage-driver", "vfs"]
 HOST = "abc.execute-api.us-east-1.amazonaws.com"
 HANDLER = "chalicelib.lambdas.handlers.api"
-# what a new Lambda container does not have: the kernels copied from the seed, caches
-IMAGE_TMP = ["/tmp/numba-cache", "/tmp/matplotlib", "/tmp/.astropy", "/tmp/.cache"]
+# what a new Lambda container does not have: the kernels copied from the seed, caches,
+# the catalogue's empty bind files (query/catalogue.py BIND_ROOT)
+IMAGE_TMP = ["/tmp/numba-cache", "/tmp/matplotlib", "/tmp/.astropy", "/tmp/.cache",
+             "/tmp/catalogue-bind"]
 GOALS = {"availability": 0.3, "datalink": 0.3, "tap_cone": 1.0}
 
 
@@ -96,7 +98,8 @@ def build_archive(folder: Path) -> dict[str, dict]:
 
 def _plan(events: dict[str, dict], archive: str, warm: int, repeat: int,
           clear: list[str]) -> dict:
-    env = {"ARCHIVE_URL": archive, "RATE_LIMIT": "0"}
+    # WITHOUT_PANDAS as the template sets it for the API function
+    env = {"ARCHIVE_URL": archive, "RATE_LIMIT": "0", "WITHOUT_PANDAS": "1"}
     return {"runs": [{"name": name, "handler": HANDLER, "event": ev, "warm": warm,
                       "env": env, "clear": clear}
                      for _ in range(repeat) for name, ev in events.items()]}

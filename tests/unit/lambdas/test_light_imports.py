@@ -49,3 +49,46 @@ def test_the_probe_would_see_the_science_stack(tmp_path: Path) -> None:
                               "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})
     loaded = json.loads(out.stdout.strip().splitlines()[-1])["loaded"]
     assert {"duckdb", "numpy", "pyarrow"} <= set(loaded)
+
+
+ANSWER = """
+import base64, json, sys
+from chalicelib.lambdas import handlers
+events = json.load(open(sys.argv[1]))
+out = {}
+for name, event in events.items():
+    reply = handlers.api(event)
+    body = reply["body"]
+    if reply.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode("latin-1")
+    out[name] = [reply["statusCode"], body]
+out["pandas"] = "pandas" in sys.modules
+print(json.dumps(out))
+"""
+
+
+def _answers(events: Path, archive: Path, home: Path, **env: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", ANSWER, str(events)], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300, check=True,
+                         env={"PATH": "/usr/bin:/bin", "ARCHIVE_URL": str(archive),
+                              "RATE_LIMIT": "0", "PYTHONPATH": str(ROOT), "HOME": str(home),
+                              **env})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_api_function_answers_the_same_without_pandas(tmp_path: Path) -> None:
+    """WITHOUT_PANDAS=1 (the API function's setting in the template) keeps pandas out of
+    the process; DataLink, a TAP cone, SIA and a cutout answer byte for byte as with it."""
+    from chalicelib.devtools.benchmarks.bench_coldstart import build_archive
+
+    events = build_archive(tmp_path)
+    del events["availability"]  # it loads no pyarrow at all (the test above)
+    (tmp_path / "events.json").write_text(json.dumps(events))
+    lean = _answers(tmp_path / "events.json", tmp_path / "archive", tmp_path,
+                    WITHOUT_PANDAS="1")
+    usual = _answers(tmp_path / "events.json", tmp_path / "archive", tmp_path)
+    assert lean.pop("pandas") is False and usual.pop("pandas") is True
+    assert set(lean) == {"tap_cone", "sia", "datalink", "cutout"}
+    for name, (status, body) in lean.items():
+        assert status == 200, (name, body[:500])
+        assert [status, body] == usual[name], name
