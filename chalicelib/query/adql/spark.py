@@ -75,10 +75,21 @@ def _rewrite(node: exp.Expr, relation: Relation) -> exp.Expr:
         return _cast(node)
     if type(node) is exp.Div:
         return _divide(node)
-    if isinstance(node, exp.IntDiv) and node.meta.get("int_bits") in _INT_TYPES:
-        # Spark's DIV is BIGINT; DuckDB keeps the operands' width
-        return exp.Cast(this=node, to=exp.DataType.build(_INT_TYPES[node.meta["int_bits"]]))
+    if isinstance(node, exp.IntDiv):
+        divisor = node.expression
+        if node.meta.get("int_bits") in _INT_TYPES:
+            # Spark's DIV is BIGINT; DuckDB keeps the operands' width
+            node = exp.Cast(this=node, to=exp.DataType.build(_INT_TYPES[node.meta["int_bits"]]))
+        return _null_if_zero(divisor, node)
     return node
+
+
+def _null_if_zero(divisor: exp.Expr, value: exp.Expr) -> exp.Expr:
+    """DuckDB's integer x DIV 0 and mod(x, 0) are NULL; Spark in ANSI mode (on, so that
+    an overflow is an error in both engines) raises instead."""
+    return exp.Paren(this=exp.Case(ifs=[exp.If(
+        this=exp.EQ(this=divisor.copy(), expression=exp.Literal.number(0)),
+        true=exp.Null())], default=value))
 
 
 def _table(node: exp.Table, relation: Relation) -> exp.Expr:
@@ -110,8 +121,10 @@ def _call(node: exp.Anonymous) -> exp.Expr:
         return _trunc(node, args)
     if name in _TYPED:
         return exp.Cast(this=node, to=exp.DataType.build("DOUBLE"))
-    if name == "mod" and node.meta.get("int_bits") in _INT_TYPES:
-        return exp.Cast(this=node, to=exp.DataType.build(_INT_TYPES[node.meta["int_bits"]]))
+    if name == "mod":
+        if node.meta.get("int_bits") in _INT_TYPES:
+            node = exp.Cast(this=node, to=exp.DataType.build(_INT_TYPES[node.meta["int_bits"]]))
+        return _null_if_zero(args[1], node)
     if name in _RENAMED:
         return exp.Anonymous(this=_RENAMED[name], expressions=args)
     return node

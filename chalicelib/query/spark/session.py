@@ -30,10 +30,12 @@ _SPARK_TYPES = {DOUBLE: "double", BOOL: "boolean", BIGINT: "bigint", LIST: "arra
 _lock = threading.Lock()
 _base: list[SparkSession] = []
 
-# Spark settings for ADQL semantics: DuckDB answers x/0 with NULL and never shows a
-# timestamp in a session zone; the UI and its port are of no use to a job
+# Spark settings for ADQL semantics: ANSI mode, so that an integer overflow or a bad
+# cast is an error as in DuckDB (the translator keeps DuckDB's NULL for x DIV 0 and
+# mod(x, 0), its IEEE infinities for x / 0); timestamps never in a session zone; the UI
+# and its port are of no use to a job
 CONF = {
-    "spark.sql.ansi.enabled": "false",
+    "spark.sql.ansi.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",

@@ -245,6 +245,24 @@ def test_corpus_same_on_both_engines(engines_mem, label, adql):
     run_both(engines_mem, adql)
 
 
+# an overflow is an error in DuckDB; Spark (ANSI mode) must not answer a wrapped number
+OVERFLOWS = [
+    "SELECT TOP 1 s_xel1 * 9223372036854775807 FROM ivoa.obscore WHERE s_xel1 > 1",
+    "SELECT TOP 1 CAST(s_ra * 1e300 AS BIGINT) FROM ivoa.obscore WHERE s_ra > 1",
+    "SELECT TOP 1 CAST(s_xel1 * 100000000 AS INTEGER) FROM ivoa.obscore WHERE s_xel1 > 100",
+]
+
+
+@needs_java
+@pytest.mark.parametrize("adql", OVERFLOWS)
+def test_overflow_is_an_error_on_both_engines(engines_mem, adql):
+    con, spark, _ = engines_mem
+    with pytest.raises(duckdb.Error, match="(?i)overflow|out of range|can't be cast"):
+        con.execute(T.tr(adql).sql).fetchall()
+    with pytest.raises(Exception, match="(?i)overflow|out of range|CAST_OVERFLOW"):
+        spark.sql(T.tr(adql, dialect="spark").sql).collect()
+
+
 def _spots(rng):
     for ra, dec in T.SPOTS:
         dra, ddec = rng.normal(0, 0.5, 2)
