@@ -205,6 +205,7 @@ class FileStats:
     low: dict[str, np.ndarray]
     high: dict[str, np.ndarray]
     runs: list[tuple[str | None, str | None]]  # (min, max) ingest run id per file
+    sizes: list[int]  # bytes per file (what a scan of it reads at most)
 
     @functools.cached_property
     def position(self) -> dict[str, int]:
@@ -242,7 +243,7 @@ class FileStats:
                 empty = actions[nulls].fill_null(-1).to_numpy() == rows
                 vals = np.where(empty, -fill, vals)
             (low if kind == "min" else high)[col] = vals
-        return cls(uris, low, high, runs)
+        return cls(uris, low, high, runs, actions["size_bytes"].fill_null(0).to_pylist())
 
     @classmethod
     def of_log(cls, log: deltalog.TableLog) -> FileStats:
@@ -259,7 +260,7 @@ class FileStats:
                 (low if kind == "min" else high)[col] = np.where(nulls == rows, -fill, vals)
         runs = [(a.stats.get("minValues", {}).get("ingest_id"),
                  a.stats.get("maxValues", {}).get("ingest_id")) for a in adds]
-        return cls(uris, low, high, runs)
+        return cls(uris, low, high, runs, [int(a.size or 0) for a in adds])
 
     def visibility(self, runs: set[str]) -> tuple[list[str], list[str]]:
         """Files whose rows are all released, and files that need the row filter. A file
@@ -511,6 +512,16 @@ class Catalogue:
         """Per-file statistics of a served table (opening it if needed)."""
         opened = self.current()
         physical = schema.TABLES[table].physical
+        self._load(opened, physical)
+        return opened.files.get(physical)
+
+    def file_stats(self, physical: str, release: int) -> FileStats | None:
+        """The statistics of a physical table this catalogue holds for `release`, if that
+        is its open release (None otherwise, or without files): a router pricing a job
+        on that release reuses them instead of replaying the Delta log again."""
+        opened = self.current()
+        if opened.release.number != release:
+            return None
         self._load(opened, physical)
         return opened.files.get(physical)
 

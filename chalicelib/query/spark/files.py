@@ -10,6 +10,7 @@ both engines read the same files and the router can price a query before running
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ...geometry import sky
@@ -57,15 +58,6 @@ def _open_log(archive: Archive, name: str, version: int):
         return open_table(archive, name, version)
 
 
-def _sizes(log, uris: list[str]) -> dict[str, int]:
-    if isinstance(log, deltalog.TableLog):
-        return dict(zip(uris, (a.size for a in log.files.values()), strict=True))
-    actions = log.get_add_actions(flatten=True)
-    by_name = dict(zip((p.rsplit("/", 1)[-1] for p in actions["path"].to_pylist()),
-                       actions["size_bytes"].to_pylist(), strict=True))
-    return {u: int(by_name.get(u.rsplit("/", 1)[-1]) or 0) for u in uris}
-
-
 def load_table(archive: Archive, release: releases.Release, name: str) -> TableFiles:
     """The visible files of physical table `name` as of `release`."""
     root = archive.path(f"tables/{name}")
@@ -78,8 +70,14 @@ def load_table(archive: Archive, release: releases.Release, name: str) -> TableF
     else:
         stats = FileStats.of(log)
         meta = (_delta_schema(log), list(log.metadata().partition_columns))
+    return _visible(root, release, name, stats, *meta)
+
+
+def _visible(root: str, release: releases.Release, name: str, stats: FileStats,
+             delta: dict | None = None, parts: list[str] | None = None) -> TableFiles:
     clean, mixed = stats.visibility(set(release.runs.values()))
-    return TableFiles(name, root, clean, mixed, _sizes(log, stats.uris), stats, *meta)
+    return TableFiles(name, root, clean, mixed, dict(zip(stats.uris, stats.sizes, strict=True)),
+                      stats, delta or {}, parts or [])
 
 
 def _delta_schema(dt) -> dict:
@@ -91,17 +89,23 @@ def _delta_schema(dt) -> dict:
 class ReleaseFiles:
     """The files of one release, loaded per physical table on first use, and the boxes
     a translation asked for: `box_sql` prunes a FROM item's files, `relation` names the
-    temp view each FROM item reads (query.adql.spark.Relation)."""
+    temp view each FROM item reads (query.adql.spark.Relation). `known` gives the
+    statistics a warm catalogue already holds for this release (pricing only: no Delta
+    schema is kept then, which reading with Spark needs)."""
 
-    def __init__(self, archive: Archive, release: releases.Release):
-        self.archive, self.release = archive, release
+    def __init__(self, archive: Archive, release: releases.Release,
+                 known: Callable[[str], FileStats | None] | None = None):
+        self.archive, self.release, self.known = archive, release, known
         self.tables: dict[str, TableFiles] = {}
         self.pruned: dict[str, Pruned] = {}  # alias -> its files (boxed FROM items)
         self.reads: dict[str, tuple[str, str | None]] = {}  # view -> (served table, alias)
 
     def table(self, physical: str) -> TableFiles:
         if physical not in self.tables:
-            self.tables[physical] = load_table(self.archive, self.release, physical)
+            stats = self.known(physical) if self.known is not None else None
+            self.tables[physical] = load_table(self.archive, self.release, physical) \
+                if stats is None else _visible(self.archive.path(f"tables/{physical}"),
+                                               self.release, physical, stats)
         return self.tables[physical]
 
     def max_footprint_radius(self) -> float:

@@ -40,7 +40,9 @@ class Choice:
 def estimate(params: Params, cat: Catalogue) -> dict | None:
     """Files and bytes the query reads in the catalogue's release (None: it does not
     translate; the engine then reports why)."""
-    plan = ReleaseFiles(cat.archive, cat.release)
+    release = cat.release  # the statistics the catalogue holds for it, no log replay
+    plan = ReleaseFiles(cat.archive, release,
+                        known=lambda physical: cat.file_stats(physical, release.number))
     try:
         _, upload_tables = load_uploads(params, UPLOAD_LIMIT)
         adql.translate(params.get("QUERY") or "", tapmeta.all_tables(), box_sql=plan.box_sql,
