@@ -1,6 +1,7 @@
 """Cold start of the Lambda functions: process start to first answer, per handler kind.
 
 python -m chalicelib bench coldstart [--image NAME] [--host] [--warm 5] [--repeat 3]
+    [--s3 [--s3-delay-ms 25]]
 
 Builds a small synthetic archive (two weeks), then for each handler kind (VOSI
 availability, TAP cone search, SIA, DataLink, cutout) starts a fresh function process and
@@ -12,7 +13,10 @@ buildah, the archive copied in). Without buildah or an image (or with --host) it
 this machine instead and says so (with awslambdaric, or a stand-in client doing what it
 does when that is not installed). Each kind runs --repeat times; the table shows the
 median. Goals: < 1 s to the first cone answer, < 300 ms for a handler without the
-science stack.
+science stack. With --s3 the archive is served by moto on 127.0.0.1 (its tables, logs
+and files copied in) with --s3-delay-ms added to every request, a stand-in for S3's
+first-byte latency from a Lambda: what a cold start costs on the AWS path (boto3, DuckDB's
+httpfs, the requests), with the requests counted per kind.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--host", action="store_true", help="run on this machine, not the image")
     p.add_argument("--warm", type=int, default=5, help="warm requests per process")
     p.add_argument("--repeat", type=int, default=3, help="cold processes per kind")
+    p.add_argument("--s3", action="store_true", help="the archive on moto S3 (loopback)")
+    p.add_argument("--s3-delay-ms", type=float, default=25.0,
+                   help="added to every S3 request with --s3 (default 25)")
     return p.parse_args(argv)
 
 
@@ -97,9 +104,10 @@ def build_archive(folder: Path) -> dict[str, dict]:
 
 
 def _plan(events: dict[str, dict], archive: str, warm: int, repeat: int,
-          clear: list[str]) -> dict:
+          clear: list[str], s3: dict[str, str] | None = None) -> dict:
     # WITHOUT_PANDAS as the template sets it for the API function
-    env = {"ARCHIVE_URL": archive, "RATE_LIMIT": "0", "WITHOUT_PANDAS": "1"}
+    env = {"ARCHIVE_URL": archive, "RATE_LIMIT": "0", "WITHOUT_PANDAS": "1",
+           **(s3 or {})}  # with S3: its ARCHIVE_URL, endpoint and credentials
     return {"runs": [{"name": name, "handler": HANDLER, "event": ev, "warm": warm,
                       "env": env, "clear": clear}
                      for _ in range(repeat) for name, ev in events.items()]}
@@ -113,7 +121,39 @@ def _image_exists(image: str) -> bool:
     return r.returncode == 0 and bool(r.stdout.strip())
 
 
-def run_in_image(image: str, folder: Path, events: dict, warm: int, repeat: int) -> dict:
+def to_moto(folder: Path) -> tuple[object, dict[str, str], object]:
+    """The bench archive on a request-counting moto S3 on 127.0.0.1: (server, the
+    function environment for it, the counter)."""
+    from ...lake.storage import Archive
+    from .bench_tap import _moto_with_counter
+
+    srv, endpoint, counter = _moto_with_counter()
+    url = _to_s3_whole(Archive.from_env(str(folder / "archive")), endpoint)
+    env = {"ARCHIVE_URL": url, "S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    return srv, env, counter
+
+
+def _to_s3_whole(local, endpoint: str) -> str:
+    """Every object of the local archive (tables, logs, releases, data files) into
+    s3://bench/archive; its URL. (This process's own settings are left alone.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="bench")
+    root = Path(local.url)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: s3.upload_file(str(p), "bench",
+                                               f"archive/{p.relative_to(root)}"),
+                      [p for p in root.rglob("*") if p.is_file()]))
+    return "s3://bench/archive"
+
+
+def run_in_image(image: str, folder: Path, events: dict, warm: int, repeat: int,
+                 s3: dict[str, str] | None = None) -> dict:
     name = subprocess.run(BUILDAH + ["from", "--pull-never", "localhost/" + image],
                           capture_output=True, text=True, check=True).stdout.strip()
     try:
@@ -123,7 +163,7 @@ def run_in_image(image: str, folder: Path, events: dict, warm: int, repeat: int)
         shutil.copytree(folder / "archive", work / "archive")
         shutil.copy(RUNTIME_API, work / "runtime_api.py")
         (work / "plan.json").write_text(json.dumps(_plan(events, "/bench/archive", warm,
-                                                         repeat, IMAGE_TMP)))
+                                                         repeat, IMAGE_TMP, s3)))
         r = subprocess.run(BUILDAH + ["run", "--isolation", "chroot", name, "--", "python3",
                                       "/bench/runtime_api.py", "/bench/plan.json"],
                            capture_output=True, text=True, timeout=1800)
@@ -135,9 +175,10 @@ def run_in_image(image: str, folder: Path, events: dict, warm: int, repeat: int)
         subprocess.run(BUILDAH + ["rm", name], capture_output=True)
 
 
-def run_on_host(folder: Path, events: dict, warm: int, repeat: int) -> dict:
+def run_on_host(folder: Path, events: dict, warm: int, repeat: int,
+                s3: dict[str, str] | None = None) -> dict:
     plan = folder / "plan.json"
-    plan.write_text(json.dumps(_plan(events, str(folder / "archive"), warm, repeat, [])))
+    plan.write_text(json.dumps(_plan(events, str(folder / "archive"), warm, repeat, [], s3)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, str(RUNTIME_API), str(plan)], capture_output=True,
                        text=True, timeout=1800, env=env, cwd=ROOT)
@@ -163,8 +204,10 @@ def table(out: dict) -> list[str]:
         target = "" if goal is None else \
             f"< {goal * 1000:.0f} ms {'met' if cold < goal else 'missed'}"
         status = "HTTP 200" if not bad else "FAILED: " + str(bad[0])[:200]
+        reqs = f" ({runs[0]['requests']:.0f} S3 requests a process)" \
+            if "requests" in runs[0] else ""
         lines.append(f"| {name} | {cold * 1000:.0f} ms | {cpu} | {warm * 1000:.1f} ms | "
-                     f"{cold / warm:.0f}x | {target} | {status} |")
+                     f"{cold / warm:.0f}x | {target} | {status}{reqs} |")
     return lines
 
 
@@ -174,13 +217,31 @@ def main(argv: list[str]) -> None:
         folder = Path(tmp)
         print("building a synthetic archive (2 weeks, 48 images) ...", flush=True)
         events = build_archive(folder)
-        if not a.host and _image_exists(a.image):
+        srv, s3, counter = to_moto(folder) if a.s3 else (None, None, None)
+        if counter is not None:
+            counter.delay(a.s3_delay_ms / 1000)
+        image = not a.host and _image_exists(a.image)
+        if image:
             where = f"inside the image {a.image} (buildah run --isolation chroot)"
-            out = run_in_image(a.image, folder, events, a.warm, a.repeat)
         else:
             why = "--host" if a.host else f"no image {a.image} (make image) or no buildah"
             where = f"on this machine, NOT in the image ({why})"
-            out = run_on_host(folder, events, a.warm, a.repeat)
+        try:
+            out = {"results": []}
+            # with S3 one kind at a time, so that its requests can be counted
+            for group in ([{k: v} for k, v in events.items()] if counter else [events]):
+                before = counter.requests() if counter else 0
+                got = run_in_image(a.image, folder, group, a.warm, a.repeat, s3) if image \
+                    else run_on_host(folder, group, a.warm, a.repeat, s3)
+                for res in got["results"]:
+                    if counter:
+                        res["requests"] = (counter.requests() - before) / a.repeat
+                out = {**got, "results": out["results"] + got["results"]}
+        finally:
+            if srv is not None:
+                srv.shutdown()
+        if counter is not None:
+            where += f"; the archive on moto S3, +{a.s3_delay_ms:g} ms a request"
     print(f"\ncold starts {where}; Python {out['python']}, client: {out['client']}; "
           f"{a.repeat} cold processes per kind, {a.warm} warm requests each\n")
     print("\n".join(table(out)))
