@@ -8,6 +8,7 @@ TAP, SIA, DataLink, coverage and job planning all query through it.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import itertools
@@ -206,6 +207,8 @@ class FileStats:
     high: dict[str, np.ndarray]
     runs: list[tuple[str | None, str | None]]  # (min, max) ingest run id per file
     sizes: list[int]  # bytes per file (what a scan of it reads at most)
+    # text columns: (min per file, max per file); None where a file has no statistic
+    text: dict[str, tuple[list[str | None], list[str | None]]] = field(default_factory=dict)
 
     @functools.cached_property
     def position(self) -> dict[str, int]:
@@ -228,9 +231,13 @@ class FileStats:
         if "min.ingest_id" in actions.column_names:
             runs = list(zip(actions["min.ingest_id"].to_pylist(),
                             actions["max.ingest_id"].to_pylist()))
+        text: dict[str, tuple[list, list]] = {}
         for name in actions.column_names:
             kind, _, col = name.partition(".")
             typ = actions[name].type
+            if kind in ("min", "max") and pa.types.is_string(typ):
+                lows, highs = text.setdefault(col, ([None] * len(uris), [None] * len(uris)))
+                (lows if kind == "min" else highs)[:] = actions[name].to_pylist()
             if kind not in ("min", "max") or not (pa.types.is_integer(typ)
                                                    or pa.types.is_floating(typ)):
                 continue
@@ -243,7 +250,7 @@ class FileStats:
                 empty = actions[nulls].fill_null(-1).to_numpy() == rows
                 vals = np.where(empty, -fill, vals)
             (low if kind == "min" else high)[col] = vals
-        return cls(uris, low, high, runs, actions["size_bytes"].fill_null(0).to_pylist())
+        return cls(uris, low, high, runs, actions["size_bytes"].fill_null(0).to_pylist(), text)
 
     @classmethod
     def of_log(cls, log: deltalog.TableLog) -> FileStats:
@@ -260,7 +267,7 @@ class FileStats:
                 (low if kind == "min" else high)[col] = np.where(nulls == rows, -fill, vals)
         runs = [(a.stats.get("minValues", {}).get("ingest_id"),
                  a.stats.get("maxValues", {}).get("ingest_id")) for a in adds]
-        return cls(uris, low, high, runs, [int(a.size or 0) for a in adds])
+        return cls(uris, low, high, runs, [int(a.size or 0) for a in adds], _text_bounds(adds))
 
     def visibility(self, runs: set[str]) -> tuple[list[str], list[str]]:
         """Files whose rows are all released, and files that need the row filter. A file
@@ -281,6 +288,21 @@ class FileStats:
         if high is None:
             return unknown
         return float(min(unknown, max(0.0, high.max(initial=-np.inf))))
+
+    def holding(self, col: str, values: list[str]) -> np.ndarray:
+        """Files whose [min, max] of the text column col holds one of values (byte order
+        of UTF-8, which is code point order, as Parquet compares); a file without the
+        statistic may hold any."""
+        bounds = self.text.get(col)
+        if bounds is None:
+            return np.ones(len(self.uris), bool)
+        vals = sorted(values)
+        out = np.ones(len(self.uris), bool)
+        for i, (lo, hi) in enumerate(zip(*bounds, strict=True)):
+            if lo is not None and hi is not None:
+                j = bisect.bisect_left(vals, lo)
+                out[i] = j < len(vals) and vals[j] <= hi
+        return out
 
     def touching(self, col: str, ranges: list[tuple[float, float]]) -> np.ndarray:
         """Files whose [min, max] of col meets any of the inclusive ranges."""
@@ -514,6 +536,16 @@ class Catalogue:
         physical = schema.TABLES[table].physical
         self._load(opened, physical)
         return opened.files.get(physical)
+
+    def files_holding(self, table: str, col: str, values: list[str]) -> list[str] | None:
+        """The files of served `table` whose statistics say they may hold one of `values`
+        in text column `col` (None: all may). An ID lookup filters on them and DuckDB then
+        opens no other file: on S3 each costs a HEAD and a GET, in every week's files."""
+        stats = self.stats(table)
+        if stats is None:
+            return None
+        hit = stats.holding(col, values)
+        return None if hit.all() else [u for u, h in zip(stats.uris, hit, strict=True) if h]
 
     def file_stats(self, physical: str, release: int) -> FileStats | None:
         """The statistics of a physical table this catalogue holds for `release`, if that
@@ -1007,6 +1039,18 @@ def _rows_table(physical: str, parts: list[tuple[str, np.ndarray, dict]],
 def _partition_values(uri: str) -> dict[str, str]:
     """The hive partition values in a file's path."""
     return dict(p.split("=", 1) for p in uri.split("/") if "=" in p)
+
+
+def _text_bounds(adds: list) -> dict[str, tuple[list[str | None], list[str | None]]]:
+    """Per text column, the min and max of each file from its add action's statistics."""
+    cols = {c for a in adds for c, v in a.stats.get("minValues", {}).items()
+            if isinstance(v, str)}
+    return {c: ([_text(a.stats.get("minValues", {}).get(c)) for a in adds],
+                [_text(a.stats.get("maxValues", {}).get(c)) for a in adds]) for c in cols}
+
+
+def _text(v) -> str | None:
+    return v if isinstance(v, str) else None
 
 
 def _number(v, fill: float) -> float:

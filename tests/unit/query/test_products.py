@@ -64,3 +64,27 @@ def test_calibration_inputs_are_archived_files(cat, obscore) -> None:
     for rows in cals.values():
         assert [r["product"] for r in rows] == sorted(r["product"] for r in rows)
         assert all(r["uri"] in keys for r in rows)  # each input is a file we serve
+
+
+def test_files_holding_keeps_every_file_with_a_match_and_drops_the_rest(cat, obscore):
+    """Catalogue.files_holding against brute force over the files' own rows: a file is
+    kept exactly when its [min, max] of the column can hold one of the values, and every
+    file that really holds one is kept (the lookups filter on it)."""
+    import random
+
+    rows = cat.query("SELECT obs_publisher_did, planeid, _file FROM spherex.plane").to_pylist()
+    by_file: dict[str, set[str]] = {}
+    for r in rows:
+        by_file.setdefault(r["_file"], set()).add(r["obs_publisher_did"])
+    rng = random.Random(3)
+    dids = sorted({r["obs_publisher_did"] for r in rows})
+    for k in (1, 2, 5):
+        ids = rng.sample(dids, k) + ["ivo://nowhere?x"]
+        kept = cat.files_holding("spherex.plane", "obs_publisher_did", ids)
+        kept = set(by_file) if kept is None else set(kept)
+        assert {f for f, have in by_file.items() if have & set(ids)} <= kept
+        ranges = {f: (min(v), max(v)) for f, v in by_file.items()}
+        assert kept == {f for f, (lo, hi) in ranges.items()
+                        if any(lo <= i <= hi for i in ids)}
+        assert len(kept) < len(by_file)  # the lookup of a few IDs is pruned
+    assert cat.files_holding("spherex.plane", "obs_publisher_did", ["ivo://nowhere?x"]) == []
