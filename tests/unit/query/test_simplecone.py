@@ -386,3 +386,64 @@ def test_column_comparisons_follow_duckdb_on_nan_null_and_mixed_numbers():
                 f"SELECT coalesce({col} {op} {text}, false) FROM t").fetchall()]
             f = simplecone.Compare(simplecone.Col(col), op, literal)
             assert simplecone._compare_mask(f, t).tolist() == want, (col, op, literal)
+
+
+def test_a_repeated_cone_builds_its_candidate_table_once(archive, monkeypatch):
+    """The candidate table of a cone (its rows from every file they lie in) is built the
+    first time and kept: a repeated cone takes nothing from the row-group cache again,
+    so ten unmerged weeks cost what one tier file does. A new cone builds its own."""
+    from chalicelib.query import catalogue as catalogue_mod
+    from chalicelib.query import spatial
+
+    cat = Catalogue(archive)
+    _, ra, dec, _ = _centres(cat)
+    sql = _sql(cat, _corpus(float(ra[3]), float(dec[3]))[3])  # INTERSECTS circle 1.5
+    taken = []
+    real = spatial.RowGroups.take
+
+    def spy(self, uri, rows, columns):
+        taken.append(uri)
+        return real(self, uri, rows, columns)
+
+    monkeypatch.setattr(spatial.RowGroups, "take", spy)
+    from collections import OrderedDict
+
+    monkeypatch.setattr(catalogue_mod.CONES, "tables", OrderedDict())  # nothing built
+    monkeypatch.setattr(catalogue_mod.CONES, "bytes", 0)
+    quick, slow, lane = _both(cat, sql)
+    assert lane and quick.equals(slow)
+    files = len(set(taken))
+    assert files >= 2  # rows of both weekly files: what is saved is per file
+    assert len(taken) == 2 * files  # once for the numpy lane, once for DuckDB's columns
+    taken.clear()
+    for _ in range(3):
+        again, slow_again, lane = _both(cat, sql)
+        assert lane and again.equals(quick) and slow_again.equals(slow)
+    assert taken == []
+    other = translate(_corpus(float(ra[3]), float(dec[3]))[2], _tables(),
+                      box_sql=cat.box_sql).sql  # circle 0.1: another cone, its own rows
+    cat.query(other, timeout=600)
+    assert taken
+
+
+def test_the_candidate_tables_kept_are_bounded_in_bytes():
+    from chalicelib.query.catalogue import Cones
+
+    cones = Cones(table_bytes=4 * 8 * 1000)
+    tables = {k: pa.table({"x": np.arange(k * 100, dtype=np.float64)}) for k in range(1, 12)}
+    built = []
+
+    def maker(k):
+        return lambda: built.append(k) or tables[k]
+
+    for k in tables:
+        assert cones.table(("a", 1, k), maker(k)) is tables[k]
+        assert cones.bytes == sum(t.nbytes for t in cones.tables.values()) <= 32_000
+    assert ("a", 1, 11) not in cones.tables  # over a quarter of the limit: not kept
+    kept = [key[2] for key in cones.tables]
+    assert kept and kept == sorted(kept) and kept[-1] == 10  # the oldest went first
+    built.clear()
+    cones.table(("a", 1, kept[-1]), maker(kept[-1]))
+    assert built == []  # kept: not built again
+    cones.table(("a", 1, 1), maker(1))
+    assert built == [1] or 1 in kept
