@@ -76,29 +76,34 @@ class Plan:
     limit: int | None
 
 
+TOKENS = re.compile(r"""'[^']*'|"[^"]*"|[()]|[^'"()]+|['"]""")
+
+
 def _mask(sql: str) -> str | None:
     """sql with the insides of quotes and parentheses blanked (same length), so keywords
-    and separators found in it are top level; None if they do not balance."""
-    out, depth, quote = [], 0, None
-    for ch in sql:
-        if quote:  # a doubled quote closes and reopens: the same result
-            closing = ch == quote
-            quote = None if closing else quote
-            out.append(ch if closing and depth == 0 else "_")
-            continue
-        if ch in "'\"":
-            quote = ch
-            out.append(ch if depth == 0 else "_")
-            continue
-        if ch == "(":
+    and separators found in it are top level; None if they do not balance. By tokens,
+    not characters: a box lists its files, so the text grows with the files a cone
+    meets (ten unmerged weeks: ~0.7 ms a query in a loop over characters)."""
+    out, depth = [], 0
+    for m in TOKENS.finditer(sql):
+        tok = m.group()
+        first = tok[0]
+        if first in "'\"":
+            if len(tok) == 1:
+                return None  # a quote that is not closed
+            # (a doubled quote closes and reopens: the same result)
+            out.append(first + "_" * (len(tok) - 2) + first if depth == 0 else "_" * len(tok))
+        elif tok == "(":
             depth += 1
-        elif ch == ")":
+            out.append("(" if depth == 1 else "_")
+        elif tok == ")":
             depth -= 1
             if depth < 0:
                 return None
-        edge = ch in "()" and depth == (1 if ch == "(" else 0)
-        out.append(ch if depth == 0 or edge else "_")
-    return "".join(out) if depth == 0 and quote is None else None
+            out.append(")" if depth == 0 else "_")
+        else:
+            out.append(tok if depth == 0 else "_" * len(tok))
+    return "".join(out) if depth == 0 else None
 
 
 def _top(pattern: str, text: str) -> re.Match | None:

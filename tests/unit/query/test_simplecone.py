@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chalicelib.query import simplecone
 from chalicelib.query.adql import translate
@@ -447,3 +449,42 @@ def test_the_candidate_tables_kept_are_bounded_in_bytes():
     assert built == []  # kept: not built again
     cones.table(("a", 1, 1), maker(1))
     assert built == [1] or 1 in kept
+
+
+def _mask_by_characters(sql: str):
+    """The plan scanner's mask as it was written first, one character at a time (the
+    reference for the token scanner that replaced it)."""
+    out, depth, quote = [], 0, None
+    for ch in sql:
+        if quote:
+            closing = ch == quote
+            quote = None if closing else quote
+            out.append(ch if closing and depth == 0 else "_")
+            continue
+        if ch in "'\"":
+            quote = ch
+            out.append(ch if depth == 0 else "_")
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return None
+        edge = ch in "()" and depth == (1 if ch == "(" else 0)
+        out.append(ch if depth == 0 or edge else "_")
+    return "".join(out) if depth == 0 and quote is None else None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="ab ()'\"", max_size=40))
+def test_the_mask_by_tokens_equals_the_one_by_characters(sql):
+    assert simplecone._mask(sql) == _mask_by_characters(sql)
+
+
+def test_the_mask_of_a_translated_cone_by_tokens_equals_the_one_by_characters(archive):
+    cat = Catalogue(archive)
+    _, ra, dec, _ = _centres(cat)
+    for adql in _corpus(float(ra[1]), float(dec[1])) + _not_simple(float(ra[1]), float(dec[1])):
+        sql = _sql(cat, adql)
+        assert "'" in sql and simplecone._mask(sql) == _mask_by_characters(sql)
