@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import operator
 import re
+import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,13 +251,47 @@ def _numbers(a: pa.Array) -> np.ndarray:
     return a.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
 
 
+# unit vectors of a candidate table's positions, kept as long as the table is (the
+# catalogue keeps a cone's candidate table: a repeated DISTANCE cone converts them once);
+# by id (tables are not hashable), dropped when the table goes
+_VECTORS: dict[int, tuple[weakref.ref, dict]] = {}
+_VECTORS_LOCK = threading.Lock()
+
+
+def _vectors(rows: pa.Table, ra: Col | float, dec: Col | float) -> np.ndarray:
+    """sky.xyz of a position argument pair: constants, or columns of rows (NULL: NaN)."""
+    if not isinstance(ra, Col) or not isinstance(dec, Col):
+        n = rows.num_rows
+        return sky.xyz(*(_numbers(_value(a, rows, n)) if isinstance(a, Col) else a
+                         for a in (ra, dec)))
+    with _VECTORS_LOCK:
+        ref, per = _VECTORS.get(id(rows), (None, None))
+        if ref is None or ref() is not rows:
+            per = {}
+            _VECTORS[id(rows)] = (weakref.ref(rows), per)
+            weakref.finalize(rows, _forget_vectors, id(rows), per)
+        got = per.get((ra.name, dec.name))
+    if got is None:
+        got = sky.xyz(_numbers(_value(ra, rows, rows.num_rows)),
+                      _numbers(_value(dec, rows, rows.num_rows)))
+        with _VECTORS_LOCK:
+            per[(ra.name, dec.name)] = got
+    return got
+
+
+def _forget_vectors(key: int, per: dict) -> None:
+    with _VECTORS_LOCK:
+        if _VECTORS.get(key, (None, None))[1] is per:
+            del _VECTORS[key]
+
+
 def _evaluate(c: Call, rows: pa.Table) -> np.ndarray:
     """The call's value per row: booleans (NULL: False) or degrees (NULL: NaN)."""
     n = rows.num_rows
     if c.name in MACROS:  # SQL macros in DuckDB: the same distance from the kernels
-        x1, y1, x2, y2, *r = (_numbers(_value(a, rows, n)) if isinstance(a, Col) else a
-                              for a in c.args)
-        d = sky.distance(x1, y1, x2, y2)
+        # (sky.distance is the angle between the two positions' unit vectors)
+        x1, y1, x2, y2, *r = c.args
+        d = sky._angle(_vectors(rows, x1, y1), _vectors(rows, x2, y2))
         if c.name == "SKY_DISTANCE":
             return d
         with np.errstate(invalid="ignore"):

@@ -488,3 +488,35 @@ def test_the_mask_of_a_translated_cone_by_tokens_equals_the_one_by_characters(ar
     for adql in _corpus(float(ra[1]), float(dec[1])) + _not_simple(float(ra[1]), float(dec[1])):
         sql = _sql(cat, adql)
         assert "'" in sql and simplecone._mask(sql) == _mask_by_characters(sql)
+
+
+def test_a_distance_cone_converts_the_positions_of_a_kept_table_once(monkeypatch):
+    """The centres' unit vectors of a candidate table are made on its first DISTANCE
+    cone and reused while the table lives (the catalogue keeps a cone's table), the
+    distances equal to sky.distance bit for bit, either way round, NULLs as NaN."""
+    import gc
+
+    from chalicelib.geometry import sky
+
+    rng = np.random.default_rng(4)
+    ra, dec = rng.uniform(0, 360, 50), rng.uniform(-90, 90, 50)
+    ra[3] = np.nan
+    rows = pa.table({"s_ra": pa.array(ra, from_pandas=True), "s_dec": dec})
+    assert rows["s_ra"].null_count == 1
+    col = simplecone.Col
+    calls = [simplecone.Call("SKY_DISTANCE", (col("s_ra"), col("s_dec"), 10.0, -20.0)),
+             simplecone.Call("SKY_DISTANCE", (10.0, -20.0, col("s_ra"), col("s_dec")))]
+    made = []
+    real = sky.xyz
+    monkeypatch.setattr(sky, "xyz", lambda a, b: made.append(np.size(a)) or real(a, b))
+    for call in calls * 2:
+        got = simplecone._evaluate(call, rows)
+        want = sky.distance(ra, dec, 10.0, -20.0) if isinstance(call.args[0], simplecone.Col) \
+            else sky.distance(10.0, -20.0, ra, dec)
+        assert np.array_equal(got, want, equal_nan=True) and np.isnan(got[3])
+    assert made.count(50) == 1 + 4  # the table's once; sky.distance's own in `want`
+    key = id(rows)
+    assert key in simplecone._VECTORS
+    del rows
+    gc.collect()
+    assert key not in simplecone._VECTORS  # gone with its table
