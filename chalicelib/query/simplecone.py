@@ -346,10 +346,15 @@ def answer(p: Plan, rows: pa.Table, out: pa.Schema, served) -> pa.Table:
     idx = np.flatnonzero(keep)
     if p.limit is not None:
         idx = idx[:p.limit]
-    picked = rows.take(pa.array(idx, pa.int64()))
+    index, picked = pa.array(idx, pa.int64()), {}
+    for col, _ in p.outputs:  # only the columns output, each once
+        if col not in picked:
+            whole = rows[col]
+            whole = whole.chunk(0) if whole.num_chunks == 1 else whole.combine_chunks()
+            picked[col] = whole.take(index)
     arrays = []
     for (col, _), field in zip(p.outputs, out):
-        a = served(col, picked[col].combine_chunks())
+        a = served(col, picked[col])
         arrays.append(a if a.type == field.type else a.cast(field.type))
     ANSWERED[0] += 1
     return pa.Table.from_arrays(arrays, schema=out)
