@@ -199,7 +199,10 @@ class RowGroups:
             pf, starts, present = self._file(uri)
             groups = np.searchsorted(starts, rows, side="right") - 1
             cols = [c for c in columns if c in present]
-            used = np.unique(groups).tolist()
+            # rows ascending: one group when the first and last share it (a wide cone's
+            # usual case in each file it meets, done without np.unique)
+            used = [int(groups[0])] if len(rows) and groups[0] == groups[-1] else \
+                np.unique(groups).tolist()
             for g in used:
                 want = [c for c in cols if (uri, g, c) not in self.cache]
                 if want:
@@ -208,23 +211,19 @@ class RowGroups:
                         a = got[c].combine_chunks() if got[c].num_chunks != 1 else got[c].chunk(0)
                         self.cache[(uri, g, c)] = a
                         self.bytes += a.nbytes
-            # rows ascending, groups in order: one take per column over the groups used
-            sizes = np.diff(starts)[used]
-            before = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-            slot = np.searchsorted(used, groups)
-            local = pa.array(rows - starts[groups] + before[slot], pa.int64())
+            # rows ascending, groups in order: a take per group used, the pieces joined
+            # (a chunked array's take joined the whole groups first: ms for a deep cone)
+            cuts = np.searchsorted(groups, used + [len(starts)], side="left").tolist()
+            local = [pa.array(rows[a:b] - starts[g], pa.int64())
+                     for g, a, b in zip(used, cuts[:-1], cuts[1:])]
             out = {}
             for c in cols:
-                chunks = []
-                for g in used:
+                pieces = []
+                for g, idx in zip(used, local):
                     self.cache.move_to_end((uri, g, c))
-                    chunks.append(self.cache[(uri, g, c)])
-                if len(chunks) == 1:  # a wide cone's usual case: no chunked array
-                    out[c] = chunks[0].take(local)
-                    continue
-                a = pa.chunked_array(chunks, chunks[0].type).take(local) if chunks else None
-                out[c] = a.combine_chunks() if a is not None and a.num_chunks != 1 else \
-                    (a.chunk(0) if a is not None else pa.array([], present[c]))
+                    pieces.append(self.cache[(uri, g, c)].take(idx))
+                out[c] = pieces[0] if len(pieces) == 1 else \
+                    pa.concat_arrays(pieces) if pieces else pa.array([], present[c])
             while self.bytes > self.limit and self.cache:
                 _, a = self.cache.popitem(last=False)
                 self.bytes -= a.nbytes

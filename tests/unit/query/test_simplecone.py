@@ -399,7 +399,12 @@ def test_a_repeated_cone_builds_its_candidate_table_once(archive, monkeypatch):
 
     cat = Catalogue(archive)
     _, ra, dec, _ = _centres(cat)
-    sql = _sql(cat, _corpus(float(ra[3]), float(dec[3]))[3])  # INTERSECTS circle 1.5
+    opened = cat.current()
+    for k in range(len(ra)):  # a cone (INTERSECTS circle 1.5) with rows in both weeks
+        sql = _sql(cat, _corpus(float(ra[k]), float(dec[k]))[3])
+        token = int(catalogue_mod.CONE_TOKEN.search(sql).group(1))
+        if len(catalogue_mod.CONES.get((archive.url, opened.release.number), token)[1]) > 1:
+            break
     taken = []
     real = spatial.RowGroups.take
 
@@ -422,7 +427,7 @@ def test_a_repeated_cone_builds_its_candidate_table_once(archive, monkeypatch):
         again, slow_again, lane = _both(cat, sql)
         assert lane and again.equals(quick) and slow_again.equals(slow)
     assert taken == []
-    other = translate(_corpus(float(ra[3]), float(dec[3]))[2], _tables(),
+    other = translate(_corpus(float(ra[k]), float(dec[k]))[2], _tables(),
                       box_sql=cat.box_sql).sql  # circle 0.1: another cone, its own rows
     cat.query(other, timeout=600)
     assert taken
