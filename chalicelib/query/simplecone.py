@@ -260,6 +260,8 @@ _VECTORS_LOCK = threading.Lock()
 
 def _vectors(rows: pa.Table, ra: Col | float, dec: Col | float) -> np.ndarray:
     """sky.xyz of a position argument pair: constants, or columns of rows (NULL: NaN)."""
+    if not isinstance(ra, Col) and not isinstance(dec, Col):
+        return _constant_vector(ra, dec)
     if not isinstance(ra, Col) or not isinstance(dec, Col):
         n = rows.num_rows
         return sky.xyz(*(_numbers(_value(a, rows, n)) if isinstance(a, Col) else a
@@ -277,6 +279,14 @@ def _vectors(rows: pa.Table, ra: Col | float, dec: Col | float) -> np.ndarray:
         with _VECTORS_LOCK:
             per[(ra.name, dec.name)] = got
     return got
+
+
+@functools.lru_cache(maxsize=1024)
+def _constant_vector(ra: float, dec: float) -> np.ndarray:
+    """sky.xyz of a plan's constant position (plans repeat: made once), read-only."""
+    v = sky.xyz(ra, dec)
+    v.flags.writeable = False
+    return v
 
 
 def _forget_vectors(key: int, per: dict) -> None:
