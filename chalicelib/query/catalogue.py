@@ -341,6 +341,11 @@ class Opened:
     load: object = None  # load(physical name): open a table of this release
     # spatial indexes of this release's files holding several runs (their released rows)
     mixed_indexes: dict[str, spatial.SpatialIndex] = field(default_factory=dict)
+    # per physical table: one spatial index over the release's indexed files, the files
+    # it covers and the release's visible files (a cone meeting only covered or hidden
+    # files is looked up once; made in the indexing thread, see _index_pending)
+    combined: dict[str, tuple[spatial.SpatialIndex, set[str], set[str]]] = \
+        field(default_factory=dict)
     # the cone lane: a second connection whose tables hold only a cone's candidate rows
     hot: duckdb.DuckDBPyConnection | None = None
     hot_tables: set[str] = field(default_factory=set)
@@ -682,15 +687,22 @@ class Catalogue:
         if schema.TABLES[served].physical != physical:
             return None
         hot = self._hot_connection(opened, physical)
-        hot.register(_phys(physical), self._candidate_rows(physical, per_file, needed))
+        key = (self.archive.url, opened.release.number, token)
+        hot.register(_phys(physical), self._candidate_rows(key, physical, per_file, needed))
         return hot, stripped
 
-    def _candidate_rows(self, physical: str, per_file: dict[str, np.ndarray],
-                        names, only: set[str] | None = None) -> pa.Table:
-        """The cone's candidate rows from the row-group cache (see _rows_table)."""
-        cols = _file_columns(schema.PHYSICAL[physical], names)
-        rows = _rows_table(physical, [(uri, r, self._row_groups.take(uri, r, cols))
-                                      for uri, r in per_file.items()], only)
+    def _candidate_rows(self, key: tuple, physical: str, per_file: dict[str, np.ndarray],
+                        names, only: frozenset[str] | None = None) -> pa.Table:
+        """The cone's candidate rows (see _rows_table), built once per cone (`key`: its
+        release and token) and columns: a repeated cone takes nothing from the row-group
+        cache again, so it costs the same however many files its rows lie in (ten
+        unmerged weeks or one tier file; building was ~0.1 ms a file)."""
+        def build() -> pa.Table:
+            cols = _file_columns(schema.PHYSICAL[physical], names)
+            return _rows_table(physical, [(uri, r, self._row_groups.take(uri, r, cols))
+                                          for uri, r in per_file.items()], only)
+
+        rows = CONES.table((*key, frozenset(names), only), build)
         LANE_ROWS[0] += rows.num_rows
         return rows
 
@@ -706,11 +718,11 @@ class Catalogue:
             if p.token else (physical, {})  # token 0: the box met no file
         if cone is None or cone[0] != physical:
             return None
-        types = {f.name: f.type for f in _arrow_schema(physical)}
-        read = simplecone.columns(p)
-        if not read <= types.keys() or not simplecone.comparable(p, types):
+        read = _plan_columns(p, physical)
+        if read is None:
             return None
-        rows = self._candidate_rows(physical, cone[1], read, read)
+        key = (self.archive.url, opened.release.number, p.token)
+        rows = self._candidate_rows(key, physical, cone[1], read, read)
         out = self._result_schema(opened, physical, p)
         got = simplecone.answer(p, rows, out, self._served_value)
         return got.slice(0, max_rows) if max_rows is not None else got
@@ -804,6 +816,24 @@ class Catalogue:
         pending, self._pending = self._pending, {}
         with opened.lock:  # one query's worth of waiting, not one per file
             self._index_files(opened, pending)
+            parts = {physical: self._release_indexes(opened, physical)
+                     for physical in pending if physical in opened.loaded}
+        for physical, (indexes, covered, visible) in parts.items():  # (~0.1 s at 1 M rows:
+            if indexes:  # not under the lock) the release's files as one index
+                opened.combined[physical] = (spatial.SpatialIndex.merged(indexes), covered,
+                                             visible)
+
+    def _release_indexes(self, opened: Opened, physical: str):
+        """The spatial indexes the release's visible files of a table have so far, the
+        files they cover and the visible files."""
+        stats = opened.files.get(physical)
+        if stats is None:
+            return [], set(), set()
+        clean, mixed = stats.visibility(set(opened.release.runs.values()))
+        got = [(u, self._indexes.get(u)) for u in clean] + \
+            [(u, opened.mixed_indexes.get(u)) for u in mixed]
+        return [ix for _, ix in got if ix is not None], \
+            {u for u, ix in got if ix is not None}, set(clean) | set(mixed)
 
     def _index_files(self, opened: Opened, pending: dict[str, set[str]]) -> None:
         for physical, files in pending.items():
@@ -815,9 +845,15 @@ class Catalogue:
         """Candidate row numbers per file (files without any left out), from the spatial
         indexes of the files; None while a file has none yet (its first cone) or the
         cone holds too many rows for it to pay."""
+        combined = opened.combined.get(physical)
+        if combined is not None and all(u in combined[1] or u not in combined[2]
+                                        for u in files):
+            return self._combined_candidates(combined[0], files, ra, dec, radius, footprint)
         indexes = self.file_indexes(opened, physical, files)
         if indexes is None:
             return None
+        if len(indexes) > 1:  # the next cone looks them up at once (made after this one)
+            self._pending.setdefault(physical, set())
         cells, out, total = spatial.Cells(ra, dec), {}, 0
         for uri, index in indexes.items():
             found = index.candidates(ra, dec, radius, footprint, cells)
@@ -829,6 +865,28 @@ class Catalogue:
             if len(found):
                 out[uri] = np.sort(index.row[found]).astype(np.int64)
         return out
+
+    @staticmethod
+    def _combined_candidates(index: spatial.SpatialIndex, files: list[str], ra: float,
+                             dec: float, radius: float, footprint: bool) -> dict | None:
+        """_candidates from one index over the release's files: the same row numbers per
+        file, in the order of `files` (rows of files outside it dropped)."""
+        found = index.candidates(ra, dec, radius, footprint)
+        if found is None:
+            return None
+        number = {u: k for k, u in enumerate(index.uris)}
+        wanted = np.zeros(len(index.uris) + 1, bool)
+        wanted[[number.get(u, len(index.uris)) for u in files]] = True
+        wanted[-1] = False
+        file = index.file[found]
+        keep = wanted[file]
+        file, row = file[keep], index.row[found[keep]].astype(np.int64)
+        order = np.lexsort((row, file))
+        file, row = file[order], row[order]
+        cuts = np.flatnonzero(file[1:] != file[:-1]) + 1
+        per = {index.uris[int(file[a])]: row[a:b] for a, b in
+               zip([0, *cuts.tolist()], [*cuts.tolist(), len(file)]) if b > a}
+        return {u: per[u] for u in files if u in per}
 
     def file_indexes(self, opened: Opened, physical: str, files: list[str],
                      now: bool = False) -> dict[str, spatial.SpatialIndex] | None:
@@ -908,10 +966,14 @@ class Catalogue:
 class Cones:
     """Candidate rows of the boxes box_sql made, by token (unique in the process: a
     translation cached by one catalogue of a release serves the others of that release),
-    most recent last, at most `limit` rows in all."""
+    most recent last, at most `limit` rows in all; and the candidate tables built from
+    them (bounded in bytes)."""
 
-    def __init__(self, limit: int = 2_000_000):
+    def __init__(self, limit: int = 2_000_000, table_bytes: int = 64 << 20):
         self.limit, self.rows = limit, 0
+        # candidate tables built from the row-group cache, per cone and columns
+        self.tables: OrderedDict[tuple, pa.Table] = OrderedDict()
+        self.table_bytes, self.bytes = table_bytes, 0
         self.items: OrderedDict[tuple, tuple[str, dict[str, np.ndarray]]] = OrderedDict()
         self.lock = threading.Lock()
         self.tokens = itertools.count(1)
@@ -932,6 +994,27 @@ class Cones:
             if got is not None:
                 self.items.move_to_end((*release, token))
             return got
+
+    def table(self, key: tuple, build) -> pa.Table:
+        """The candidate table of a cone and columns (`key`), built by build() the first
+        time; at most `table_bytes` of them kept, least recently used dropped, none over
+        a quarter of that (a deep field's rows: building is small next to its query)."""
+        with self.lock:
+            got = self.tables.get(key)
+            if got is not None:
+                self.tables.move_to_end(key)
+                return got
+        got = build()
+        size = got.nbytes
+        if size <= self.table_bytes // 4:
+            with self.lock:
+                if key not in self.tables:
+                    self.tables[key] = got
+                    self.bytes += size
+                while self.bytes > self.table_bytes and self.tables:
+                    _, old = self.tables.popitem(last=False)
+                    self.bytes -= old.nbytes
+        return got
 
 
 CONES = Cones()
@@ -999,6 +1082,21 @@ def _located(t: pa.Table, files, rows) -> pa.Table:
 @functools.cache
 def _arrow_schema(physical: str) -> pa.Schema:
     return schema.PHYSICAL[physical].arrow_schema()
+
+
+@functools.cache
+def _arrow_types(physical: str) -> dict[str, pa.DataType]:
+    return {f.name: f.type for f in _arrow_schema(physical)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan_columns(p: simplecone.Plan, physical: str) -> frozenset[str] | None:
+    """The physical columns a simple-cone plan reads, None when the numpy lane cannot
+    answer it on this table (a column it lacks, a comparison across kinds): worked out
+    once per plan, not per query."""
+    types = _arrow_types(physical)
+    read = frozenset(simplecone.columns(p))
+    return read if read <= types.keys() and simplecone.comparable(p, types) else None
 
 
 def _rows_table(physical: str, parts: list[tuple[str, np.ndarray, dict]],

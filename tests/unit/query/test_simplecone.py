@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chalicelib.query import simplecone
 from chalicelib.query.adql import translate
@@ -386,3 +388,140 @@ def test_column_comparisons_follow_duckdb_on_nan_null_and_mixed_numbers():
                 f"SELECT coalesce({col} {op} {text}, false) FROM t").fetchall()]
             f = simplecone.Compare(simplecone.Col(col), op, literal)
             assert simplecone._compare_mask(f, t).tolist() == want, (col, op, literal)
+
+
+def test_a_repeated_cone_builds_its_candidate_table_once(archive, monkeypatch):
+    """The candidate table of a cone (its rows from every file they lie in) is built the
+    first time and kept: a repeated cone takes nothing from the row-group cache again,
+    so ten unmerged weeks cost what one tier file does. A new cone builds its own."""
+    from chalicelib.query import catalogue as catalogue_mod
+    from chalicelib.query import spatial
+
+    cat = Catalogue(archive)
+    _, ra, dec, _ = _centres(cat)
+    opened = cat.current()
+    for k in range(len(ra)):  # a cone (INTERSECTS circle 1.5) with rows in both weeks
+        sql = _sql(cat, _corpus(float(ra[k]), float(dec[k]))[3])
+        token = int(catalogue_mod.CONE_TOKEN.search(sql).group(1))
+        if len(catalogue_mod.CONES.get((archive.url, opened.release.number), token)[1]) > 1:
+            break
+    taken = []
+    real = spatial.RowGroups.take
+
+    def spy(self, uri, rows, columns):
+        taken.append(uri)
+        return real(self, uri, rows, columns)
+
+    monkeypatch.setattr(spatial.RowGroups, "take", spy)
+    from collections import OrderedDict
+
+    monkeypatch.setattr(catalogue_mod.CONES, "tables", OrderedDict())  # nothing built
+    monkeypatch.setattr(catalogue_mod.CONES, "bytes", 0)
+    quick, slow, lane = _both(cat, sql)
+    assert lane and quick.equals(slow)
+    files = len(set(taken))
+    assert files >= 2  # rows of both weekly files: what is saved is per file
+    assert len(taken) == 2 * files  # once for the numpy lane, once for DuckDB's columns
+    taken.clear()
+    for _ in range(3):
+        again, slow_again, lane = _both(cat, sql)
+        assert lane and again.equals(quick) and slow_again.equals(slow)
+    assert taken == []
+    other = translate(_corpus(float(ra[k]), float(dec[k]))[2], _tables(),
+                      box_sql=cat.box_sql).sql  # circle 0.1: another cone, its own rows
+    cat.query(other, timeout=600)
+    assert taken
+
+
+def test_the_candidate_tables_kept_are_bounded_in_bytes():
+    from chalicelib.query.catalogue import Cones
+
+    cones = Cones(table_bytes=4 * 8 * 1000)
+    tables = {k: pa.table({"x": np.arange(k * 100, dtype=np.float64)}) for k in range(1, 12)}
+    built = []
+
+    def maker(k):
+        return lambda: built.append(k) or tables[k]
+
+    for k in tables:
+        assert cones.table(("a", 1, k), maker(k)) is tables[k]
+        assert cones.bytes == sum(t.nbytes for t in cones.tables.values()) <= 32_000
+    assert ("a", 1, 11) not in cones.tables  # over a quarter of the limit: not kept
+    kept = [key[2] for key in cones.tables]
+    assert kept == [6, 7, 8, 9, 10]  # the newest that fit (32,000 bytes): oldest went first
+    built.clear()
+    cones.table(("a", 1, 10), maker(10))
+    assert built == []  # kept: not built again
+    cones.table(("a", 1, 1), maker(1))
+    assert built == [1]  # dropped: built again
+
+
+def _mask_by_characters(sql: str):
+    """The plan scanner's mask as it was written first, one character at a time (the
+    reference for the token scanner that replaced it)."""
+    out, depth, quote = [], 0, None
+    for ch in sql:
+        if quote:
+            closing = ch == quote
+            quote = None if closing else quote
+            out.append(ch if closing and depth == 0 else "_")
+            continue
+        if ch in "'\"":
+            quote = ch
+            out.append(ch if depth == 0 else "_")
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return None
+        edge = ch in "()" and depth == (1 if ch == "(" else 0)
+        out.append(ch if depth == 0 or edge else "_")
+    return "".join(out) if depth == 0 and quote is None else None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="ab ()'\"", max_size=40))
+def test_the_mask_by_tokens_equals_the_one_by_characters(sql):
+    assert simplecone._mask(sql) == _mask_by_characters(sql)
+
+
+def test_the_mask_of_a_translated_cone_by_tokens_equals_the_one_by_characters(archive):
+    cat = Catalogue(archive)
+    _, ra, dec, _ = _centres(cat)
+    for adql in _corpus(float(ra[1]), float(dec[1])) + _not_simple(float(ra[1]), float(dec[1])):
+        sql = _sql(cat, adql)
+        assert "'" in sql and simplecone._mask(sql) == _mask_by_characters(sql)
+
+
+def test_a_distance_cone_converts_the_positions_of_a_kept_table_once(monkeypatch):
+    """The centres' unit vectors of a candidate table are made on its first DISTANCE
+    cone and reused while the table lives (the catalogue keeps a cone's table), the
+    distances equal to sky.distance bit for bit, either way round, NULLs as NaN."""
+    import gc
+
+    from chalicelib.geometry import sky
+
+    rng = np.random.default_rng(4)
+    ra, dec = rng.uniform(0, 360, 50), rng.uniform(-90, 90, 50)
+    ra[3] = np.nan
+    rows = pa.table({"s_ra": pa.array(ra, from_pandas=True), "s_dec": dec})
+    assert rows["s_ra"].null_count == 1
+    col = simplecone.Col
+    calls = [simplecone.Call("SKY_DISTANCE", (col("s_ra"), col("s_dec"), 10.0, -20.0)),
+             simplecone.Call("SKY_DISTANCE", (10.0, -20.0, col("s_ra"), col("s_dec")))]
+    made = []
+    real = sky.xyz
+    monkeypatch.setattr(sky, "xyz", lambda a, b: made.append(np.size(a)) or real(a, b))
+    for call in calls * 2:
+        got = simplecone._evaluate(call, rows)
+        want = sky.distance(ra, dec, 10.0, -20.0) if isinstance(call.args[0], simplecone.Col) \
+            else sky.distance(10.0, -20.0, ra, dec)
+        assert np.array_equal(got, want, equal_nan=True) and np.isnan(got[3])
+    assert made.count(50) == 1 + 4  # the table's once; sky.distance's own in `want`
+    key = id(rows)
+    assert key in simplecone._VECTORS
+    del rows
+    gc.collect()
+    assert key not in simplecone._VECTORS  # gone with its table

@@ -275,3 +275,108 @@ def test_pinned_release_keeps_its_own_rows(sky_archive):
     for cat in (old, new, old, new):
         got, _ = _lane_used(cat, adql)
         assert sorted(got) == sorted(_ids(cat, adql, pruned=False))
+
+
+def test_a_merged_index_finds_what_the_indexes_of_its_files_find(rows):
+    """One index over several files (SpatialIndex.merged) against one index per file:
+    the same rows of the same files for every cone, pole and RA wrap included."""
+    ra, dec, rmax = rows
+    cuts = [0, 3_000, 3_001, 11_000, len(ra)]  # a file of one row among them
+    files = [spatial.SpatialIndex([f"f{k}"], [spatial.FileRows.of(
+        np.arange(b - a), ra[a:b], dec[a:b], rmax[a:b])]) for k, (a, b) in
+        enumerate(zip(cuts[:-1], cuts[1:]))]
+    files.append(spatial.SpatialIndex(["empty"], []))
+    merged = spatial.SpatialIndex.merged(files)
+    assert merged.uris == [u for ix in files for u in ix.uris]
+    assert merged.rows == sum(ix.rows for ix in files) and merged.nbytes == \
+        sum(ix.nbytes for ix in files)
+    rng = np.random.default_rng(5)
+    nonempty = 0
+    for cra, cdec, r in _cones(rng, 40):
+        for footprint in (True, False):
+            want = set()
+            for ix in files:
+                found = ix.candidates(cra, cdec, r, footprint)
+                want |= {(ix.uris[0], int(x)) for x in ix.row[found]}
+            found = merged.candidates(cra, cdec, r, footprint)
+            got = [(merged.uris[int(f)], int(x))
+                   for f, x in zip(merged.file[found], merged.row[found])]
+            assert len(got) == len(set(got)) and set(got) == want, (cra, cdec, r)
+            nonempty += len({f for f, _ in want}) >= 2
+    assert nonempty > 20  # rows of several files, not only empty answers
+
+
+def test_a_release_of_several_files_is_looked_up_in_one_index(sky_archive, monkeypatch):
+    """After the first cones, the indexing thread puts the release's files into one
+    index; cones then look it up once, not once per file, and get the same candidate
+    rows per file, in the same order, as the per-file look-up."""
+    cat = Catalogue(sky_archive)
+    ids, ra, dec, _ = _all_rows(cat)
+    rng = np.random.default_rng(8)
+    cones = _positions(ra, dec, 6, rng)
+    for cra, cdec in cones:  # index the files (each first cone marks them)
+        _lane_used(cat, f"SELECT obs_publisher_did FROM ivoa.obscore WHERE INTERSECTS("
+                        f"CIRCLE('ICRS', {cra!r}, {cdec!r}, 1), s_region) = 1")
+    if cat._indexer is not None:
+        cat._indexer.join(120)
+    opened = cat.current()
+    index, covered, visible = opened.combined["ivoa.obscore"]
+    # (the calibration files, which no cone meets, are not indexed)
+    assert covered <= visible and len(covered) >= 2 and index.rows == \
+        sum(cat._indexes[u].rows for u in covered)
+    stats = opened.files["ivoa.obscore"]
+    files = [u for u in stats.uris if u in covered]
+    across = 0
+    per_file_calls = []
+    real = spatial.SpatialIndex.candidates
+
+    def spy(self, *a, **k):
+        if len(self.uris) == 1:
+            per_file_calls.append(self.uris[0])
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(spatial.SpatialIndex, "candidates", spy)
+    for cra, cdec in cones:
+        for r, footprint in ((0.0, True), (1.0, True), (2.0, False)):
+            got = cat._candidates(opened, "ivoa.obscore", files, cra, cdec, r, footprint)
+            assert per_file_calls == []
+            monkeypatch.setitem(opened.combined, "ivoa.obscore", (index, set(), visible))
+            want = cat._candidates(opened, "ivoa.obscore", files, cra, cdec, r,
+                                   footprint)  # the per-file way
+            monkeypatch.setitem(opened.combined, "ivoa.obscore", (index, covered, visible))
+            assert per_file_calls and list(got) == list(want)
+            assert all(np.array_equal(got[u], want[u]) for u in got)
+            per_file_calls.clear()
+            across += len(got) >= 2
+    assert across >= 6  # cones with rows in several files were among them
+
+
+def test_row_groups_take_rows_across_groups_as_the_file_holds_them(tmp_path):
+    """RowGroups.take against pyarrow's own read: rows in one group, across several,
+    none, the first and last row; strings, lists with NULLs, numbers; a small cache
+    limit (groups dropped and read again)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(2)
+    n = 1_000
+    lists = [None if k % 7 == 0 else list(rng.random(k % 5)) for k in range(n)]
+    t = pa.table({"s": [f"id-{k}" for k in range(n)], "l": lists,
+                  "x": pa.array(np.where(rng.random(n) < 0.1, np.nan, rng.random(n)))})
+    path = str(tmp_path / "f.parquet")
+    pq.write_table(t, path, row_group_size=128)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 8
+    for limit in (spatial.CACHE_BYTES, 20_000):
+        groups = spatial.RowGroups(lambda u: u, limit=limit)
+        picks = [np.array([], np.int64), np.array([0]), np.array([n - 1]),
+                 np.arange(130, 140), np.arange(120, 140), np.array([0, 127, 128, 999])]
+        picks += [np.sort(rng.choice(n, k, replace=False)) for k in (5, 50, 500, n)]
+        for rows in picks:
+            got = groups.take(path, rows, ["s", "l", "x", "absent"])
+            assert set(got) == {"s", "l", "x"}
+            for c in ("s", "l", "x"):
+                want = t[c].take(pa.array(rows, pa.int64())).combine_chunks()
+                same = np.array_equal(got[c].to_numpy(), want.to_numpy(), equal_nan=True) \
+                    if c == "x" else got[c].equals(want)
+                assert got[c].type == want.type and same, (c, rows[:5])
+        assert groups.bytes <= max(limit, 0) + 20_000
