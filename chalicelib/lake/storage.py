@@ -167,7 +167,7 @@ class Archive:
         """Is there an object (not a folder) at key? On S3 one HEAD: s3fs's exists
         follows a missing key with a LIST, to look for a folder of that name."""
         if not self.is_s3:
-            return Path(self._fs_path(key)).is_file()
+            return os.path.isfile(self._fs_path(key))  # a release check, twice a query
         import botocore.exceptions  # deferred: AWS path only
 
         try:
