@@ -235,7 +235,8 @@ class FileStats:
         for name in actions.column_names:
             kind, _, col = name.partition(".")
             typ = actions[name].type
-            if kind in ("min", "max") and pa.types.is_string(typ):
+            if kind in ("min", "max") and pa.types.is_string(typ) and \
+                    actions[name].null_count < len(actions):  # as of_log: known bounds only
                 lows, highs = text.setdefault(col, ([None] * len(uris), [None] * len(uris)))
                 (lows if kind == "min" else highs)[:] = actions[name].to_pylist()
             if kind not in ("min", "max") or not (pa.types.is_integer(typ)

@@ -225,6 +225,12 @@ def test_own_log_replay_matches_deltalake(counting_s3):
         for col in theirs.low:
             assert (ours.low[col][order] == theirs.low[col]).all(), (name, col)
             assert (ours.high[col][order] == theirs.high[col]).all(), (name, col)
+        assert [ours.sizes[i] for i in order] == theirs.sizes, name
+        assert ours.text.keys() == theirs.text.keys(), name  # text bounds: ID lookups
+        assert name != "spherex.plane" or "obs_publisher_did" in ours.text
+        for col, (lows, highs) in theirs.text.items():
+            assert [ours.text[col][0][i] for i in order] == lows, (name, col)
+            assert [ours.text[col][1][i] for i in order] == highs, (name, col)
 
 
 def test_a_datalink_lookup_on_s3_opens_only_the_files_holding_its_ids(long_release_ttl,
