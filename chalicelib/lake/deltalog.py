@@ -157,6 +157,14 @@ def arrow_schema(schema: dict, partition_columns: list[str]) -> pa.Schema:
     return pa.schema([f for f in full if f.name not in partition_columns])
 
 
+def table_schema(dt) -> tuple[dict, list[str]]:
+    """The Delta schema (parsed schemaString) and partition columns of a table, whether
+    this reader replayed its log (TableLog) or deltalake opened it (the fallback)."""
+    if isinstance(dt, TableLog):
+        return dt.schema, dt.partition_columns
+    return json.loads(dt.schema().to_json()), list(dt.metadata().partition_columns)
+
+
 def delta_schema(arrow: pa.Schema) -> dict:
     """The Delta schema (parsed schemaString) deltalake writes for an Arrow schema."""
     import deltalake  # deferred: with arrow_schema

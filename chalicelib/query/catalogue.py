@@ -254,6 +254,11 @@ class FileStats:
         return cls(uris, low, high, runs, actions["size_bytes"].fill_null(0).to_pylist(), text)
 
     @classmethod
+    def of_table(cls, dt) -> FileStats:
+        """From our log replay (TableLog) or from deltalake's table (the fallback)."""
+        return cls.of_log(dt) if isinstance(dt, deltalog.TableLog) else cls.of(dt)
+
+    @classmethod
     def of_log(cls, log: deltalog.TableLog) -> FileStats:
         """The same from our own log replay (deltalog): no DeltaTable needed."""
         uris, adds = log.uris(), list(log.files.values())
@@ -495,8 +500,7 @@ class Catalogue:
             with self._lock:  # the DeltaTables are shared by the releases opened
                 dt = self._table(name, rel.versions.get(name)) if rel.number else None
                 if dt is not None:
-                    opened.files[name] = FileStats.of_log(dt) \
-                        if isinstance(dt, deltalog.TableLog) else FileStats.of(dt)
+                    opened.files[name] = FileStats.of_table(dt)
             runs = set(rel.runs.values())
             clean, mixed = opened.files[name].visibility(runs) if dt is not None else ([], [])
             if clean or mixed:  # DuckDB's own Parquet reader: statistics pruning,
@@ -1197,10 +1201,7 @@ def _bind_file(dt) -> str:
     file filters; a full scan reads its empty footer. One per schema, keyed by the Delta
     schema: found in the image's seed (a cold container writes none, ~40 ms) or written
     once per machine (under a temporary name, then renamed)."""
-    if isinstance(dt, deltalog.TableLog):
-        delta, parts = dt.schema, dt.partition_columns
-    else:
-        delta, parts = json.loads(dt.schema().to_json()), list(dt.metadata().partition_columns)
+    delta, parts = deltalog.table_schema(dt)
     rel = _bind_path(delta, parts)
     for root in _bind_roots():
         if (root / rel).exists():

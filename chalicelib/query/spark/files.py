@@ -65,12 +65,7 @@ def load_table(archive: Archive, release: releases.Release, name: str) -> TableF
     log = _open_log(archive, name, version) if version is not None else None
     if log is None:
         return TableFiles(name, root, [], [], {}, None)
-    if isinstance(log, deltalog.TableLog):
-        stats, meta = FileStats.of_log(log), (log.schema, log.partition_columns)
-    else:
-        stats = FileStats.of(log)
-        meta = (_delta_schema(log), list(log.metadata().partition_columns))
-    return _visible(root, release, name, stats, *meta)
+    return _visible(root, release, name, FileStats.of_table(log), *deltalog.table_schema(log))
 
 
 def _visible(root: str, release: releases.Release, name: str, stats: FileStats,
@@ -78,12 +73,6 @@ def _visible(root: str, release: releases.Release, name: str, stats: FileStats,
     clean, mixed = stats.visibility(set(release.runs.values()))
     return TableFiles(name, root, clean, mixed, dict(zip(stats.uris, stats.sizes, strict=True)),
                       stats, delta or {}, parts or [])
-
-
-def _delta_schema(dt) -> dict:
-    import json  # deferred: only logs our reader cannot replay come here
-
-    return json.loads(dt.schema().to_json())
 
 
 class ReleaseFiles:
