@@ -542,8 +542,9 @@ class Catalogue:
 
     def stats(self, table: str) -> FileStats | None:
         """Per-file statistics of a served table (opening it if needed)."""
-        opened = self.current()
-        physical = schema.TABLES[table].physical
+        return self._stats_of(self.current(), schema.TABLES[table].physical)
+
+    def _stats_of(self, opened: Opened, physical: str) -> FileStats | None:
         self._load(opened, physical)
         return opened.files.get(physical)
 
@@ -562,10 +563,7 @@ class Catalogue:
         is its open release (None otherwise, or without files): a router pricing a job
         on that release reuses them instead of replaying the Delta log again."""
         opened = self.current()
-        if opened.release.number != release:
-            return None
-        self._load(opened, physical)
-        return opened.files.get(physical)
+        return self._stats_of(opened, physical) if opened.release.number == release else None
 
     def _table(self, name: str, version: int | None):
         """The table at a version, reusing the loaded log: a new release costs only the
@@ -692,14 +690,15 @@ class Catalogue:
         if schema.TABLES[served].physical != physical:
             return None
         hot = self._hot_connection(opened, physical)
-        key = (self.archive.url, opened.release.number, token)
-        hot.register(_phys(physical), self._candidate_rows(key, physical, per_file, needed))
+        hot.register(_phys(physical),
+                     self._candidate_rows(opened, token, physical, per_file, needed))
         return hot, stripped
 
-    def _candidate_rows(self, key: tuple, physical: str, per_file: dict[str, np.ndarray],
-                        names, only: frozenset[str] | None = None) -> pa.Table:
-        """The cone's candidate rows (see _rows_table), built once per cone (`key`: its
-        release and token) and columns: a repeated cone takes nothing from the row-group
+    def _candidate_rows(self, opened: Opened, token: int, physical: str,
+                        per_file: dict[str, np.ndarray], names,
+                        only: frozenset[str] | None = None) -> pa.Table:
+        """The cone's candidate rows (see _rows_table), built once per cone (its release
+        and token) and columns: a repeated cone takes nothing from the row-group
         cache again, so it costs the same however many files its rows lie in (ten
         unmerged weeks or one tier file; building was ~0.1 ms a file)."""
         def build() -> pa.Table:
@@ -707,7 +706,8 @@ class Catalogue:
             return _rows_table(physical, [(uri, r, self._row_groups.take(uri, r, cols))
                                           for uri, r in per_file.items()], only)
 
-        rows = CONES.table((*key, frozenset(names), only), build)
+        key = (self.archive.url, opened.release.number, token, frozenset(names), only)
+        rows = CONES.table(key, build)
         LANE_ROWS[0] += rows.num_rows
         return rows
 
@@ -726,8 +726,7 @@ class Catalogue:
         read = _plan_columns(p, physical)
         if read is None:
             return None
-        key = (self.archive.url, opened.release.number, p.token)
-        rows = self._candidate_rows(key, physical, cone[1], read, read)
+        rows = self._candidate_rows(opened, p.token, physical, cone[1], read, read)
         out = self._result_schema(opened, physical, p)
         got = simplecone.answer(p, rows, out, self._served_value)
         return got.slice(0, max_rows) if max_rows is not None else got
